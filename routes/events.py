@@ -1,0 +1,151 @@
+"""Socket.IO handlers for namespace "/"."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app, request
+from flask_socketio import ConnectionRefusedError, emit, join_room
+from sqlalchemy.exc import SQLAlchemyError
+
+from utils import store
+from utils.auth import authenticate_socket
+from utils.extensions import db, socketio
+from utils.notifier import NOTIFICATION_EVENT, push_unread_count, user_room
+from utils.realtime import Realtime
+from utils.validation import ValidationError, page_limit, positive_id, read_request
+
+log = logging.getLogger(__name__)
+
+REPLAY_LIMIT = 100
+
+
+def realtime() -> Realtime:
+    return current_app.extensions[Realtime.KEY]
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _last_id(auth: Any) -> int | None:
+    """The client's replay cursor; an unusable value counts as none."""
+    if not isinstance(auth, dict) or auth.get("last_id") is None:
+        return None
+    try:
+        return positive_id(auth["last_id"], "last_id", allow_zero=True)
+    except ValidationError:
+        return None
+
+
+@socketio.on("connect")
+def on_connect(auth: Any = None) -> None:
+    """Browsers: open a socket with a token; join the user's room, replay what was missed."""
+    try:
+        _connect(auth)
+    except ConnectionRefusedError:
+        raise
+    except Exception:
+        # Anything else must still be a refusal: Flask-SocketIO retries a handler that
+        # raises TypeError without its argument, and a traceback helps no client.
+        log.exception("connect failed")
+        realtime().forget(request.sid)
+        db.session.rollback()
+        raise ConnectionRefusedError("unavailable", {"code": "server_unavailable"}) from None
+
+
+def _connect(auth: Any) -> None:
+    rt = realtime()
+    verified = authenticate_socket(auth, request.environ)
+    sid, user_id = request.sid, verified.user_id
+    last_id = _last_id(auth)
+    unread = store.unread_count(user_id)
+    rt.registry.add(sid, user_id, verified.expires_at)
+    if last_id is not None:
+        rt.guard.begin(sid)
+    join_room(user_room(user_id))
+    emit("auth_success", {"user_id": user_id, "unread_count": unread})
+    rt.sweeper.ensure_started()
+    _replay(rt, sid, user_id, last_id)
+
+
+def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:
+    if last_id is None:
+        emit("sync_complete", {"last_id": None, "replayed": 0, "has_more": False,
+                               "gap": False})
+        return
+    rows, has_more = store.after(user_id, last_id, REPLAY_LIMIT)
+    gap = last_id < store.pruned_through()
+    db.session.rollback()  # end the read transaction before emitting
+    upto = last_id
+    for row in rows:
+        emit(NOTIFICATION_EVENT, row.to_dict(), to=sid)
+        upto = row.id
+    cursor = upto
+    for held in rt.guard.finish(sid, upto):
+        emit(NOTIFICATION_EVENT, held, to=sid)
+        if not has_more:
+            cursor = held["id"]
+    emit("sync_complete", {"last_id": cursor, "replayed": len(rows), "has_more": has_more,
+                           "gap": gap})
+
+
+@socketio.on("disconnect")
+def on_disconnect(*_reason: Any) -> None:
+    """Socket.IO: a socket went away; forget it."""
+    realtime().forget(request.sid)
+
+
+def _current_user() -> str:
+    user_id = realtime().registry.user_of(request.sid)
+    if user_id is None:
+        raise ValidationError("this socket is not authenticated", code="not_connected")
+    return user_id
+
+
+@socketio.on("mark_read")
+def on_mark_read(payload: Any = None) -> dict[str, Any]:
+    """Browsers: mark notifications read; the user's other sockets get the new count."""
+    user_id = _current_user()
+    ids = read_request(payload)
+    updated = store.mark_read(user_id, ids)
+    count = store.unread_count(user_id)
+    db.session.rollback()
+    push_unread_count(user_id, count, skip_sid=request.sid)
+    return {"updated": updated, "unread_count": count}
+
+
+@socketio.on("sync")
+def on_sync(payload: Any = None) -> dict[str, Any]:
+    """Browsers: page through stored notifications after ``after_id``, oldest first."""
+    user_id = _current_user()
+    if not isinstance(payload, dict):
+        raise ValidationError('send {"after_id": <int>, "limit": <int>}')
+    after_id = positive_id(payload.get("after_id", 0), "after_id", allow_zero=True)
+    limit = page_limit(payload.get("limit"), default=REPLAY_LIMIT)
+    rows, has_more = store.after(user_id, after_id, limit)
+    result = {"notifications": [row.to_dict() for row in rows], "has_more": has_more}
+    db.session.rollback()
+    return result
+
+
+@socketio.on("*")
+def on_unknown(event: str, *_args: Any) -> dict[str, Any]:
+    """Browsers: an event this server does not know."""
+    return _error("unknown_event", f"unknown event {str(event)[:64]!r}")
+
+
+@socketio.on_error_default
+def on_event_error(exc: Exception) -> dict[str, Any]:
+    """Any handler's failure becomes an error ack; the connection stays up."""
+    db.session.rollback()
+    if isinstance(exc, ValidationError):
+        return _error(exc.code, exc.message)
+    if isinstance(exc, TypeError):
+        return _error("validation_error", "unexpected arguments for this event")
+    if isinstance(exc, SQLAlchemyError):
+        log.error("database error in a socket event: %s", type(exc).__name__)
+        return _error("database_unavailable", "the database is unavailable; retry later")
+    log.exception("socket event failed")
+    return _error("internal_error", "the server failed to handle this event")

@@ -1,0 +1,64 @@
+"""Operations: liveness, readiness."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, jsonify
+
+from utils import store
+from utils.extensions import db, socketio
+from utils.version import __version__
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+
+
+def _monkey_patched() -> bool:
+    mode = socketio.async_mode
+    try:
+        if mode == "eventlet":
+            import eventlet.patcher
+
+            return bool(eventlet.patcher.is_monkey_patched("socket"))
+        if mode == "gevent":
+            import gevent.monkey
+
+            return bool(gevent.monkey.is_module_patched("socket"))
+    except Exception:
+        return False
+    return False
+
+
+@bp.get("/healthz")
+def healthz():
+    """Anyone: liveness, with the facts an operator checks first. No I/O."""
+    settings = current_app.config["SETTINGS"]
+    return jsonify({
+        "status": "ok",
+        "async_mode": socketio.async_mode,
+        "monkey_patched": _monkey_patched(),
+        "transports": list(settings.transports),
+        "ping_interval": settings.ping_interval,
+        "ping_timeout": settings.ping_timeout,
+        "message_queue": "redis" if settings.redis_url else "disabled",
+        "environment": settings.app_env,
+        "version": __version__,
+    })
+
+
+@bp.get("/readyz")
+def readyz():
+    """Anyone: whether the database and the message queue answer."""
+    checks = {"database": "ok", "message_queue": "disabled"}
+    try:
+        store.ping()
+    except Exception as exc:
+        db.session.rollback()
+        log.warning("readiness: database error: %s", type(exc).__name__)
+        checks["database"] = "error"
+    probe = current_app.extensions.get("notifier.queue_probe")
+    if probe is not None:
+        checks["message_queue"] = "ok" if probe() else "error"
+    ok = all(v in ("ok", "disabled") for v in checks.values())
+    return jsonify({"status": "ok" if ok else "error", **checks}), (200 if ok else 503)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh machine, then runs every test.
+#   ./scripts/test.sh                 the whole suite
+#   ./scripts/test.sh tests/test_x.py any pytest arguments narrow it
+# Debian packages (browsers, WebDriver, Xvfb, HAProxy, nginx) are installed with
+# apt-get when missing and running as root; Python packages go into .venv; npm
+# packages (socket.io-client 4.8.1 for the browser tests) into node_modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(chromium chromium-driver webkit2gtk-driver xvfb xauth haproxy nginx-light)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  else
+    echo "!! missing Debian packages: ${missing[*]} (not root: the tests that need them skip)"
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== python3 -m venv .venv"
+  python3 -m venv .venv
+fi
+echo "== pip install -r requirements-dev.txt"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+if command -v npm >/dev/null; then
+  echo "== npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  echo "!! npm not found: the browser tests skip"
+fi
+
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"

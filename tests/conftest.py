@@ -1,0 +1,153 @@
+"""Shared fixtures: an app per test, its HTTP and Socket.IO test clients, tokens."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+from flask_migrate import upgrade  # noqa: E402
+
+from tests.support.services import PG_HOST, PG_PORT, require_service  # noqa: E402
+
+SECRET = "unit-test-secret-" + "s" * 40
+API_KEY = "unit-test-api-key-" + "k" * 30
+ORIGIN = "http://localhost:3000"
+
+
+def build_app(tmp_path: Path, **overrides: str):
+    from app import create_app
+
+    config = {
+        "APP_ENV": "development",
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'test.db'}",
+        "ASYNC_MODE": "threading",
+        "JWT_SECRET_KEY": SECRET,
+        "NOTIFY_API_KEY": API_KEY,
+        "FRONTEND_URLS": ORIGIN,
+        "REDIS_URL": "",
+        **overrides,
+    }
+    app = create_app(config)
+    app.config["TESTING"] = True
+    with app.app_context():
+        upgrade()
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    return build_app(tmp_path)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_token(app):
+    """``make_token("alice", ttl=60, **claims)``: a token the app accepts."""
+    from utils.token import create_access_token
+
+    def _make(user_id: str = "alice", ttl: int = 3600, **claims) -> str:
+        with app.app_context():
+            return create_access_token(user_id, ttl, **claims)
+
+    return _make
+
+
+@pytest.fixture
+def api_headers():
+    return {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def notify(client, api_headers):
+    """``notify("alice", title="x")``: POST /api/notifications; returns the ids."""
+
+    def _notify(*user_ids: str, **fields) -> list[int]:
+        body = {"type": "test", "title": "hello", **fields}
+        if len(user_ids) == 1:
+            body["user_id"] = user_ids[0]
+        else:
+            body["user_ids"] = list(user_ids)
+        response = client.post("/api/notifications", json=body, headers=api_headers)
+        assert response.status_code == 201, response.get_json()
+        return [n["id"] for n in response.get_json()["notifications"]]
+
+    return _notify
+
+
+@pytest.fixture
+def sio_client(app):
+    """``sio_client(auth=..., headers=..., query_string=...)``: Flask-SocketIO's test
+    client; every client made is disconnected at teardown."""
+    from utils.extensions import socketio
+
+    made = []
+
+    def _make(**kwargs):
+        kwargs.setdefault("headers", {"Origin": ORIGIN})
+        test_client = socketio.test_client(app, **kwargs)
+        made.append(test_client)
+        return test_client
+
+    yield _make
+    for test_client in made:
+        if test_client.is_connected():
+            test_client.disconnect()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL database for this run, dropped at the end."""
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    import pg8000.native
+
+    name = f"notif_test_{uuid.uuid4().hex[:10]}"
+    admin = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT, database="test")
+    admin.run(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        admin.run(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n", n=name
+        )
+        admin.run(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_app(request, tmp_path):
+    """The app on SQLite, then on PostgreSQL: store tests run against both."""
+    if request.param == "sqlite":
+        return build_app(tmp_path)
+    app = build_app(tmp_path, DATABASE_URL=request.getfixturevalue("postgres_url"))
+    _truncate(app)
+    return app
+
+
+def _truncate(app):
+    """Tests run one at a time, so each PostgreSQL test starts from empty tables."""
+    import sqlalchemy as sa
+
+    from utils.extensions import db
+
+    with app.app_context():
+        db.session.execute(sa.text(
+            "TRUNCATE notifications, idempotency_keys, watermarks RESTART IDENTITY"))
+        db.session.commit()

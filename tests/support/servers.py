@@ -1,0 +1,127 @@
+"""Real servers for tests: gunicorn processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """One process we started; stopped by its own PID only."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log_path: Path,
+                 cwd: Path = ROOT) -> None:
+        self.argv, self.env, self.port, self.log_path, self.cwd = argv, env, port, log_path, cwd
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True, timeout: float = 30) -> ServerProcess:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        try:
+            out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True)
+        except FileNotFoundError:
+            return []
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process group we created (gunicorn master and its workers)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """Production-mode environment for a real server, with a SQLite file in tmp_path."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if not key.startswith(("JWT_", "NOTIFY_", "REDIS_", "DATABASE_", "FRONTEND_"))
+    }
+    env.update({
+        "APP_ENV": "production",
+        "JWT_SECRET_KEY": "test-secret-" + "k" * 40,
+        "NOTIFY_API_KEY": "test-api-key-" + "a" * 30,
+        "FRONTEND_URLS": "http://localhost:3000",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}",
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(overrides)
+    return env
+
+
+def gunicorn(tmp_path: Path, env: dict[str, str], worker: str = "eventlet",
+             port: int | None = None, extra: list[str] | None = None,
+             name: str = "gunicorn") -> ServerProcess:
+    """The Procfile's command, on a free loopback port (not yet started)."""
+    port = port or free_port()
+    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", *(extra or []), "app:app"]
+    return ServerProcess(argv, env, port, tmp_path / f"{name}-{port}.log")
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``flask --app app db upgrade``, as Railway's preDeployCommand runs it."""
+    subprocess.run([str(VENV_BIN / "flask"), "--app", "app", "db", "upgrade"], env=env,
+                   cwd=ROOT, check=True, capture_output=True)

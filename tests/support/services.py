@@ -1,0 +1,33 @@
+"""Real PostgreSQL and Redis for the tests: used when they answer, skipped with a
+reason when they do not, and a failure under CI=true where they must exist."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    if port_open(host, port):
+        return
+    message = f"{name} is not answering on {host}:{port}"
+    if in_ci():
+        pytest.fail(f"{message}; under CI=true it must run (.ci/run starts it)")
+    pytest.skip(f"{message}; start it to run this test")

@@ -1,0 +1,284 @@
+"""Configuration: every environment variable the service reads is parsed here.
+
+Variables (see the README's configuration table for the full story):
+
+    APP_ENV                 development (default) or production. Production is also
+                            implied by RAILWAY_ENVIRONMENT being set.
+    PORT                    listening port for ``python app.py`` (default 8000).
+    JWT_SECRET_KEY          HMAC key(s) for user tokens; comma-separated to accept a
+                            previous key during rotation (the first one signs).
+                            Required in production (32+ bytes) unless JWT_PUBLIC_KEY is set.
+    JWT_PUBLIC_KEY          PEM public key for RS256/ES256 tokens issued elsewhere.
+    JWT_ALGORITHMS          comma list, default HS256 (RS256 with a public key). ``none``
+                            is never accepted.
+    JWT_AUDIENCE            required ``aud`` when set.
+    JWT_ISSUER              required ``iss`` when set.
+    JWT_USER_CLAIM          claim that names the user (default ``sub``).
+    JWT_LEEWAY              clock skew allowed on exp/nbf/iat, seconds, 0..30 (default 10).
+    FRONTEND_URLS           exact allowed origins, comma-separated. Required in production.
+    DATABASE_URL            SQLAlchemy URL; default SQLite under instance/.
+    REDIS_URL               Socket.IO message queue; unset means a single process.
+    NOTIFY_API_KEY          producer key for POST /api/notifications.
+    ASYNC_MODE              eventlet (default) or gevent.
+    PING_INTERVAL           Engine.IO ping interval, seconds (default 25).
+    PING_TIMEOUT            Engine.IO ping timeout, seconds (default 60).
+    SOCKETIO_TRANSPORTS     polling,websocket (default) or websocket.
+    MAX_HTTP_BUFFER_SIZE    largest Engine.IO message accepted, bytes (default 65536).
+    TOKEN_SWEEP_INTERVAL    how often connected sockets are checked for expired tokens,
+                            seconds (default 1).
+    NOTIFICATION_RETENTION_DAYS  default age for ``flask prune`` (default 90).
+    DEBUG_PAGE              0 turns GET /debug off (default on).
+    LOG_LEVEL               root log level (default INFO).
+    SOCKETIO_LOGGER         1 turns on the Socket.IO and Engine.IO loggers (redacted).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+ASYNC_MODES = ("eventlet", "gevent", "threading")
+TRANSPORT_CHOICES = ("polling", "websocket")
+MIN_SECRET_BYTES = 32
+MAX_LEEWAY_SECONDS = 30
+DEFAULT_FRONTEND_URL = "http://localhost:3000"
+
+
+class ConfigError(RuntimeError):
+    """A configuration value that prevents start-up; the message is one clear line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_env: str = "development"
+    port: int = 8000
+    jwt_secret_keys: tuple[str, ...] = ()
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_user_claim: str = "sub"
+    jwt_leeway: int = 10
+    frontend_urls: tuple[str, ...] = (DEFAULT_FRONTEND_URL,)
+    database_url: str = ""
+    redis_url: str | None = None
+    notify_api_key: str = ""
+    async_mode: str = "eventlet"
+    ping_interval: int = 25
+    ping_timeout: int = 60
+    transports: tuple[str, ...] = ("polling", "websocket")
+    max_http_buffer_size: int = 64 * 1024
+    token_sweep_interval: float = 1.0
+    retention_days: int = 90
+    debug_page: bool = True
+    log_level: str = "INFO"
+    socketio_logger: bool = False
+    generated: tuple[str, ...] = field(default=())
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def signing_key(self) -> str | None:
+        return self.jwt_secret_keys[0] if self.jwt_secret_keys else None
+
+    def secrets_to_redact(self) -> list[str]:
+        """Values that must never appear in a log line."""
+        values = [*self.jwt_secret_keys, self.notify_api_key]
+        return [v for v in values if v]
+
+
+def _split(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not 0.05 <= value <= 60:
+        raise ConfigError(f"{name} must be between 0.05 and 60 seconds, got {value}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _app_env(env: Mapping[str, str]) -> str:
+    raw = (env.get("APP_ENV") or "").strip().lower()
+    if raw in ("production", "prod"):
+        return "production"
+    if raw in ("development", "dev", "test", "testing"):
+        return "development"
+    if raw:
+        raise ConfigError(f"APP_ENV must be development or production, got {raw!r}")
+    return "production" if env.get("RAILWAY_ENVIRONMENT") else "development"
+
+
+def _frontend_urls(env: Mapping[str, str], production: bool) -> tuple[str, ...]:
+    raw = env.get("FRONTEND_URLS")
+    if raw is None:
+        if production:
+            raise ConfigError(
+                "FRONTEND_URLS is required in production: the exact origins of your "
+                "front end, comma-separated, e.g. https://app.example.com"
+            )
+        return (DEFAULT_FRONTEND_URL,)
+    urls = [u.rstrip("/") for u in _split(raw)]
+    if not urls:
+        raise ConfigError("FRONTEND_URLS is empty: list the exact front-end origins")
+    if "*" in urls:
+        raise ConfigError(
+            "FRONTEND_URLS must not be '*': a wildcard with credentials lets any site "
+            "open sockets as your users; list the exact origins"
+        )
+    for url in urls:
+        if not url.startswith(("http://", "https://")) or url.count("/") != 2:
+            raise ConfigError(
+                f"FRONTEND_URLS entry {url!r} is not an origin like https://app.example.com"
+            )
+    return tuple(urls)
+
+
+def _algorithms(env: Mapping[str, str], has_public_key: bool) -> tuple[str, ...]:
+    default = "RS256" if has_public_key else "HS256"
+    algorithms = _split(env.get("JWT_ALGORITHMS") or default)
+    if any(a.lower() == "none" for a in algorithms):
+        raise ConfigError("JWT_ALGORITHMS must not contain 'none'")
+    known = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384",
+             "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+    unknown = [a for a in algorithms if a not in known]
+    if unknown:
+        raise ConfigError(f"JWT_ALGORITHMS has unknown algorithm(s): {', '.join(unknown)}")
+    symmetric = [a for a in algorithms if a.startswith("HS")]
+    if has_public_key and symmetric:
+        # Accepting HS* beside a public key invites key confusion: the public key,
+        # which is not secret, would become an HMAC secret.
+        raise ConfigError("JWT_ALGORITHMS must not mix HS* with JWT_PUBLIC_KEY")
+    return tuple(algorithms)
+
+
+def _transports(env: Mapping[str, str]) -> tuple[str, ...]:
+    transports = _split(env.get("SOCKETIO_TRANSPORTS") or "polling,websocket")
+    bad = [t for t in transports if t not in TRANSPORT_CHOICES]
+    if bad or not transports:
+        raise ConfigError(
+            "SOCKETIO_TRANSPORTS must be polling,websocket or websocket, "
+            f"got {env.get('SOCKETIO_TRANSPORTS')!r}"
+        )
+    return tuple(transports)
+
+
+def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
+    url = (env.get("DATABASE_URL") or "").strip()
+    if not url:
+        return f"sqlite:///{instance_path / 'notifications.db'}"
+    # Railway's and Heroku's plugins hand out postgres://; SQLAlchemy wants a dialect,
+    # and pg8000 is pure Python, so it cooperates with eventlet's and gevent's hubs.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+pg8000://" + url[len(prefix):]
+    return url
+
+
+def _dev_secret(instance_path: Path, name: str, generated: list[str]) -> str:
+    """A development secret generated once and kept under instance/."""
+    path = instance_path / f"{name.lower()}.txt"
+    if path.exists():
+        value = path.read_text().strip()
+        if value:
+            return value
+    instance_path.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    generated.append(name)
+    return value
+
+
+def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
+    """Parse the environment once, failing fast with one clear line."""
+    app_env = _app_env(env)
+    production = app_env == "production"
+    generated: list[str] = []
+
+    public_key = (env.get("JWT_PUBLIC_KEY") or "").strip() or None
+    if public_key:
+        public_key = public_key.replace("\\n", "\n")
+    secret_keys = tuple(_split(env.get("JWT_SECRET_KEY")))
+    if not secret_keys and not public_key:
+        if production:
+            raise ConfigError(
+                "JWT_SECRET_KEY is required in production (32+ random bytes, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+                "or set JWT_PUBLIC_KEY"
+            )
+        secret_keys = (_dev_secret(instance_path, "JWT_SECRET_KEY", generated),)
+    short = [k for k in secret_keys if len(k.encode()) < MIN_SECRET_BYTES]
+    if short and production:
+        raise ConfigError(f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+
+    api_key = (env.get("NOTIFY_API_KEY") or "").strip()
+    if not api_key and not production:
+        api_key = _dev_secret(instance_path, "NOTIFY_API_KEY", generated)
+
+    async_mode = (env.get("ASYNC_MODE") or "eventlet").strip().lower()
+    if async_mode not in ASYNC_MODES:
+        raise ConfigError(f"ASYNC_MODE must be eventlet or gevent, got {async_mode!r}")
+
+    log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    return Settings(
+        app_env=app_env,
+        port=_int(env, "PORT", 8000, 1, 65535),
+        jwt_secret_keys=secret_keys,
+        jwt_public_key=public_key,
+        jwt_algorithms=_algorithms(env, bool(public_key)),
+        jwt_audience=(env.get("JWT_AUDIENCE") or "").strip() or None,
+        jwt_issuer=(env.get("JWT_ISSUER") or "").strip() or None,
+        jwt_user_claim=(env.get("JWT_USER_CLAIM") or "sub").strip(),
+        jwt_leeway=_int(env, "JWT_LEEWAY", 10, 0, MAX_LEEWAY_SECONDS),
+        frontend_urls=_frontend_urls(env, production),
+        database_url=_database_url(env, instance_path),
+        redis_url=(env.get("REDIS_URL") or "").strip() or None,
+        notify_api_key=api_key,
+        async_mode=async_mode,
+        ping_interval=_int(env, "PING_INTERVAL", 25, 1, 3600),
+        ping_timeout=_int(env, "PING_TIMEOUT", 60, 1, 3600),
+        transports=_transports(env),
+        max_http_buffer_size=_int(env, "MAX_HTTP_BUFFER_SIZE", 64 * 1024, 1024, 16 * 1024**2),
+        token_sweep_interval=_float(env, "TOKEN_SWEEP_INTERVAL", 1.0),
+        retention_days=_int(env, "NOTIFICATION_RETENTION_DAYS", 90, 1, 36500),
+        debug_page=_flag(env, "DEBUG_PAGE", True),
+        log_level=log_level,
+        socketio_logger=_flag(env, "SOCKETIO_LOGGER", False),
+        generated=tuple(generated),
+    )

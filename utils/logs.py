@@ -1,0 +1,83 @@
+"""Logging to stdout, configured once, with tokens and keys redacted from every line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Iterable
+
+# A JWT anywhere (header.payload.signature, base64url), a token= query value, a
+# Bearer credential, and any "token" key in JSON (Engine.IO packet logs).
+_PATTERNS = [
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    (re.compile(r"(?i)(token=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(\"token\"\s*:\s*\")[^\"]*"), r"\1[redacted]"),
+]
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message so no secret can reach any handler."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 8]
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        redacted = self.redact(message)
+        if record.exc_info:
+            # Render the traceback now so it is redacted too.
+            formatter = logging.Formatter()
+            redacted += "\n" + self.redact(formatter.formatException(record.exc_info))
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = redacted, None
+        return True
+
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, secrets: Iterable[str]) -> RedactingFilter:
+    """One stdout handler on the root logger; gunicorn's handlers get the filter too."""
+    redactor = RedactingFilter(secrets)
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if getattr(h, "_notifier", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stdout)
+        handler._notifier = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        root.addHandler(handler)
+    for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+        handler.removeFilter(old)
+    handler.addFilter(redactor)
+    root.setLevel(level)
+    for name in ("gunicorn.error", "gunicorn.access"):
+        for gunicorn_handler in logging.getLogger(name).handlers:
+            for old in [f for f in gunicorn_handler.filters if isinstance(f, RedactingFilter)]:
+                gunicorn_handler.removeFilter(old)
+            gunicorn_handler.addFilter(redactor)
+    return redactor
+
+
+def socketio_loggers(enabled: bool) -> tuple[logging.Logger | bool, logging.Logger | bool]:
+    """The Socket.IO and Engine.IO loggers: off unless asked for; their lines pass
+    through the root handler's redaction like everything else."""
+    if not enabled:
+        return False, False
+    sio, eio = logging.getLogger("socketio.server"), logging.getLogger("engineio.server")
+    sio.setLevel(logging.INFO)
+    eio.setLevel(logging.INFO)
+    return sio, eio

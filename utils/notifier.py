@@ -1,0 +1,120 @@
+"""The one path that stores notifications and then emits them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable
+
+from sqlalchemy.exc import IntegrityError
+
+from utils import store
+from utils.extensions import db, socketio
+from utils.store import NewNotification
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+NOTIFICATION_EVENT = "notification"
+UNREAD_COUNT_EVENT = "unread_count"
+
+
+def user_room(user_id: str) -> str:
+    """The room every socket of ``user_id`` joins; producers emit to it."""
+    return f"user:{user_id}"
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key reused with a different request body."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    response: dict[str, Any]
+    replayed: bool  # True when an Idempotency-Key matched an earlier request
+
+
+def fingerprint(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def emit_notification(user_id: str, payload: dict[str, Any]) -> None:
+    try:
+        socketio.emit(NOTIFICATION_EVENT, payload, to=user_room(user_id))
+    except Exception:
+        # Stored already: the client gets it on its next replay.
+        log.exception("emit failed for a stored notification (id %s)", payload.get("id"))
+
+
+def push_unread_count(user_id: str, count: int, skip_sid: str | None = None) -> None:
+    try:
+        socketio.emit(UNREAD_COUNT_EVENT, {"unread_count": count}, to=user_room(user_id),
+                      skip_sid=skip_sid)
+    except Exception:
+        log.exception("could not push an unread count")
+
+
+def notify_users(
+    user_ids: Iterable[str],
+    type: str,
+    title: str,
+    body: str | None = None,
+    data: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    request_fingerprint: str | None = None,
+) -> Delivery:
+    """Store one notification per user in one transaction, then emit each to its
+    user's room. With an idempotency key, a repeat returns the first answer."""
+    users = [str(u) for u in user_ids]
+    if idempotency_key:
+        earlier = _earlier_answer(idempotency_key, request_fingerprint or "")
+        if earlier is not None:
+            return earlier
+    items = [NewNotification(u, type, title, body, data or {}) for u in users]
+    try:
+        rows = store.insert_notifications(items)
+        payloads = [row.to_dict() for row in rows]
+        response = {"notifications": [{"id": p["id"], "user_id": u}
+                                      for p, u in zip(payloads, users)]}
+        if idempotency_key:
+            db.session.add(store.IdempotencyKey(
+                key=idempotency_key, fingerprint=request_fingerprint or "",
+                response=response))
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        if idempotency_key:
+            # A concurrent request with the same key committed first.
+            earlier = _earlier_answer(idempotency_key, request_fingerprint or "")
+            if earlier is not None:
+                return earlier
+        raise
+    except Exception:
+        db.session.rollback()
+        raise
+    for user_id, payload in zip(users, payloads):
+        emit_notification(user_id, payload)
+    return Delivery(response, replayed=False)
+
+
+def notify_user(user_id: str, type: str, title: str, body: str | None = None,
+                data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store and emit one notification; returns its ``{"id", "user_id"}``."""
+    delivery = notify_users([user_id], type, title, body, data)
+    return delivery.response["notifications"][0]
+
+
+def _earlier_answer(key: str, request_fingerprint: str) -> Delivery | None:
+    row = store.find_idempotency_key(key, IDEMPOTENCY_TTL)
+    if row is None:
+        return None
+    if row.fingerprint != request_fingerprint:
+        db.session.rollback()
+        raise IdempotencyConflict(key)
+    response = row.response
+    db.session.rollback()
+    return Delivery(response, replayed=True)

@@ -1,0 +1,109 @@
+"""Who each connected socket is, and the one sweeper that ends expired tokens.
+
+Per-socket state is one small entry here rather than Flask-SocketIO's session dict,
+and token expiry is one heap swept by a single background task, not a timer per
+socket: both matter when one worker holds thousands of sockets.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SocketEntry:
+    user_id: str
+    expires_at: float | None
+
+
+class SocketRegistry:
+    def __init__(self) -> None:
+        self._entries: dict[str, SocketEntry] = {}
+        self._by_user: dict[str, set[str]] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def add(self, sid: str, user_id: str, expires_at: float | None) -> None:
+        with self._lock:
+            self._entries[sid] = SocketEntry(user_id, expires_at)
+            self._by_user.setdefault(user_id, set()).add(sid)
+            if expires_at is not None:
+                heapq.heappush(self._expiry, (expires_at, sid))
+
+    def remove(self, sid: str) -> SocketEntry | None:
+        with self._lock:
+            entry = self._entries.pop(sid, None)
+            if entry is not None:
+                sids = self._by_user.get(entry.user_id)
+                if sids is not None:
+                    sids.discard(sid)
+                    if not sids:
+                        del self._by_user[entry.user_id]
+            return entry
+
+    def user_of(self, sid: str) -> str | None:
+        entry = self._entries.get(sid)
+        return entry.user_id if entry else None
+
+    def count_for(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def pop_expired(self, now: float) -> list[str]:
+        """Sids whose token expired by ``now``; stale heap entries are skipped."""
+        expired = []
+        with self._lock:
+            while self._expiry and self._expiry[0][0] <= now:
+                expires_at, sid = heapq.heappop(self._expiry)
+                entry = self._entries.get(sid)
+                if entry is not None and entry.expires_at == expires_at:
+                    expired.append(sid)
+        return expired
+
+
+class ExpirySweeper:
+    """Runs ``on_expired(sid)`` for every socket whose token has passed ``exp``."""
+
+    def __init__(self, registry: SocketRegistry, interval: float,
+                 on_expired: Callable[[str], None],
+                 start_task: Callable[..., object], sleep: Callable[[float], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.registry = registry
+        self.interval = interval
+        self.on_expired = on_expired
+        self._start_task = start_task
+        self._sleep = sleep
+        self._clock = clock
+        self._started = False
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._start_task(self._run)
+
+    def sweep_once(self) -> int:
+        expired = self.registry.pop_expired(self._clock())
+        for sid in expired:
+            try:
+                self.on_expired(sid)
+            except Exception:
+                log.exception("could not end an expired socket")
+        return len(expired)
+
+    def _run(self) -> None:
+        while True:
+            self._sleep(self.interval)
+            self.sweep_once()

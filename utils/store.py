@@ -1,0 +1,191 @@
+"""The notification store: models and every query the service makes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+
+from utils.extensions import db
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
+IdType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+PAGE_MAX = 100
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no zone, so every database stores UTC without one."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+class Notification(db.Model):
+    __tablename__ = "notifications"
+    # AUTOINCREMENT keeps SQLite from reusing the ids of pruned rows, so ids only grow.
+    __table_args__ = (
+        sa.Index("ix_notifications_user_id_id", "user_id", "id"),
+        sa.Index("ix_notifications_user_unread", "user_id", "read_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id = sa.Column(IdType, primary_key=True, autoincrement=True)
+    user_id = sa.Column(sa.String(128), nullable=False)
+    type = sa.Column(sa.String(64), nullable=False)
+    title = sa.Column(sa.String(200), nullable=False)
+    body = sa.Column(sa.Text, nullable=True)
+    data = sa.Column(sa.JSON, nullable=False, default=dict)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+    read_at = sa.Column(sa.DateTime, nullable=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "title": self.title,
+            "body": self.body,
+            "data": self.data if self.data is not None else {},
+            "created_at": isoformat(self.created_at),
+            "read_at": isoformat(self.read_at),
+        }
+
+
+class IdempotencyKey(db.Model):
+    """A producer's Idempotency-Key and the answer its first request got."""
+
+    __tablename__ = "idempotency_keys"
+
+    key = sa.Column(sa.String(255), primary_key=True)
+    fingerprint = sa.Column(sa.String(64), nullable=False)
+    response = sa.Column(sa.JSON, nullable=False)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+
+
+class Watermark(db.Model):
+    """Named counters; ``pruned_through`` is the highest notification id ever pruned."""
+
+    __tablename__ = "watermarks"
+
+    name = sa.Column(sa.String(64), primary_key=True)
+    value = sa.Column(IdType, nullable=False)
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    user_id: str
+    type: str
+    title: str
+    body: str | None
+    data: dict[str, Any]
+
+
+def insert_notifications(items: Sequence[NewNotification]) -> list[Notification]:
+    """Add a batch to the session in one flush; the caller commits."""
+    now = utcnow()
+    rows = [
+        Notification(
+            user_id=item.user_id, type=item.type, title=item.title, body=item.body,
+            data=item.data, created_at=now,
+        )
+        for item in items
+    ]
+    db.session.add_all(rows)
+    db.session.flush()
+    return rows
+
+
+def unread_count(user_id: str) -> int:
+    query = sa.select(sa.func.count()).select_from(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None)
+    )
+    return int(db.session.execute(query).scalar_one())
+
+
+def after(user_id: str, after_id: int, limit: int) -> tuple[list[Notification], bool]:
+    """Oldest first, ids greater than ``after_id``; the flag says more remain."""
+    query = (
+        sa.select(Notification)
+        .where(Notification.user_id == user_id, Notification.id > after_id)
+        .order_by(Notification.id.asc())
+        .limit(limit + 1)
+    )
+    rows = list(db.session.execute(query).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def page(
+    user_id: str, before: int | None, limit: int, unread_only: bool
+) -> tuple[list[Notification], int | None]:
+    """Newest first; returns the rows and the cursor for the next page, if any."""
+    query = sa.select(Notification).where(Notification.user_id == user_id)
+    if before is not None:
+        query = query.where(Notification.id < before)
+    if unread_only:
+        query = query.where(Notification.read_at.is_(None))
+    query = query.order_by(Notification.id.desc()).limit(limit + 1)
+    rows = list(db.session.execute(query).scalars())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if has_more and rows else None)
+
+
+def mark_read(user_id: str, ids: Iterable[int] | None) -> int:
+    """Mark the user's notifications read (all of them when ``ids`` is None)."""
+    stmt = sa.update(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None)
+    )
+    if ids is not None:
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        stmt = stmt.where(Notification.id.in_(id_list))
+    result = db.session.execute(stmt.values(read_at=utcnow()))
+    db.session.commit()
+    return int(result.rowcount or 0)
+
+
+def find_idempotency_key(key: str, max_age: timedelta) -> IdempotencyKey | None:
+    row = db.session.get(IdempotencyKey, key)
+    if row is not None and row.created_at < utcnow() - max_age:
+        db.session.delete(row)
+        db.session.flush()
+        return None
+    return row
+
+
+def pruned_through() -> int:
+    row = db.session.get(Watermark, "pruned_through")
+    return int(row.value) if row else 0
+
+
+def prune(older_than: timedelta, idempotency_ttl: timedelta) -> int:
+    """Delete notifications older than ``older_than``; remember the highest id removed."""
+    cutoff = utcnow() - older_than
+    highest = db.session.execute(
+        sa.select(sa.func.max(Notification.id)).where(Notification.created_at < cutoff)
+    ).scalar_one()
+    deleted = 0
+    if highest is not None:
+        deleted = db.session.execute(
+            sa.delete(Notification).where(Notification.created_at < cutoff)
+        ).rowcount or 0
+        mark = db.session.get(Watermark, "pruned_through")
+        if mark is None:
+            db.session.add(Watermark(name="pruned_through", value=int(highest)))
+        elif mark.value < highest:
+            mark.value = int(highest)
+    db.session.execute(
+        sa.delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - idempotency_ttl)
+    )
+    db.session.commit()
+    return int(deleted)
+
+
+def ping() -> None:
+    db.session.execute(sa.text("SELECT 1"))
