@@ -78,6 +78,11 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     from utils.sessions import ExpirySweeper, SocketRegistry
     from utils.token import EXTENSION_KEY, TokenService
 
+    # Handlers must be declared before the first init_app: Flask-SocketIO keeps
+    # handlers declared before it for every server it builds, but binds later ones
+    # to the current server only, which a second app (every test) would lack.
+    import routes.events  # noqa: F401
+
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     _sqlite_pragmas(app, settings)
@@ -135,7 +140,7 @@ def _sqlite_pragmas(app: Flask, settings: Settings) -> None:
 
 
 def register_routes(app: Flask, settings: Settings) -> None:
-    from routes import api, events, health  # noqa: F401  (events registers handlers)
+    from routes import api, health
     from utils.errors import register_error_handlers
     from utils.origins import register_cors
 
