@@ -1,0 +1,239 @@
+"""Side-by-side benchmark: this product, stock Flask-SocketIO, Node socket.io.
+
+    .venv/bin/python -m bench            # full run: 1k/5k/10k, 3 repetitions (~10 min)
+    .venv/bin/python -m bench --quick    # N=200, one repetition, a few seconds per server
+
+Writes bench/results/<stamp>.json, and for full runs the table in docs/BENCHMARKS.md
+and docs/bench.png. See docs/BENCHMARKS.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.servers import (
+    API_KEY,
+    BENCH,
+    LOADGEN_CORE,
+    ROOT,
+    SECRET,
+    SERVERS,
+    Server,
+    cpu_seconds,
+    cpu_ticks_seconds,
+    pinned,
+    raise_nofile,
+    rss_bytes,
+)
+
+RESULTS = BENCH / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="N=200, one repetition (CI)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--servers", default=",".join(SERVERS), help="comma list of " + "/".join(SERVERS))
+    p.add_argument("--sizes", default="1000,5000,10000", help="connect sizes; the middle one "
+                   "(or the only one) also runs the notify scenarios")
+    p.add_argument("--rate", type=float, default=500, help="targeted notifies per second")
+    p.add_argument("--seconds", type=float, default=10, help="targeted notify duration")
+    p.add_argument("--batch", type=int, default=1000, help="users in the batch request")
+    p.add_argument("--batch-repeat", type=int, default=5, help="batch requests per repetition")
+    p.add_argument("--fanout", type=int, default=5000, help="users in the fan-out")
+    p.add_argument("--no-deflate", action="store_true", help="clients do not offer "
+                   "permessage-deflate")
+    p.add_argument("--async-mode", default="eventlet", choices=("eventlet", "gevent"),
+                   help="worker class for the product (the baseline stays stock eventlet)")
+    p.add_argument("--label", default="", help="tag stored in the JSON (e.g. 'before gc tuning')")
+    p.add_argument("--write-docs", action="store_true", help="write the table into "
+                   "docs/BENCHMARKS.md and the plot to docs/bench.png (default for full runs)")
+    p.add_argument("--no-docs", action="store_true", help="never touch docs/")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.reps, args.rate, args.seconds = "200", 1, 100, 2
+        args.batch, args.batch_repeat, args.fanout = 200, 1, 200
+    return args
+
+
+def ensure_node_deps() -> None:
+    """`npm ci --prefix bench` unless bench/node_modules already matches the lock."""
+    marker = BENCH / "node_modules" / ".package-lock.json"
+    lock = BENCH / "package-lock.json"
+    if marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    subprocess.run(["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"],
+                   check=True, capture_output=True)
+
+
+class LoadGen:
+    """The Node load generator, driven by JSON lines."""
+
+    def __init__(self, url: str, deflate: bool) -> None:
+        argv = ["node", str(BENCH / "loadgen.js"), "--url", url, "--secret", SECRET,
+                "--api-key", API_KEY, *([] if deflate else ["--no-deflate"])]
+        self.proc = subprocess.Popen(pinned(argv, LOADGEN_CORE), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def run(self, **cmd: Any) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator died during {cmd}")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"load generator: {out['error']}")
+        return out
+
+    def close(self) -> None:
+        try:
+            self.run(cmd="exit")
+        except (RuntimeError, BrokenPipeError, ValueError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def measured(server: Server, load: LoadGen, **cmd: Any) -> dict[str, Any]:
+    """Run one load command with the server's CPU (both clocks) around it."""
+    pid = server.measured_pid()
+    cpu0, ticks0 = cpu_seconds(pid), cpu_ticks_seconds(pid)
+    out = load.run(**cmd)
+    out["cpu_s"] = cpu_seconds(pid) - cpu0
+    out["cpu_ticks_s"] = cpu_ticks_seconds(pid) - ticks0
+    return out
+
+
+def gc_pauses(path: Path, since: float, until: float) -> dict[str, Any]:
+    """Pauses the server's probe recorded between two wall-clock times."""
+    if not path.exists():
+        return {"max_ms": None, "gen2": 0, "gen2_ms": []}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if since <= r["t"] <= until]
+    return {"max_ms": max((r["ms"] for r in rows), default=0.0),
+            "gen2": sum(1 for r in rows if r["gen"] == 2),
+            "gen2_ms": [r["ms"] for r in rows if r["gen"] == 2]}
+
+
+def one_size(name: str, size: int, notify: bool, args: argparse.Namespace,
+             workdir: Path) -> dict[str, Any]:
+    """Start a fresh server, connect ``size`` sockets, and run the notify scenarios."""
+    server = Server(name, workdir, async_mode=args.async_mode)
+    server.start()
+    load = LoadGen(server.url, deflate=not args.no_deflate)
+    try:
+        time.sleep(0.5)
+        pid = server.measured_pid()
+        rss0 = rss_bytes(pid)
+        started = time.time()
+        conn = measured(server, load, cmd="connect", n=size)
+        time.sleep(1.0)  # let buffers settle before reading RSS
+        rss1 = rss_bytes(pid)
+        result: dict[str, Any] = {
+            "connect": {**conn, "rss_before": rss0, "rss_after": rss1,
+                        "rss_per_conn": (rss1 - rss0) / max(conn["connected"], 1),
+                        "cpu_per_connect_ms": conn["cpu_s"] * 1000 / max(conn["connected"], 1)},
+        }
+        if notify:
+            result["targeted"] = measured(server, load, cmd="targeted", rate=args.rate,
+                                          seconds=args.seconds)
+            result["batch"] = [measured(server, load, cmd="batch", users=args.batch)
+                               for _ in range(args.batch_repeat)]
+            result["fanout"] = measured(server, load, cmd="fanout", users=args.fanout)
+        result["gc"] = gc_pauses(server.gc_log, started, time.time())
+        result["rss_end"] = rss_bytes(pid)
+        return result
+    finally:
+        load.close()
+        server.stop()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    notify_size = sizes[len(sizes) // 2] if len(sizes) > 1 else sizes[0]
+    names = [n for n in args.servers.split(",") if n]
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for rep in range(args.reps):
+            # Interleaved: every server runs once per repetition, in turn.
+            for name in names:
+                sizes_out = {}
+                for size in sizes:
+                    print(f"[bench] rep {rep + 1}/{args.reps} {name} N={size}", file=sys.stderr,
+                          flush=True)
+                    sizes_out[str(size)] = one_size(name, size, size == notify_size, args,
+                                                    Path(tmp))
+                runs[name].append(sizes_out)
+    return {"meta": meta(args, sizes, notify_size), "runs": runs}
+
+
+def meta(args: argparse.Namespace, sizes: list[int], notify_size: int) -> dict[str, Any]:
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:
+            return "?"
+
+    from importlib.metadata import version as pkg
+
+    node_sio = json.loads((BENCH / "node_modules/socket.io/package.json").read_text())["version"]
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "label": args.label, "quick": args.quick, "reps": args.reps, "sizes": sizes,
+        "notify_size": notify_size, "rate": args.rate, "seconds": args.seconds,
+        "batch": args.batch, "batch_repeat": args.batch_repeat, "fanout": args.fanout,
+        "deflate_offered": not args.no_deflate, "product_worker": args.async_mode,
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
+                    "python": platform.python_version(), "node": version(["node", "--version"])},
+        "versions": {p: pkg(p) for p in ("Flask-SocketIO", "python-socketio", "python-engineio",
+                                         "eventlet", "gevent", "gunicorn")}
+        | {"socket.io (node)": node_sio},
+        "commit": version(["git", "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_nofile()
+    ensure_node_deps()
+    data = run(args)
+    data["summary"] = report.summarize(data)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    tag = "quick" if args.quick else (args.label.replace(" ", "-") or "full")
+    out = RESULTS / f"{stamp}-{tag}.json"
+    out.write_text(json.dumps(data, indent=1))
+    print(report.markdown_table(data))
+    print(f"[bench] results: {out}", file=sys.stderr)
+    if (args.write_docs or not args.quick) and not args.no_docs:
+        report.write_docs(data, ROOT / "docs")
+    return 0 if report.lossless(data) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+// The load generator: many browser-like Socket.IO clients in one Node process.
+//
+//   node bench/loadgen.js --url http://127.0.0.1:PORT --secret S --api-key K [--no-deflate]
+//
+// It speaks Engine.IO v4 / Socket.IO v5 over WebSocket directly (the `ws` package,
+// no socket.io-client), so one process holds 10k sockets cheaply. Like a browser it
+// sends Origin and offers permessage-deflate unless --no-deflate. Like a real client
+// it authenticates with auth {token} in the CONNECT packet (an HS256 JWT minted with
+// the server's secret); it also sends auth.user_id, which only the baselines read.
+//
+// Commands arrive as JSON lines on stdin; each gets one JSON line on stdout:
+//   {"cmd":"connect","n":N}              open sockets until N are connected
+//   {"cmd":"targeted","rate":R,"seconds":S}  open-loop single notifies, one user each
+//   {"cmd":"batch","users":U}            one producer request for U distinct users
+//   {"cmd":"fanout","users":U}           ceil(U/1000) requests of up to 1000 users at once
+//   {"cmd":"close"}                      close every socket
+//   {"cmd":"exit"}
+// Every loop is bounded by count and by time.
+"use strict";
+
+const crypto = require("crypto");
+const http = require("http");
+const readline = require("readline");
+const { performance } = require("perf_hooks");
+const WebSocket = require("ws");
+
+const ORIGIN = "http://localhost:3000";
+const CONNECT_CONCURRENCY = 200;
+const MAX_BATCH = 1000;
+
+function parseArgs(argv) {
+  const args = { deflate: true };
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--no-deflate") args.deflate = false;
+    else if (a === "--url") args.url = argv[++i];
+    else if (a === "--secret") args.secret = argv[++i];
+    else if (a === "--api-key") args.apiKey = argv[++i];
+  }
+  return args;
+}
+
+const args = parseArgs(process.argv);
+const target = new URL(args.url);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function b64url(buf) {
+  return Buffer.from(buf).toString("base64url");
+}
+
+function mintToken(user) {
+  const now = Math.floor(Date.now() / 1000);
+  const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const body = b64url(JSON.stringify({ sub: user, iat: now, exp: now + 3600 }));
+  const sig = crypto.createHmac("sha256", args.secret).update(`${head}.${body}`).digest("base64url");
+  return `${head}.${body}.${sig}`;
+}
+
+// ---- sockets -------------------------------------------------------------------
+
+const sockets = []; // {ws, user, state}
+let onNotification = null; // set by the scenario running now
+
+function handleMessage(sock, raw) {
+  const msg = raw.toString();
+  const type = msg.charCodeAt(0);
+  if (msg === "2") return sock.ws.send("3"); // Engine.IO ping -> pong
+  if (type === 48 /* "0" open */) {
+    sock.ws.send("40" + JSON.stringify({ token: mintToken(sock.user), user_id: sock.user }));
+    return;
+  }
+  if (msg.startsWith("44")) return sock.settle(false, "connect_error " + msg.slice(2, 120));
+  if (msg.startsWith('42["auth_success"')) return sock.settle(true);
+  if (msg.startsWith('42["notification"') && onNotification) {
+    const arrived = performance.now();
+    const payload = JSON.parse(msg.slice(2))[1];
+    onNotification(sock, payload, arrived);
+  }
+}
+
+function openSocket(user) {
+  return new Promise((resolve) => {
+    const url = `ws://${target.host}/socket.io/?EIO=4&transport=websocket`;
+    const ws = new WebSocket(url, { perMessageDeflate: args.deflate, origin: ORIGIN });
+    const sock = { ws, user, state: "connecting" };
+    let done = false;
+    sock.settle = (ok, why) => {
+      if (done) return;
+      done = true;
+      sock.state = ok ? "connected" : "failed";
+      resolve({ sock, ok, why });
+    };
+    const timer = setTimeout(() => sock.settle(false, "timeout"), 30000);
+    ws.on("message", (data) => handleMessage(sock, data));
+    ws.on("error", (err) => sock.settle(false, "error " + err.message));
+    ws.on("close", () => {
+      clearTimeout(timer);
+      if (sock.state === "connected") sock.state = "closed";
+      sock.settle(false, "closed");
+    });
+    ws.on("open", () => {});
+    sock.clearTimer = () => clearTimeout(timer);
+  });
+}
+
+async function connect(n) {
+  const start = performance.now();
+  let failed = 0;
+  const reasons = {};
+  let next = sockets.length;
+  const want = n - sockets.length;
+  const workers = Array.from({ length: Math.min(CONNECT_CONCURRENCY, Math.max(want, 0)) }, async () => {
+    while (next < n && failed < 50) {
+      const user = `u${next++}`;
+      const { sock, ok, why } = await openSocket(user);
+      sock.clearTimer();
+      if (ok) sockets.push(sock);
+      else {
+        failed++;
+        reasons[why] = (reasons[why] || 0) + 1;
+        sock.ws.terminate();
+      }
+    }
+  });
+  await Promise.all(workers);
+  // Sockets were pushed as they finished; keep them in user order for targeting.
+  sockets.sort((a, b) => Number(a.user.slice(1)) - Number(b.user.slice(1)));
+  return { connected: sockets.length, failed, reasons, seconds: (performance.now() - start) / 1000 };
+}
+
+function closeAll() {
+  for (const s of sockets) s.ws.terminate();
+  const n = sockets.length;
+  sockets.length = 0;
+  return { closed: n };
+}
+
+// ---- producer --------------------------------------------------------------------
+
+function post(body) {
+  return new Promise((resolve) => {
+    const data = JSON.stringify(body);
+    const req = http.request({
+      agent, host: target.hostname, port: target.port, method: "POST", path: "/api/notifications",
+      headers: {
+        "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data),
+        Authorization: `Bearer ${args.apiKey}`,
+      },
+    }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode));
+    });
+    req.setTimeout(30000, () => req.destroy(new Error("timeout")));
+    req.on("error", () => resolve(0));
+    req.end(data);
+  });
+}
+
+function notification(userIds, run, seq, sched) {
+  return { user_ids: userIds, type: "bench", title: "Benchmark notification",
+           body: "A short body, as a real notification has.", data: { run, seq, sched } };
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+// Collects receipts of one run: first arrival per (seq, user), duplicates counted.
+function receiptsFor(run) {
+  const seen = new Map();
+  const r = { latencies: [], duplicates: 0, stray: 0, unique: 0, lastArrival: 0 };
+  onNotification = (sock, payload, arrived) => {
+    const d = payload && payload.data;
+    if (!d || d.run !== run) return void r.stray++;
+    const key = `${d.seq}:${sock.user}`;
+    if (seen.has(key)) return void r.duplicates++;
+    seen.set(key, true);
+    r.unique++;
+    r.lastArrival = arrived;
+    r.latencies.push(arrived - d.sched);
+  };
+  return r;
+}
+
+function waitFor(cond, timeoutMs) {
+  const deadline = performance.now() + timeoutMs;
+  return new Promise((resolve) => {
+    const tick = () => (cond() || performance.now() > deadline ? resolve() : setTimeout(tick, 2));
+    tick();
+  });
+}
+
+function summary(r, expected, extra) {
+  const lat = r.latencies.sort((a, b) => a - b);
+  onNotification = null;
+  return {
+    expected, received: r.unique, lost: expected - r.unique, duplicates: r.duplicates,
+    p50_ms: percentile(lat, 50), p99_ms: percentile(lat, 99), max_ms: lat.length ? lat[lat.length - 1] : null,
+    ...extra,
+  };
+}
+
+let runCounter = 0;
+
+async function targeted(rate, seconds) {
+  const run = `t${++runCounter}-${Date.now()}`;
+  const r = receiptsFor(run);
+  const total = Math.round(rate * seconds);
+  const start = performance.now() + 20;
+  const pending = [];
+  let sent = 0;
+  let httpErrors = 0;
+  // Open loop: request k is due at start + k/rate whatever the server does.
+  await new Promise((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (sent < total && start + (sent * 1000) / rate <= now) {
+        const seq = sent++;
+        const sched = start + (seq * 1000) / rate;
+        const user = sockets[seq % sockets.length].user;
+        pending.push(post(notification([user], run, seq, sched)).then((s) => { if (s !== 201) httpErrors++; }));
+      }
+      if (sent >= total || now > start + seconds * 1000 + 60000) return resolve();
+      setImmediate(tick);
+    };
+    tick();
+  });
+  await Promise.all(pending);
+  const expected = total - httpErrors;
+  await waitFor(() => r.unique >= expected, 5000);
+  return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds });
+}
+
+async function batch(users, requests) {
+  const run = `b${++runCounter}-${Date.now()}`;
+  const r = receiptsFor(run);
+  const count = Math.min(users, sockets.length);
+  const start = performance.now();
+  const posts = [];
+  for (let i = 0; i < count; i += MAX_BATCH) {
+    const ids = sockets.slice(i, Math.min(count, i + MAX_BATCH)).map((s) => s.user);
+    posts.push(post(notification(ids, run, 0, start)));
+  }
+  const statuses = await Promise.all(posts);
+  const httpErrors = statuses.filter((s) => s !== 201).length;
+  const responded = performance.now();
+  await waitFor(() => r.unique >= count, 30000);
+  const out = summary(r, count, { requests: posts.length, http_errors: httpErrors,
+                                   response_ms: responded - start });
+  out.all_received_ms = out.received ? r.lastArrival - start : null;
+  return out;
+}
+
+// ---- command loop --------------------------------------------------------------------
+
+async function run(cmd) {
+  switch (cmd.cmd) {
+    case "connect": return connect(cmd.n);
+    case "targeted": return targeted(cmd.rate, cmd.seconds);
+    case "batch": return batch(cmd.users);
+    case "fanout": return batch(cmd.users);
+    case "close": return closeAll();
+    case "exit": closeAll(); setImmediate(() => process.exit(0)); return { bye: true };
+    default: return { error: `unknown command ${cmd.cmd}` };
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+let queue = Promise.resolve();
+rl.on("line", (line) => {
+  queue = queue.then(async () => {
+    let out;
+    try {
+      out = await run(JSON.parse(line));
+    } catch (err) {
+      out = { error: String(err && err.stack || err) };
+    }
+    process.stdout.write(JSON.stringify(out) + "\n");
+  });
+});
+rl.on("close", () => { closeAll(); process.exit(0); });

@@ -1,0 +1,195 @@
+"""Medians, ratios to Node, the Markdown table and the plot."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+START, END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
+PLOT = "bench.png"
+
+
+def _median(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _per_rep(data: dict[str, Any], name: str, fn: Callable[[dict[str, Any]], Any]) -> list:
+    out = []
+    for rep in data["runs"][name]:
+        try:
+            out.append(fn(rep))
+        except (KeyError, TypeError, ZeroDivisionError):
+            out.append(None)
+    return out
+
+
+def _batch_cpu_us(batches: list[dict[str, Any]]) -> float:
+    return 1e6 * sum(b["cpu_s"] for b in batches) / sum(b["received"] for b in batches)
+
+
+def metrics(data: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """Each metric as a function of one repetition's results."""
+    meta = data["meta"]
+    sizes, mid = [str(s) for s in meta["sizes"]], str(meta["notify_size"])
+    top = sizes[-1]
+    m: dict[str, Callable[[dict[str, Any]], Any]] = {}
+    for s in sizes:
+        m[f"connect_s@{s}"] = lambda r, s=s: r[s]["connect"]["seconds"]
+        m[f"cpu_per_connect_ms@{s}"] = lambda r, s=s: r[s]["connect"]["cpu_per_connect_ms"]
+        m[f"kb_per_conn@{s}"] = lambda r, s=s: r[s]["connect"]["rss_per_conn"] / 1024
+    m[f"rss_mb@{top}"] = lambda r: r[top]["connect"]["rss_after"] / 2**20
+    m["targeted_p50_ms"] = lambda r: r[mid]["targeted"]["p50_ms"]
+    m["targeted_p99_ms"] = lambda r: r[mid]["targeted"]["p99_ms"]
+    m["targeted_max_ms"] = lambda r: r[mid]["targeted"]["max_ms"]
+    m["targeted_lost"] = lambda r: r[mid]["targeted"]["lost"]
+    m["targeted_duplicates"] = lambda r: r[mid]["targeted"]["duplicates"]
+    m["single_cpu_us"] = lambda r: 1e6 * r[mid]["targeted"]["cpu_s"] / r[mid]["targeted"]["received"]
+    m["batch_all_received_ms"] = lambda r: _median([b["all_received_ms"] for b in r[mid]["batch"]])
+    m["batch_cpu_us"] = lambda r: _batch_cpu_us(r[mid]["batch"])
+    m["batch_lost"] = lambda r: sum(b["lost"] for b in r[mid]["batch"])
+    m["fanout_all_received_ms"] = lambda r: r[mid]["fanout"]["all_received_ms"]
+    m["fanout_cpu_us"] = lambda r: _batch_cpu_us([r[mid]["fanout"]])
+    m["fanout_lost"] = lambda r: r[mid]["fanout"]["lost"]
+    m[f"gc_max_pause_ms@{top}"] = lambda r: r[top]["gc"]["max_ms"]
+    m[f"gc_gen2_passes@{top}"] = lambda r: r[top]["gc"]["gen2"]
+    m[f"connect_failed@{top}"] = lambda r: r[top]["connect"]["failed"]
+    return m
+
+
+def summarize(data: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Median over repetitions of every metric, per server."""
+    return {name: {key: _median(_per_rep(data, name, fn)) for key, fn in metrics(data).items()}
+            for name in data["runs"]}
+
+
+def lossless(data: dict[str, Any]) -> bool:
+    """Every scenario delivered everything exactly once, with no refused connect."""
+    for reps in data["runs"].values():
+        for rep in reps:
+            for res in rep.values():
+                if res["connect"]["failed"]:
+                    return False
+                scenarios = [res.get("targeted"), res.get("fanout"), *res.get("batch", [])]
+                for sc in filter(None, scenarios):
+                    if sc["lost"] or sc["duplicates"] or sc.get("http_errors"):
+                        return False
+    return True
+
+
+def targets(meta: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+    """(metric key, description, comparison, limit); 'xnode' limits are ratios to Node."""
+    top, mid = meta["sizes"][-1], meta["notify_size"]
+    return [
+        (f"kb_per_conn@{top}", f"memory per connection at {top} (KB)", "<=", 45),
+        (f"kb_per_conn@{top}", f"memory per connection at {top}, ratio to Node", "xnode", 2.5),
+        (f"rss_mb@{top}", f"worker RSS with {top} sockets (MB)", "<=", 500),
+        (f"connect_s@{top}", f"time to connect {top} (s)", "<=", 8),
+        ("targeted_p50_ms", f"targeted notify {meta['rate']:g}/s, {mid} connected: p50 (ms)",
+         "<=", 2),
+        ("targeted_p99_ms", "targeted notify: p99 (ms)", "<=", 15),
+        ("targeted_lost", "targeted notify: lost", "<=", 0),
+        ("batch_cpu_us", f"CPU per delivered, batch of {meta['batch']}, ratio to Node", "xnode",
+         1.5),
+        ("single_cpu_us", "CPU per delivered, single notify, ratio to Node", "xnode", 2.5),
+        ("fanout_all_received_ms", f"fan-out to {meta['fanout']}: all delivered (ms)", "<=", 400),
+        (f"gc_max_pause_ms@{top}", f"GC max pause connecting {top} (ms)", "<=", 50),
+    ]
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    s = data["summary"]
+    names = list(data["runs"])
+    lines = ["| target | limit | " + " | ".join(names) + " | product ÷ node | met |",
+             "|---|---|" + "---|" * len(names) + "---|---|"]
+    for key, desc, op, limit in targets(data["meta"]):
+        prod = s.get("product", {}).get(key)
+        ratio = _ratio(prod, s.get("node", {}).get(key))
+        value = ratio if op == "xnode" else prod
+        met = "n/a" if value is None else ("yes" if value <= limit else "**no**")
+        limit_txt = f"≤ {limit:g}× Node" if op == "xnode" else f"≤ {limit:g}"
+        cells = [_fmt(s[n].get(key)) for n in names]
+        lines.append(f"| {desc} | {limit_txt} | " + " | ".join(cells)
+                     + f" | {_fmt(ratio)} | {met} |")
+    lines += ["", "All measures (medians over repetitions):", "",
+              "| measure | " + " | ".join(names) + " | product ÷ node | baseline ÷ node |",
+              "|---|" + "---|" * len(names) + "---|---|"]
+    for key in metrics(data):
+        cells = [_fmt(s[n].get(key)) for n in names]
+        node = s.get("node", {}).get(key)
+        lines.append(f"| {key} | " + " | ".join(cells)
+                     + f" | {_fmt(_ratio(s.get('product', {}).get(key), node))}"
+                     + f" | {_fmt(_ratio(s.get('baseline', {}).get(key), node))} |")
+    return "\n".join(lines)
+
+
+def conditions(data: dict[str, Any]) -> str:
+    m = data["meta"]
+    mach, v = m["machine"], m["versions"]
+    vers = ", ".join(f"{k} {val}" for k, val in v.items())
+    return (f"Run {m['date']} (commit {m['commit']}{', ' + m['label'] if m['label'] else ''}):"
+            f" {mach['cpu']}, {mach['cores']} cores, Linux {mach['kernel']}, Python "
+            f"{mach['python']}, Node {mach['node']}; {vers}. {m['reps']} repetitions, servers "
+            f"interleaved; clients {'offer' if m['deflate_offered'] else 'do not offer'} "
+            f"permessage-deflate; product worker: {m['product_worker']}.")
+
+
+def write_docs(data: dict[str, Any], docs: Path) -> None:
+    """Replace the generated block of docs/BENCHMARKS.md and redraw the plot."""
+    docs.mkdir(exist_ok=True)
+    plot(data, docs / PLOT)
+    block = "\n".join([START, "", conditions(data), "", markdown_table(data), "",
+                       f"![latency and memory per connection]({PLOT})", "", END])
+    path = docs / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    path.write_text(head + block + tail)
+
+
+def plot(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, names = data["summary"], list(data["runs"])
+    sizes = [str(x) for x in data["meta"]["sizes"]]
+    fig, (mem, lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in names:
+        mem.plot([int(x) for x in sizes], [s[name].get(f"kb_per_conn@{x}") for x in sizes],
+                 marker="o", label=name)
+    mem.set(xlabel="connected sockets", ylabel="RSS per connection (KB)",
+            title="Memory per connection")
+    mem.set_ylim(bottom=0)
+    mem.legend()
+    keys = ["targeted_p50_ms", "targeted_p99_ms", "targeted_max_ms"]
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        vals = [s[name].get(k) or 0 for k in keys]
+        bars = lat.bar([j + i * width for j in range(len(keys))], vals, width, label=name)
+        lat.bar_label(bars, labels=[_fmt(v) for v in vals], fontsize=7)
+    lat.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(keys))],
+                   ["p50", "p99", "max"])
+    lat.set_yscale("log")
+    lat.set(ylabel="ms (log)", title=f"Targeted notify latency, {data['meta']['rate']:g}/s, "
+            f"{data['meta']['notify_size']} connected")
+    lat.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
