@@ -11,3 +11,11 @@ timeout = 120
 graceful_timeout = 20
 # One eventlet worker holds thousands of sockets.
 worker_connections = 20000
+
+
+def post_worker_init(worker) -> None:
+    """In each worker, once the app is loaded: GC pause recording when GC_PAUSE_LOG
+    is set (the benchmark's probe; nothing is installed otherwise)."""
+    from utils.gcpauses import install_from_env
+
+    install_from_env()
