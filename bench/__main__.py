@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true", help="write the table into "
                    "docs/BENCHMARKS.md and the plot to docs/bench.png (default for full runs)")
     p.add_argument("--no-docs", action="store_true", help="never touch docs/")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.reps, args.rate, args.seconds = "200", 1, 100, 2
@@ -223,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure_node_deps()
     data = run(args)
     data["summary"] = report.summarize(data)
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     tag = "quick" if args.quick else (args.label.replace(" ", "-") or "full")
-    out = RESULTS / f"{stamp}-{tag}.json"
+    out = args.results / f"{stamp}-{tag}.json"
     out.write_text(json.dumps(data, indent=1))
     print(report.markdown_table(data))
     print(f"[bench] results: {out}", file=sys.stderr)
