@@ -19,3 +19,27 @@ def post_worker_init(worker) -> None:
     from utils.gcpauses import install_from_env
 
     install_from_env()
+
+
+def on_starting(server) -> None:
+    """Master start, PROMETHEUS_MULTIPROC_DIR set: drop the last run's metric files,
+    whose workers are gone, so their counters and gauges do not linger."""
+    import glob
+    import os
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        for kind in ("counter", "gauge", "histogram", "summary"):
+            for path in glob.glob(os.path.join(directory, f"{kind}_*.db")):
+                os.remove(path)
+
+
+def child_exit(server, worker) -> None:
+    """A worker exited, PROMETHEUS_MULTIPROC_DIR set: its live gauges (sockets held)
+    leave the sums; its counters stay counted."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -9,7 +9,7 @@ from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, emit, join_room
 from sqlalchemy.exc import SQLAlchemyError
 
-from utils import store
+from utils import metrics, store
 from utils.auth import authenticate_socket
 from utils.extensions import db, socketio
 from utils.notifier import NOTIFICATION_EVENT, push_unread_count, user_room
@@ -44,12 +44,14 @@ def on_connect(auth: Any = None) -> None:
     """Browsers: open a socket with a token; join the user's room, replay what was missed."""
     try:
         _connect(auth)
-    except ConnectionRefusedError:
+    except ConnectionRefusedError as exc:
+        metrics.refused(exc)
         raise
-    except Exception:
+    except Exception as exc:
         # Anything else must still be a refusal: Flask-SocketIO retries a handler that
         # raises TypeError without its argument, and a traceback helps no client.
         log.exception("connect failed")
+        metrics.connect_failed(exc)
         realtime().forget(request.sid)
         db.session.rollback()
         raise ConnectionRefusedError("unavailable", {"code": "server_unavailable"}) from None
@@ -67,6 +69,7 @@ def _connect(auth: Any) -> None:
     join_room(user_room(user_id))
     emit("auth_success", {"user_id": user_id, "unread_count": unread})
     rt.sweeper.ensure_started()
+    metrics.connected(socketio.start_background_task, socketio.sleep)
     _replay(rt, sid, user_id, last_id)
 
 
@@ -82,6 +85,7 @@ def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:
     for row in rows:
         emit(NOTIFICATION_EVENT, row.to_dict(), to=sid)
         upto = row.id
+    metrics.replayed(len(rows))
     cursor = upto
     for held in rt.guard.finish(sid, upto):
         emit(NOTIFICATION_EVENT, held, to=sid)
@@ -146,6 +150,7 @@ def on_event_error(exc: Exception) -> dict[str, Any]:
         return _error("validation_error", "unexpected arguments for this event")
     if isinstance(exc, SQLAlchemyError):
         log.error("database error in a socket event: %s", type(exc).__name__)
+        metrics.database_error("socket")
         return _error("database_unavailable", "the database is unavailable; retry later")
     log.exception("socket event failed")
     return _error("internal_error", "the server failed to handle this event")

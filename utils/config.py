@@ -30,6 +30,10 @@ Variables (see the README's configuration table for the full story):
     DEBUG_PAGE              0 turns GET /debug off (default on).
     LOG_LEVEL               root log level (default INFO).
     SOCKETIO_LOGGER         1 turns on the Socket.IO and Engine.IO loggers (redacted).
+    METRICS_TOKEN           when set, GET /metrics needs Authorization: Bearer <it>;
+                            unset, /metrics is open (see docs/DEPLOYMENT.md).
+    PROMETHEUS_MULTIPROC_DIR  an existing directory: prometheus_client's multiprocess
+                            mode, for several gunicorn workers under one master.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class Settings:
     debug_page: bool = True
     log_level: str = "INFO"
     socketio_logger: bool = False
+    metrics_token: str | None = None
+    metrics_multiproc_dir: str | None = None
     generated: tuple[str, ...] = field(default=())
 
     @property
@@ -88,7 +94,7 @@ class Settings:
 
     def secrets_to_redact(self) -> list[str]:
         """Values that must never appear in a log line."""
-        values = [*self.jwt_secret_keys, self.notify_api_key]
+        values = [*self.jwt_secret_keys, self.notify_api_key, self.metrics_token]
         return [v for v in values if v]
 
 
@@ -280,5 +286,21 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         debug_page=_flag(env, "DEBUG_PAGE", True),
         log_level=log_level,
         socketio_logger=_flag(env, "SOCKETIO_LOGGER", False),
+        **_metrics_settings(env),
         generated=tuple(generated),
     )
+
+
+def _metrics_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """GET /metrics: its optional bearer token and prometheus_client's multiprocess
+    directory (which prometheus_client itself reads from the environment)."""
+    directory = (env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip() or None
+    if directory and not Path(directory).is_dir():
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR {directory!r} is not a directory: create it "
+            "(empty) before gunicorn starts, or unset it"
+        )
+    return {
+        "metrics_token": (env.get("METRICS_TOKEN") or "").strip() or None,
+        "metrics_multiproc_dir": directory,
+    }

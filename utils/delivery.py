@@ -91,6 +91,15 @@ class GuardedRedisManager(socketio.RedisManager, GuardedManager):
     """Redis pub/sub for several processes. The MRO is RedisManager, PubSubManager,
     GuardedManager, Manager: publishing is untouched and local delivery is guarded."""
 
+    def _publish(self, data):
+        # python-socketio logs a publish it gave up on and returns None; count it.
+        result = super()._publish(data)
+        if result is None:
+            from utils.metrics import queue_error
+
+            queue_error("publish")
+        return result
+
 
 def make_manager(guard: ReplayGuard, redis_url: str | None, channel: str, logger=None):
     if redis_url:

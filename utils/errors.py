@@ -8,6 +8,8 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from utils import metrics
+
 log = logging.getLogger(__name__)
 
 # Codes for statuses raised by Flask/Werkzeug itself rather than by our handlers.
@@ -64,6 +66,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DBAPIError)
     def _database_error(exc: Exception):
         log.error("database error: %s", type(exc).__name__)
+        metrics.database_error("http")
         return error_response(
             503, "database_unavailable", "the database is unavailable; retry later",
             {"Retry-After": "5"},

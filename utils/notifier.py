@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from sqlalchemy.exc import IntegrityError
 
-from utils import store
+from utils import metrics, store
 from utils.extensions import db, socketio
 from utils.store import NewNotification
 
@@ -42,10 +42,13 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def emit_notification(user_id: str, payload: dict[str, Any]) -> None:
+def emit_notification(user_id: str, payload: dict[str, Any],
+                      started: float | None = None) -> None:
     try:
         socketio.emit(NOTIFICATION_EVENT, payload, to=user_room(user_id))
+        metrics.emitted(started)
     except Exception:
+        metrics.queue_error("emit")
         # Stored already: the client gets it on its next replay.
         log.exception("emit failed for a stored notification (id %s)", payload.get("id"))
 
@@ -69,6 +72,7 @@ def notify_users(
 ) -> Delivery:
     """Store one notification per user in one transaction, then emit each to its
     user's room. With an idempotency key, a repeat returns the first answer."""
+    started = metrics.producer_started()
     users = [str(u) for u in user_ids]
     if idempotency_key:
         earlier = _earlier_answer(idempotency_key, request_fingerprint or "")
@@ -85,6 +89,7 @@ def notify_users(
                 key=idempotency_key, fingerprint=request_fingerprint or "",
                 response=response))
         db.session.commit()
+        metrics.stored(len(rows))
     except IntegrityError:
         db.session.rollback()
         if idempotency_key:
@@ -97,7 +102,7 @@ def notify_users(
         db.session.rollback()
         raise
     for user_id, payload in zip(users, payloads):
-        emit_notification(user_id, payload)
+        emit_notification(user_id, payload, started)
     return Delivery(response, replayed=False)
 
 
