@@ -48,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_logging(app, settings)
     register_extensions(app, settings)
     register_routes(app, settings)
+    register_security(app, settings)
     register_cli(app)
     _announce_generated(settings, instance_path)
     return app
@@ -150,6 +151,12 @@ def register_routes(app: Flask, settings: Settings) -> None:
     app.register_blueprint(metrics_bp)
     register_error_handlers(app)
     register_cors(app, app.extensions["notifier.origins"])
+
+
+def register_security(app: Flask, settings: Settings) -> None:
+    from utils.security import register_security as _register  # limits, headers
+
+    _register(app, settings)
 
 
 def register_cli(app: Flask) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from utils import metrics, store
 from utils.auth import authenticate_socket
 from utils.extensions import db, socketio
+from utils.limits import socket_limits, throttled
 from utils.notifier import NOTIFICATION_EVENT, push_unread_count, user_room
 from utils.realtime import Realtime
 from utils.validation import ValidationError, page_limit, positive_id, read_request
@@ -58,11 +59,14 @@ def on_connect(auth: Any = None) -> None:
 
 
 def _connect(auth: Any) -> None:
-    rt = realtime()
+    rt, limits = realtime(), socket_limits()
+    limits.check_connect(request.environ)  # attempts per client IP, refused ones too
     verified = authenticate_socket(auth, request.environ)
     sid, user_id = request.sid, verified.user_id
     last_id = _last_id(auth)
     unread = store.unread_count(user_id)
+    # No I/O between the count and add(), so concurrent connects cannot both slip in.
+    limits.check_user_cap(rt.registry.count_for(user_id))
     rt.registry.add(sid, user_id, verified.expires_at)
     if last_id is not None:
         rt.guard.begin(sid)
@@ -99,6 +103,7 @@ def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:
 def on_disconnect(*_reason: Any) -> None:
     """Socket.IO: a socket went away; forget it."""
     realtime().forget(request.sid)
+    socket_limits().forget(request.sid)
 
 
 def _current_user() -> str:
@@ -109,6 +114,7 @@ def _current_user() -> str:
 
 
 @socketio.on("mark_read")
+@throttled
 def on_mark_read(payload: Any = None) -> dict[str, Any]:
     """Browsers: mark notifications read; the user's other sockets get the new count."""
     user_id = _current_user()
@@ -121,6 +127,7 @@ def on_mark_read(payload: Any = None) -> dict[str, Any]:
 
 
 @socketio.on("sync")
+@throttled
 def on_sync(payload: Any = None) -> dict[str, Any]:
     """Browsers: page through stored notifications after ``after_id``, oldest first."""
     user_id = _current_user()
@@ -135,6 +142,7 @@ def on_sync(payload: Any = None) -> dict[str, Any]:
 
 
 @socketio.on("*")
+@throttled
 def on_unknown(event: str, *_args: Any) -> dict[str, Any]:
     """Browsers: an event this server does not know."""
     return _error("unknown_event", f"unknown event {str(event)[:64]!r}")

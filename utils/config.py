@@ -34,11 +34,36 @@ Variables (see the README's configuration table for the full story):
                             unset, /metrics is open (see docs/DEPLOYMENT.md).
     PROMETHEUS_MULTIPROC_DIR  an existing directory: prometheus_client's multiprocess
                             mode, for several gunicorn workers under one master.
+
+Security (see SECURITY.md):
+
+    JWT_SECRET_KEY entries may be ``kid:secret``; a token whose header names a known
+                            ``kid`` is checked against that key only.
+    JWT_JWKS_URL            http(s) URL of an identity provider's JWK Set; tokens are
+                            verified with the key its ``kid`` names (asymmetric only).
+    JWT_JWKS_CACHE_SECONDS  how long a fetched JWK Set is reused (default 300).
+    JWT_JWKS_TIMEOUT        JWKS fetch timeout, seconds (default 5).
+    JWT_JWKS_COOLDOWN       least seconds between refreshes forced by an unknown kid
+                            (default 30).
+    RATE_LIMIT_HTTP         HTTP limit per client IP, e.g. "600/minute"; 0 turns it off.
+    RATE_LIMIT_API_KEY      limit per producer API key (default "6000/minute"); 0 off.
+    RATE_LIMIT_STORAGE_URL  limits' storage; default REDIS_URL when set, else memory://.
+    CONNECT_RATE_PER_IP     Socket.IO connection attempts per client IP per minute
+                            (default 300); 0 turns it off.
+    MAX_SOCKETS_PER_USER    concurrent sockets one user may hold, per process (default
+                            20); 0 turns it off.
+    SOCKET_EVENT_RATE       events per second a socket may send, sustained (default 5).
+    SOCKET_EVENT_BURST      events a socket may send at once (default 20).
+    SOCKET_FLOOD_LIMIT      refused events in a row that end the socket (default 50).
+    TRUSTED_PROXIES         IPs or CIDRs of proxies whose X-Forwarded-For is believed
+                            (default none: the peer address is the client).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +107,20 @@ class Settings:
     socketio_logger: bool = False
     metrics_token: str | None = None
     metrics_multiproc_dir: str | None = None
+    jwt_key_ids: tuple[str | None, ...] = ()
+    jwt_jwks_url: str | None = None
+    jwt_jwks_cache_seconds: int = 300
+    jwt_jwks_timeout: float = 5.0
+    jwt_jwks_cooldown: float = 30.0
+    rate_limit_http: str | None = "600/minute"
+    rate_limit_api_key: str | None = "6000/minute"
+    rate_limit_storage_url: str = "memory://"
+    connect_rate_per_ip: int = 300
+    max_sockets_per_user: int = 20
+    socket_event_rate: float = 5.0
+    socket_event_burst: int = 20
+    socket_flood_limit: int = 50
+    trusted_proxies: tuple[str, ...] = ()
     generated: tuple[str, ...] = field(default=())
 
     @property
@@ -237,8 +276,9 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
     public_key = (env.get("JWT_PUBLIC_KEY") or "").strip() or None
     if public_key:
         public_key = public_key.replace("\\n", "\n")
-    secret_keys = tuple(_split(env.get("JWT_SECRET_KEY")))
-    if not secret_keys and not public_key:
+    key_ids, secret_keys = _secret_keys(env)
+    jwks_url = _jwks_url(env)
+    if not secret_keys and not public_key and not jwks_url:
         if production:
             raise ConfigError(
                 "JWT_SECRET_KEY is required in production (32+ random bytes, e.g. "
@@ -246,6 +286,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
                 "or set JWT_PUBLIC_KEY"
             )
         secret_keys = (_dev_secret(instance_path, "JWT_SECRET_KEY", generated),)
+        key_ids = (None,)
     short = [k for k in secret_keys if len(k.encode()) < MIN_SECRET_BYTES]
     if short and production:
         raise ConfigError(f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
@@ -267,7 +308,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         port=_int(env, "PORT", 8000, 1, 65535),
         jwt_secret_keys=secret_keys,
         jwt_public_key=public_key,
-        jwt_algorithms=_algorithms(env, bool(public_key)),
+        jwt_algorithms=_algorithms(env, bool(public_key or jwks_url)),
         jwt_audience=(env.get("JWT_AUDIENCE") or "").strip() or None,
         jwt_issuer=(env.get("JWT_ISSUER") or "").strip() or None,
         jwt_user_claim=(env.get("JWT_USER_CLAIM") or "sub").strip(),
@@ -287,8 +328,99 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         log_level=log_level,
         socketio_logger=_flag(env, "SOCKETIO_LOGGER", False),
         **_metrics_settings(env),
+        jwt_key_ids=key_ids,
+        jwt_jwks_url=jwks_url,
+        **_limit_settings(env),
         generated=tuple(generated),
     )
+
+
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _secret_keys(env: Mapping[str, str]) -> tuple[tuple[str | None, ...], tuple[str, ...]]:
+    """JWT_SECRET_KEY entries, each ``secret`` or ``kid:secret`` (a kid is 1-64 of
+    A-Z a-z 0-9 . _ -); a secret that itself contains ':' needs a kid in front."""
+    kids: list[str | None] = []
+    keys: list[str] = []
+    for entry in _split(env.get("JWT_SECRET_KEY")):
+        kid, sep, secret = entry.partition(":")
+        if sep and _KID.fullmatch(kid) and secret:
+            kids.append(kid)
+            keys.append(secret)
+        else:
+            kids.append(None)
+            keys.append(entry)
+    named = [k for k in kids if k]
+    if len(named) != len(set(named)):
+        raise ConfigError("JWT_SECRET_KEY names the same kid twice")
+    return tuple(kids), tuple(keys)
+
+
+def _jwks_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("JWT_JWKS_URL") or "").strip()
+    if not url:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"JWT_JWKS_URL must be an http(s) URL, got {url!r}")
+    return url
+
+
+_RATE = re.compile(r"\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?\s*", re.I)
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str | None:
+    """A limit like "600/minute" or "100 per 10 seconds"; 0 or off means none."""
+    raw = (env.get(name) or "").strip() or default
+    if raw.lower() in ("0", "off", "none", "false"):
+        return None
+    if not _RATE.fullmatch(raw):
+        raise ConfigError(f"{name} must look like 600/minute (or 0 for none), got {raw!r}")
+    return raw
+
+
+def _networks(env: Mapping[str, str]) -> tuple[str, ...]:
+    nets = []
+    for item in _split(env.get("TRUSTED_PROXIES")):
+        try:
+            nets.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"TRUSTED_PROXIES entry {item!r} is not an IP or CIDR") from None
+    return tuple(nets)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float,
+             high: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _limit_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """Rate limits, connection caps, proxy trust and JWKS caching."""
+    redis_url = (env.get("REDIS_URL") or "").strip()
+    return {
+        "jwt_jwks_cache_seconds": _int(env, "JWT_JWKS_CACHE_SECONDS", 300, 1, 86400),
+        "jwt_jwks_timeout": _seconds(env, "JWT_JWKS_TIMEOUT", 5.0, 0.1, 60),
+        "jwt_jwks_cooldown": _seconds(env, "JWT_JWKS_COOLDOWN", 30.0, 0, 3600),
+        "rate_limit_http": _rate(env, "RATE_LIMIT_HTTP", "600/minute"),
+        "rate_limit_api_key": _rate(env, "RATE_LIMIT_API_KEY", "6000/minute"),
+        "rate_limit_storage_url": (env.get("RATE_LIMIT_STORAGE_URL") or "").strip()
+        or redis_url or "memory://",
+        "connect_rate_per_ip": _int(env, "CONNECT_RATE_PER_IP", 300, 0, 1_000_000),
+        "max_sockets_per_user": _int(env, "MAX_SOCKETS_PER_USER", 20, 0, 100_000),
+        "socket_event_rate": _seconds(env, "SOCKET_EVENT_RATE", 5.0, 0.01, 10_000),
+        "socket_event_burst": _int(env, "SOCKET_EVENT_BURST", 20, 1, 100_000),
+        "socket_flood_limit": _int(env, "SOCKET_FLOOD_LIMIT", 50, 1, 1_000_000),
+        "trusted_proxies": _networks(env),
+    }
 
 
 def _metrics_settings(env: Mapping[str, str]) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ import jwt
 from flask import current_app
 
 from utils.config import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_USER_ID_LENGTH = 128
 EXTENSION_KEY = "notifier.tokens"
@@ -36,10 +39,13 @@ class TokenService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._jwks = _jwks_client(settings) if settings.jwt_jwks_url else None
         if settings.jwt_public_key:
             self._keys: list[Any] = [settings.jwt_public_key]
         else:
             self._keys = list(settings.jwt_secret_keys)
+        kids = settings.jwt_key_ids or (None,) * len(self._keys)
+        self._by_kid = {kid: key for kid, key in zip(kids, self._keys) if kid}
 
     def create(self, user_id: str, ttl: int = 3600, **extra: Any) -> str:
         key = self.settings.signing_key
@@ -58,7 +64,10 @@ class TokenService:
         if self.settings.jwt_issuer:
             claims["iss"] = self.settings.jwt_issuer
         claims.update(extra)
-        return jwt.encode(claims, key, algorithm=self.settings.jwt_algorithms[0])
+        kid = self.settings.jwt_key_ids[0] if self.settings.jwt_key_ids else None
+        headers = {"kid": kid} if kid else None
+        return jwt.encode(claims, key, algorithm=self.settings.jwt_algorithms[0],
+                          headers=headers)
 
     def verify(self, token: object) -> VerifiedToken:
         if not isinstance(token, str) or not token:
@@ -76,10 +85,33 @@ class TokenService:
         exp = claims.get("exp")
         return VerifiedToken(user_id, float(exp) if exp is not None else None, claims)
 
+    def _candidate_keys(self, token: str) -> list[Any]:
+        """The keys worth trying: the one the header's kid names, else all of ours."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except Exception:  # malformed header: jwt.decode below reports it
+            kid = None
+        keys = list(self._keys)
+        if isinstance(kid, str) and kid in self._by_kid:
+            keys = [self._by_kid[kid]]
+        if self._jwks is not None:
+            keys = [self._jwks_key(token), *keys]
+        return keys
+
+    def _jwks_key(self, token: str) -> Any:
+        try:
+            return self._jwks.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientConnectionError:
+            # The provider is unreachable and nothing usable is cached.
+            log.warning("JWKS fetch failed; refusing tokens that need it")
+            raise TokenError("token_invalid", "the token's signing key is unavailable") from None
+        except (jwt.PyJWTError, Exception):
+            raise TokenError("token_invalid", "the token's key is not in the JWK Set") from None
+
     def _decode(self, token: str) -> dict[str, Any]:
         settings = self.settings
         options = {"require": ["exp"]}
-        for key in self._keys:
+        for key in self._candidate_keys(token):
             try:
                 return jwt.decode(
                     token,
@@ -99,6 +131,20 @@ class TokenService:
             except Exception:  # malformed input PyJWT did not anticipate
                 raise TokenError("token_invalid", "token could not be decoded") from None
         raise TokenError("token_invalid", "token signature does not verify")
+
+
+def _jwks_client(settings: Settings) -> jwt.PyJWKClient:
+    # Only the whole JWK Set is cached, for a bounded time: PyJWKClient's per-kid
+    # cache (cache_keys) never expires, so a key the provider withdrew would stay
+    # trusted. An unknown kid forces at most one refresh per cooldown.
+    return jwt.PyJWKClient(
+        settings.jwt_jwks_url,
+        cache_keys=False,
+        cache_jwk_set=True,
+        lifespan=settings.jwt_jwks_cache_seconds,
+        timeout=settings.jwt_jwks_timeout,
+        cooldown_duration=settings.jwt_jwks_cooldown,
+    )
 
 
 def _describe(exc: jwt.PyJWTError) -> str:

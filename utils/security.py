@@ -1,0 +1,75 @@
+"""HTTP hygiene and limits, registered with one call from create_app()."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable
+
+from flask import Flask
+
+from utils.config import Settings
+
+# /debug loads its script and styles as files from this server and talks to the same
+# origin over http(s) and ws(s); nothing inline, nothing from elsewhere, no framing.
+CSP_TEMPLATE = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'{sockets}; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+HSTS = "max-age=31536000; includeSubDomains"
+# A Host header only ever feeds the CSP when it is a plain host[:port].
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+
+
+def content_security_policy(host: object) -> str:
+    """The CSP for a response to ``host``: 'self' plus ws:// and wss:// of that host,
+    spelled out because older Safari does not let 'self' cover WebSocket URLs."""
+    sockets = ""
+    if isinstance(host, str) and _HOST.fullmatch(host):
+        sockets = f" ws://{host} wss://{host}"
+    return CSP_TEMPLATE.format(sockets=sockets)
+
+
+class SecurityHeaders:
+    """WSGI middleware: the headers go on every response, Engine.IO's included (its
+    responses never pass through Flask's after_request)."""
+
+    def __init__(self, app: Callable, production: bool) -> None:
+        self.app = app
+        self.production = production
+
+    def headers_for(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
+        headers = [
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", content_security_policy(environ.get("HTTP_HOST"))),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Frame-Options", "DENY"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+        ]
+        if self.production:
+            headers.append(("Strict-Transport-Security", HSTS))
+        return headers
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        extra = self.headers_for(environ)
+
+        def with_headers(status: str, headers: list, exc_info: Any = None) -> Callable:
+            present = {name.lower() for name, _ in headers}
+            # Drop any Server header an inner layer set: the server adds its own name,
+            # and no version needs to be disclosed.
+            headers = [(n, v) for n, v in headers if n.lower() != "server"]
+            headers.extend((n, v) for n, v in extra if n.lower() not in present)
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        return self.app(environ, with_headers)
+
+
+def register_security(app: Flask, settings: Settings) -> None:
+    """Rate limits, socket limits and security headers; call after the routes."""
+    from utils.limits import register_limits, register_socket_limits
+
+    register_limits(app, settings)
+    register_socket_limits(app, settings)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, settings.is_production)
