@@ -17,10 +17,13 @@ direct, in-process room emits, and (with Redis) emits from any other process.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import socketio
+
+log = logging.getLogger(__name__)
 
 NOTIFICATION_EVENT = "notification"
 
@@ -89,7 +92,80 @@ class GuardedManager(socketio.Manager):
 
 class GuardedRedisManager(socketio.RedisManager, GuardedManager):
     """Redis pub/sub for several processes. The MRO is RedisManager, PubSubManager,
-    GuardedManager, Manager: publishing is untouched and local delivery is guarded."""
+    GuardedManager, Manager: local delivery is guarded.
+
+    Redis pub/sub forgets what it cannot deliver, so an outage leaves gaps, and a
+    client whose ``last_id`` moved past a gap would never replay it. Hence, for
+    ``notification`` emits: while the queue is down nothing is delivered live (the
+    rows are stored); once this process is subscribed again it closes its sockets'
+    transports, and their clients reconnect with ``last_id`` and replay the gap.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue_down = False
+        self.listening = None  # the listener's pubsub (publishing may replace self.pubsub)
+        self.redis_options = {**REDIS_OPTIONS, **self.redis_options}
+
+    def _get_redis_module(self):
+        # python-socketio may have been imported without redis (utils/imports.py).
+        import redis
+
+        return redis
+
+    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
+             to=None, **kwargs):
+        room = to or room
+        if kwargs.get("ignore_queue") or callback is not None or event != NOTIFICATION_EVENT:
+            return super().emit(event, data, namespace=namespace, room=room,
+                                skip_sid=skip_sid, callback=callback, **kwargs)
+        # The message python-socketio's other processes expect (PubSubManager.emit),
+        # published first: local sockets only get what the others can get too.
+        message = {"method": "emit", "event": event, "data": [data], "binary": False,
+                   "namespace": namespace or "/", "room": room, "skip_sid": skip_sid,
+                   "callback": None, "host_id": self.host_id}
+        if self._publish(message) is None:
+            self._mark_down("publish failed")
+        elif not self.queue_down:
+            self._handle_emit(message)
+
+    def _mark_down(self, why: str) -> None:
+        if not self.queue_down:
+            log.error("message queue down (%s): live notifications pause; they are "
+                      "stored and replayed when it returns", why)
+        self.queue_down = True
+        if why == "publish failed" and self.listening is not None:
+            # Make the listener resubscribe, which ends the outage with a resync.
+            try:
+                self.listening.close()
+            except Exception:
+                pass
+
+    def _redis_listen_with_retries(self):
+        """Subscribe, and resubscribe quickly after a failure (python-socketio's own
+        loop backs off up to 60 s, during which emits from other processes are lost)."""
+        delay = LISTEN_RETRY_MIN
+        while True:
+            try:
+                self._redis_connect()
+                pubsub = self.listening = self.pubsub
+                pubsub.subscribe(self.channel)
+                delay = LISTEN_RETRY_MIN
+                if self.queue_down:
+                    self._recovered()
+                yield from pubsub.listen()
+            except Exception as exc:
+                self._mark_down(type(exc).__name__)
+                self.server.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+
+    def _recovered(self) -> None:
+        from utils.drain import close_transports
+
+        self.queue_down = False
+        count = close_transports(self.server.eio, self.server.sleep)
+        log.warning("message queue back: closed %d transport(s) so their clients "
+                    "reconnect and replay what they missed", count)
 
     def _publish(self, data):
         # python-socketio logs a publish it gave up on and returns None; count it.
@@ -99,6 +175,11 @@ class GuardedRedisManager(socketio.RedisManager, GuardedManager):
 
             queue_error("publish")
         return result
+
+
+# Bounded connects and TCP keepalive, so a dead Redis is noticed, not waited on.
+REDIS_OPTIONS = {"socket_connect_timeout": 5, "socket_keepalive": True}
+LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.25, 2.0
 
 
 def make_manager(guard: ReplayGuard, redis_url: str | None, channel: str, logger=None):

@@ -1,0 +1,244 @@
+"""Several real nodes for the scale-out tests: gunicorn eventlet processes sharing
+Redis and one database, a private redis-server, HAProxy in front, and recording
+python-socketio clients. Every process is started here and stopped by its own PID."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import jwt
+import pytest
+import requests
+
+from tests.support.servers import ROOT, ServerProcess, free_port, gunicorn, migrate, server_env
+
+SECRET = "test-secret-" + "k" * 40  # server_env's JWT_SECRET_KEY
+API_KEY = "test-api-key-" + "a" * 30  # server_env's NOTIFY_API_KEY
+ORIGIN = "http://localhost:3000"
+DEPLOY = ROOT / "deploy"
+
+
+def token(user_id: str, ttl: int = 3600) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl}, SECRET, algorithm="HS256")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
+
+
+def wait_port(port: int, timeout: float = 10) -> bool:
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+                return True
+        except OSError:
+            return False
+
+    return bool(wait_for(answers, timeout))
+
+
+class Proc:
+    """A foreground helper process (redis-server, haproxy) stopped by its PID."""
+
+    def __init__(self, argv: list[str], log_path: Path, port: int) -> None:
+        self.argv, self.log_path, self.port = argv, log_path, port
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if not wait_port(self.port):
+            self.stop()
+            raise RuntimeError(f"{self.argv[0]} did not listen on {self.port}:\n"
+                               + self.log_path.read_text(errors="replace"))
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        self.proc = None
+
+
+def private_redis(tmp_path: Path, port: int | None = None) -> Proc:
+    """A redis-server of our own, for tests that stop it (never the shared one)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed") if _ci() else pytest.skip(
+            "redis-server is not installed")
+    port = port or free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp_path)]
+    return Proc(argv, tmp_path / f"redis-{port}.log", port)
+
+
+def _ci() -> bool:
+    from tests.support.services import in_ci
+
+    return in_ci()
+
+
+def render(template: str, **values: Any) -> str:
+    """Fill a deploy/ template's ``{{NAME}}`` placeholders; unknown names fail."""
+    def fill(match: re.Match) -> str:
+        return str(values[match.group(1)])
+
+    return re.sub(r"\{\{(\w+)\}\}", fill, template)
+
+
+def haproxy(tmp_path: Path, config_name: str, nodes: list[ServerProcess]) -> Proc:
+    """HAProxy in the foreground (-db) with a deploy/ config, nodes substituted."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(binary).exists():
+        pytest.fail("haproxy is not installed") if _ci() else pytest.skip(
+            "haproxy is not installed")
+    port = free_port()
+    servers = "\n".join(
+        f"    server node{i} 127.0.0.1:{n.port} check inter 500ms fall 2 rise 2 cookie node{i}"
+        for i, n in enumerate(nodes, 1))
+    text = render((DEPLOY / config_name).read_text(), PORT=port, SERVERS=servers)
+    path = tmp_path / f"haproxy-{port}.cfg"
+    path.write_text(text)
+    return Proc([binary, "-db", "-f", str(path)], tmp_path / f"haproxy-{port}.log", port)
+
+
+class Cluster:
+    """``n`` gunicorn eventlet nodes sharing one database and one Redis."""
+
+    def __init__(self, tmp_path: Path, redis_url: str, database_url: str | None = None,
+                 n: int = 2, **env: str) -> None:
+        overrides = {"REDIS_URL": redis_url, "PING_INTERVAL": "5", "PING_TIMEOUT": "5", **env}
+        if database_url:
+            overrides["DATABASE_URL"] = database_url
+        self.env = server_env(tmp_path, **overrides)
+        self.tmp_path = tmp_path
+        migrate(self.env)
+        self.nodes = [gunicorn(tmp_path, self.env, name=f"node{i}") for i in range(1, n + 1)]
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start(wait=False)
+        for node in self.nodes:
+            node.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def logs(self) -> str:
+        return "\n".join(node.output() for node in self.nodes)
+
+
+def post_notification(base_url: str, user_ids: list[str], title: str,
+                      timeout: float = 5, **fields: Any) -> requests.Response:
+    body = {"user_ids": user_ids, "type": "test", "title": title, **fields}
+    return requests.post(f"{base_url}/api/notifications", json=body, timeout=timeout,
+                         headers={"Authorization": f"Bearer {API_KEY}"})
+
+
+class Recorder:
+    """A python-socketio client that records every notification; it reconnects by
+    itself and then asks for what it missed with ``last_id``."""
+
+    def __init__(self, user_id: str, transports: list[str] | None = None,
+                 reconnection: bool = True) -> None:
+        import socketio
+
+        self.user_id = user_id
+        self.transports = transports
+        self.ids: list[int] = []
+        self.unstored: list[dict[str, Any]] = []
+        self.errors: list[Any] = []
+        self.connects = 0
+        self.disconnects: list[Any] = []
+        self.synced = threading.Event()
+        self.last_id: int | None = None
+        self._lock = threading.Lock()
+        self.sio = socketio.Client(reconnection=reconnection, reconnection_delay=0.2,
+                                   reconnection_delay_max=1, randomization_factor=0.2,
+                                   # websocket-client adds an Origin of its own beside ours
+                                   websocket_extra_options={"suppress_origin": True})
+        self.sio.on("auth_success", self._on_welcome)
+        self.sio.on("notification", self._on_notification)
+        self.sio.on("sync_complete", self._on_sync)
+        self.sio.on("connect_error", self.errors.append)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    def _auth(self) -> dict[str, Any]:
+        auth: dict[str, Any] = {"token": token(self.user_id)}
+        if self.last_id is not None:
+            auth["last_id"] = self.last_id
+        return auth
+
+    def _on_welcome(self, _data: Any) -> None:
+        self.connects += 1
+
+    def _on_notification(self, data: dict[str, Any]) -> None:
+        if not isinstance(data.get("id"), int):
+            self.unstored.append(data)  # e.g. from a write-only emitter: no cursor
+            return
+        with self._lock:
+            self.ids.append(data["id"])
+            if self.last_id is None or data["id"] > self.last_id:
+                self.last_id = data["id"]
+
+    def _on_sync(self, data: dict[str, Any]) -> None:
+        self.synced.set()
+
+    def _on_disconnect(self, *reason: Any) -> None:
+        self.synced.clear()
+        self.disconnects.append(reason)
+
+    def connect(self, url: str, timeout: float = 10) -> Recorder:
+        kwargs: dict[str, Any] = {"headers": {"Origin": ORIGIN}, "auth": self._auth,
+                                  "wait_timeout": timeout}
+        if self.transports:
+            kwargs["transports"] = self.transports
+        # Start the cursor at 0 so even the first connection replays (idempotent).
+        if self.last_id is None:
+            self.last_id = 0
+        self.sio.connect(url, **kwargs)
+        assert self.synced.wait(timeout), f"{self.user_id}: no sync_complete"
+        return self
+
+    @property
+    def transport(self) -> str:
+        return self.sio.transport()
+
+    def duplicates(self) -> list[int]:
+        return [i for i, c in Counter(self.ids).items() if c > 1]
+
+    def close(self) -> None:
+        try:
+            self.sio.disconnect()
+        except Exception:
+            pass
+
+
+def invalid_session_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "Invalid session" in line]
