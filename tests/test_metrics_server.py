@@ -277,5 +277,8 @@ def test_message_queue_errors_count_publishes_lost_to_a_dead_redis(tmp_path, cli
         assert delta(before, after, "notifier_message_queue_errors_total",
                      operation="publish") == 1
         assert delta(before, after, "notifier_notifications_stored_total") == 1
+        # The subscriber notices too, and keeps counting while it retries.
+        assert wait_for(lambda: value(scrape(url), "notifier_message_queue_errors_total",
+                                      operation="subscribe") >= 1, 10)
     finally:
         server.stop()

@@ -156,6 +156,7 @@ class GuardedRedisManager(socketio.RedisManager, GuardedManager):
                 yield from pubsub.listen()
             except Exception as exc:
                 self._mark_down(type(exc).__name__)
+                _count_queue_error("subscribe")
                 self.server.sleep(delay)
                 delay = min(delay * 2, LISTEN_RETRY_MAX)
 
@@ -171,10 +172,14 @@ class GuardedRedisManager(socketio.RedisManager, GuardedManager):
         # python-socketio logs a publish it gave up on and returns None; count it.
         result = super()._publish(data)
         if result is None:
-            from utils.metrics import queue_error
-
-            queue_error("publish")
+            _count_queue_error("publish")
         return result
+
+
+def _count_queue_error(operation: str) -> None:
+    from utils.metrics import queue_error  # imported late: the metrics need Flask
+
+    queue_error(operation)
 
 
 # Bounded connects and TCP keepalive, so a dead Redis is noticed, not waited on.

@@ -44,7 +44,7 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 PROCESS_LABEL = "process"
 TRANSPORTS = ("polling", "websocket")
 REFUSAL_CODES = ("token_missing", "token_invalid", "token_expired", "server_unavailable")
-QUEUE_OPERATIONS = ("publish", "emit")
+QUEUE_OPERATIONS = ("publish", "subscribe", "emit")
 DATABASE_SOURCES = ("http", "socket")
 # Seconds from a producer's request reaching the server to its emit returning: a
 # store and a commit, then a local emit or a Redis publish.
@@ -83,8 +83,9 @@ EMIT_LATENCY = Histogram(
     "returning.", buckets=LATENCY_BUCKETS, registry=REGISTRY)
 QUEUE_ERRORS = Counter(
     "notifier_message_queue_errors",
-    "Emits that failed: a Redis publish given up (operation=publish) or an emit that "
-    "raised (operation=emit).", ["operation"], registry=REGISTRY)
+    "Message-queue failures: a Redis publish given up (operation=publish), the "
+    "subscriber losing Redis or failing to resubscribe (operation=subscribe), an emit "
+    "that raised (operation=emit).", ["operation"], registry=REGISTRY)
 DATABASE_ERRORS = Counter(
     "notifier_database_errors",
     "Database errors answered as database_unavailable, by where they surfaced.",
