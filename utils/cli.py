@@ -17,6 +17,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(create_token)
     app.cli.add_command(notify)
     app.cli.add_command(prune)
+    app.cli.add_command(doctor)
 
 
 @click.command("create-token")
@@ -62,3 +63,14 @@ def prune(days: int | None) -> None:
     days = days or current_app.config["SETTINGS"].retention_days
     deleted = store.prune(timedelta(days=days), IDEMPOTENCY_TTL)
     click.echo(f"deleted {deleted} notification(s) older than {days} day(s)")
+
+
+@click.command("doctor", add_help_option=False,
+               context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def doctor(args: tuple[str, ...]) -> None:
+    """Diagnose a deployment: doctor URL [--origin O] [--token JWT] [--api-key K] [--json]."""
+    from utils.doctor import main
+
+    # One parser: the same options and exit codes as python -m utils.doctor.
+    raise SystemExit(main(list(args)))

@@ -20,6 +20,8 @@ import argparse
 import base64
 import json
 import os
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -42,6 +44,7 @@ from utils.eio_probe import (
     http_request,
     polling_query,
     sio_connect,
+    ssl_context,
     wait_event,
     websocket_query,
 )
@@ -54,7 +57,7 @@ PROXY_IDLE_SECONDS = 55
 PROMPT_SECONDS = 1.0
 
 SYNC_WORKER = ("the server handles one request at a time: gunicorn's default sync "
-               "worker (the original incident)")
+               "worker, the original incident")
 WORKER_FIX = ("run the Procfile's command: gunicorn --worker-class eventlet -w 1 app:app "
               "(ASYNC_MODE=eventlet), or --worker-class gevent with ASYNC_MODE=gevent")
 PROXY_FIX = ('nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; '
@@ -181,8 +184,8 @@ class Doctor:
             ("auth", self.check_auth),
             ("websocket", self.check_websocket),
             ("round trip", self.check_round_trip),
-            ("concurrency", self.check_concurrency),
             ("upgrade", self.check_upgrade),
+            ("concurrency", self.check_concurrency),
             ("Safari", self.check_safari),
         ]
         for index, (name, step) in enumerate(steps, 1):
@@ -203,6 +206,13 @@ class Doctor:
                      "install a certificate for this host name from a public CA (the platform's "
                      "own domain, or its managed certificate for your domain)", {"fatal": True})
             return
+        except ProbeTimeout as exc:
+            if not self._tcp_accepts():
+                raise Unreachable(f"{self.given.url()}: {exc}") from None
+            self.add("reachability", FAIL, f"{self.target.origin} accepts connections but "
+                     f"answered nothing within {self.t:g} s: busy, perhaps with another "
+                     f"client's long-poll ({SYNC_WORKER}?)", WORKER_FIX, {"fatal": True})
+            return
         except ProbeError as exc:
             raise Unreachable(f"{self.given.url()}: {exc}") from None
         if reply.status == 404:
@@ -220,6 +230,13 @@ class Doctor:
         evidence = "; ".join([p[1] for p in problems] + [n for n in notes if n])
         fix = "; ".join(p[2] for p in problems)
         self.add("reachability", status, evidence, fix)
+
+    def _tcp_accepts(self) -> bool:
+        try:
+            with socket.create_connection((self.target.host, self.target.port), self.t):
+                return True
+        except OSError:
+            return False
 
     def _follow_get(self, path: str) -> Reply:
         """GET, following up to three redirects; later checks use where it lands."""
@@ -251,11 +268,6 @@ class Doctor:
         return ""
 
     def _certificate_note(self, problems: list[tuple[str, str, str]]) -> str:
-        import socket
-        import ssl
-
-        from utils.eio_probe import ssl_context
-
         try:
             with socket.create_connection((self.target.host, self.target.port), self.t) as raw, \
                     ssl_context().wrap_socket(raw, server_hostname=self.target.host) as tls:
@@ -320,7 +332,8 @@ class Doctor:
                  f"{','.join(body.get('transports') or []) or '?'}, message queue "
                  f"{body.get('message_queue', '?')}, {body.get('environment', '?')}")
         if mode == "threading":
-            self.add("server", FAIL, f"{facts}: threading mode, no cooperative WebSocket",
+            self.add("server", FAIL, f"{facts}: threading mode (under gunicorn's sync worker: "
+                     "one request at a time, no usable WebSocket)",
                      WORKER_FIX, body)
         elif mode in ("eventlet", "gevent") and body.get("monkey_patched") is False:
             self.add("server", WARN, f"{facts}; not monkey-patched: blocking I/O stalls sockets",
@@ -561,6 +574,8 @@ class Doctor:
             if not opened.startswith("0{"):
                 raise ProbeError(f"first message {opened[:40]!r} is not an Engine.IO open packet")
             outcome = sio_connect(engine, self.auth(), self.t, welcome_wait=0.5)
+            wait = min(self.t, 2.0)
+            held = self._second_request(wait) is None
         except WsRefused as exc:
             self.add("websocket", FAIL, *self._ws_refusal(url, exc.reply))
             self.add("compression", SKIP, "no WebSocket to inspect")
@@ -571,8 +586,15 @@ class Doctor:
             return
         finally:
             ws.close()
-        said = (f"connected{' as ' + str(outcome.welcome.get('user_id')) if outcome.welcome else ''}"
-                if outcome.accepted else f"refused {outcome.code or outcome.message}")
+        who = f" as {outcome.welcome.get('user_id')}" if outcome.welcome else ""
+        said = f"connected{who}" if outcome.accepted else \
+            f"refused {outcome.code or outcome.message}"
+        if held:
+            self.add("websocket", FAIL, f"{url} opened, but while it was open GET /healthz got "
+                     f"no answer for {wait:g} s: the socket holds the only worker, so WebSocket "
+                     f"is unusable; {SYNC_WORKER}", WORKER_FIX)
+            self._compression(ws)
+            return
         self.add("websocket", PASS, f"{url}: 101 in {_ms(ws.reply.elapsed)}, Socket.IO "
                  f"{said} over it")
         self._compression(ws)
@@ -713,9 +735,12 @@ class Doctor:
                                  {"Authorization": f"Bearer {self.o.api_key}",
                                   "Content-Type": "application/json"}, body.encode(),
                                  timeout=self.t)
+        except ProbeTimeout:
+            self.add("round_trip", FAIL, f"POST /api/notifications got no answer within "
+                     f"{self.t:g} s while a WebSocket was open: {SYNC_WORKER}", WORKER_FIX)
+            return
         except ProbeError as exc:
-            self.add("round_trip", FAIL, f"POST /api/notifications: {exc}", WORKER_FIX
-                     if isinstance(exc, ProbeTimeout) else "check the server's logs")
+            self.add("round_trip", FAIL, str(exc), "check the server's logs")
             return
         if reply.status != 201:
             error = (reply.json() or {}).get("error", {}) if isinstance(reply.json(), dict) else {}
@@ -760,24 +785,20 @@ class Doctor:
         session = self.polling()
         try:
             session.open()
+        except ProbeTimeout:
+            self.add("concurrency", FAIL, f"a new request got no answer within {self.t:g} s "
+                     f"while an earlier long-poll was pending: {SYNC_WORKER}", WORKER_FIX)
+            return
         except ProbeError as exc:
-            self.add("concurrency", FAIL, f"a new session: {exc}" + self._busy_hint(exc),
-                     WORKER_FIX if isinstance(exc, ProbeTimeout) else "see the handshake check")
+            self.add("concurrency", FAIL, f"a new session: {exc}", "see the handshake check")
             return
         # No namespace CONNECT: the long-poll then waits for the next ping.
         pending = Background(lambda: session.poll(self.t + 60))
         time.sleep(0.3)
         wait = min(self.t, 3.0)
-        try:
-            reply = http_request(self.target, "GET", self.target.path + "/healthz", timeout=wait)
-            took = reply.elapsed
-        except ProbeTimeout:
-            took = None
-        except ProbeError as exc:
-            self.add("concurrency", FAIL, f"second request failed: {exc}", WORKER_FIX)
-            return
-        finally:
-            session.close()
+        took = self._second_request(wait)
+        if took is not None:
+            session.close()  # answers the pending long-poll; a stuck server is left alone
         if took is None:
             self.add("concurrency", FAIL, f"nothing answered for {wait:g} s while one long-poll "
                      f"was pending: {SYNC_WORKER}", WORKER_FIX)
@@ -789,9 +810,19 @@ class Doctor:
             self.add("concurrency", PASS, f"GET /healthz answered in {_ms(took)} while a "
                      "long-poll was pending", data={"elapsed_ms": round(took * 1000, 1)})
 
+    def _second_request(self, wait: float) -> float | None:
+        """Seconds GET /healthz took, or None when it got no answer within ``wait``."""
+        try:
+            return http_request(self.target, "GET", self.target.path + "/healthz",
+                                timeout=wait).elapsed
+        except ProbeTimeout:
+            return None
+        except ProbeError:
+            return 0.0  # answered, if badly: the server check reports /healthz itself
+
     def _busy_hint(self, exc: ProbeError) -> str:
-        return f" (the server is still busy with an earlier request: {SYNC_WORKER})" \
-            if isinstance(exc, ProbeTimeout) else ""
+        return (" (still busy with an earlier long-poll: one request at a time, gunicorn's "
+                "sync worker)") if isinstance(exc, ProbeTimeout) else ""
 
     # -- Safari -------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ def http_request(target: Target, method: str, path: str, headers: dict[str, str]
                      time.monotonic() - start)
     except ssl.SSLCertVerificationError as exc:
         raise CertificateProblem(exc.verify_message or str(exc)) from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise ProbeTimeout(f"{method} {path}: no answer within {timeout:g} s") from None
     except (OSError, http.client.HTTPException) as exc:
         raise ProbeError(f"{method} {target.netloc}{path}: {_describe(exc)}") from None
@@ -302,7 +302,7 @@ class WebSocket:
                 sock = ssl_context().wrap_socket(sock, server_hostname=self.target.host)
         except ssl.SSLCertVerificationError as exc:
             raise CertificateProblem(exc.verify_message or str(exc)) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ProbeTimeout(f"no connection within {self.timeout:g} s") from None
         except OSError as exc:
             raise ProbeError(_describe(exc)) from None
@@ -353,7 +353,7 @@ class WebSocket:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ProbeTimeout("nothing arrived over the WebSocket in time") from None
         except OSError as exc:
             raise TransportClosed(_describe(exc)) from None

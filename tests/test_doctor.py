@@ -1,0 +1,353 @@
+"""The doctor against real servers on loopback, each scenario started here:
+healthy gunicorn eventlet, the original incident's sync worker, a stock
+Flask-SocketIO app (every origin, no auth), nginx without the upgrade headers, an
+http front that redirects POST, and compression left on."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+
+from tests.support.servers import (
+    ROOT,
+    VENV_BIN,
+    ServerProcess,
+    free_port,
+    gunicorn,
+    migrate,
+    server_env,
+)
+from tests.support.services import in_ci
+from utils.doctor import main
+
+pytestmark = pytest.mark.server
+
+ALLOWED = "http://localhost:3000"  # server_env's FRONTEND_URLS
+API_KEY = "test-api-key-" + "a" * 30  # server_env's NOTIFY_API_KEY
+TIMEOUT = "3"
+
+
+def run_doctor(url: str, *args: str) -> tuple[int, dict]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([url, "--json", "--timeout", TIMEOUT, *args], out=out, err=err)
+    return code, (json.loads(out.getvalue()) if out.getvalue() else {"stderr": err.getvalue()})
+
+
+def checks(report: dict) -> dict[str, dict]:
+    return {check["id"]: check for check in report["checks"]}
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {check["id"]: check["status"] for check in report["checks"]}
+
+
+def make_token(env: dict[str, str], user: str = "doctor-user") -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": user, "iat": now, "exp": now + 3600}, env["JWT_SECRET_KEY"],
+                      algorithm="HS256")
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    """Ready when the Engine.IO handshake answers (the stock app has no /healthz)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/socket.io/?EIO=4&transport=polling", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def app_server(tmp: Path, env: dict[str, str], module: str, worker: str = "eventlet"
+               ) -> ServerProcess:
+    port = free_port()
+    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", module]
+    return ServerProcess(argv, env, port, tmp / f"{module.replace(':', '-')}-{port}.log")
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    """The production set-up: the Procfile's gunicorn eventlet command."""
+    tmp = tmp_path_factory.mktemp("doctor-healthy")
+    env = server_env(tmp)
+    migrate(env)
+    server = gunicorn(tmp, env).start()
+    yield server, env
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stock(tmp_path_factory):
+    """A stock Flask-SocketIO app: cors_allowed_origins='*', no authentication."""
+    tmp = tmp_path_factory.mktemp("doctor-stock")
+    env = server_env(tmp)
+    server = app_server(tmp, env, "tests.support.stock_socketio_app:app").start(wait=False)
+    try:
+        wait_for(server.url)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_healthy_server_passes_every_check(healthy):
+    server, env = healthy
+    code, report = run_doctor(server.url, "--origin", ALLOWED, "--token", make_token(env),
+                              "--api-key", API_KEY)
+    assert code == 0, report
+    assert report["verdict"] == "pass"
+    assert set(statuses(report).values()) == {"pass"}, statuses(report)
+    found = checks(report)
+    assert len(found) == 13
+    assert "as user doctor-user" in found["auth"]["evidence"]
+    assert "polling" in found["round_trip"]["evidence"]
+    assert "websocket" in found["round_trip"]["evidence"]
+    assert found["server"]["data"]["async_mode"] == "eventlet"
+
+
+def test_table_output_marks_each_check_without_colour_off_a_tty(healthy):
+    server, _env = healthy
+    out, err = io.StringIO(), io.StringIO()
+    code = main([server.url, "--timeout", TIMEOUT], out=out, err=err)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "✓ reachability" in text and "· auth with --token" in text
+    assert "\033[" not in text and err.getvalue() == ""  # no colour, no progress line
+    assert text.rstrip().endswith("exit 0")
+
+
+def test_origin_missing_from_frontend_urls_fails_naming_the_variable(healthy):
+    server, _env = healthy
+    code, report = run_doctor(server.url, "--origin", "https://app.example.com")
+    cors = checks(report)["cors"]
+    assert code == 1
+    assert cors["status"] == "fail"
+    assert "FRONTEND_URLS=https://app.example.com" in cors["fix"]
+
+
+def test_sync_worker_in_threading_mode_fails_naming_worker_and_websocket(tmp_path):
+    """The original incident: ``gunicorn -w 1 app:app`` (sync worker), threading mode."""
+    env = server_env(tmp_path, ASYNC_MODE="threading")
+    migrate(env)
+    server = gunicorn(tmp_path, env, worker="sync").start()
+    try:
+        code, report = run_doctor(server.url, "--origin", ALLOWED, "--token", make_token(env),
+                                  "--api-key", API_KEY)
+    finally:
+        server.stop()
+    found = checks(report)
+    assert code == 1
+    assert found["concurrency"]["status"] == "fail"
+    assert "sync worker" in found["concurrency"]["evidence"]
+    assert "--worker-class eventlet" in found["concurrency"]["fix"]
+    assert found["websocket"]["status"] == "fail"
+    assert "WebSocket is unusable" in found["websocket"]["evidence"]
+    assert found["server"]["status"] == "fail"
+    assert "threading" in found["server"]["evidence"]
+
+
+def test_server_echoing_every_origin_fails(stock):
+    code, report = run_doctor(stock.url)
+    foreign = checks(report)["foreign_origin"]
+    assert code == 1
+    assert foreign["status"] == "fail"
+    assert "echoes every origin" in foreign["evidence"]
+    assert "polling and WebSocket" in foreign["evidence"]
+
+
+def test_server_accepting_sockets_without_token_fails(stock):
+    code, report = run_doctor(stock.url)
+    no_token = checks(report)["no_token"]
+    assert code == 1
+    assert no_token["status"] == "fail"
+    assert "unauthenticated sockets accepted" in no_token["evidence"]
+
+
+def test_compression_forced_on_is_a_warning(tmp_path):
+    env = server_env(tmp_path)
+    migrate(env)
+    server = app_server(tmp_path, env, "tests.support.compressed_app:app").start()
+    try:
+        code, report = run_doctor(server.url, "--origin", ALLOWED, "--token", make_token(env),
+                                  "--api-key", API_KEY)
+    finally:
+        server.stop()
+    found = statuses(report)
+    assert code == 0, report
+    assert report["verdict"] == "warn"
+    assert found["compression"] == "warn"
+    assert "permessage-deflate" in checks(report)["compression"]["evidence"]
+    assert found.pop("safari") == "warn"  # it points at the compression
+    assert set(found.values()) == {"pass", "warn"} and list(found.values()).count("warn") == 1
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                      else None)
+    if found:
+        return found
+    if in_ci():
+        pytest.fail("nginx is not installed; under CI=true it must be (scripts/test.sh)")
+    pytest.skip("nginx is not installed (scripts/test.sh installs nginx-light)")
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+{user}
+events {{ worker_connections 128; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_set_header Host $host;
+            proxy_read_timeout 90s;
+{upgrade}
+        }}
+    }}
+}}
+"""
+UPGRADE_HEADERS = """            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";"""
+
+
+def start_nginx(tmp: Path, upstream: int, upgrade: bool) -> ServerProcess:
+    binary = nginx_binary()
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(
+        prefix=tmp, port=port, upstream=upstream,
+        # As root the workers would switch to nobody, who cannot enter pytest's tmp dirs.
+        user="user root;" if os.geteuid() == 0 else "",
+        upgrade=UPGRADE_HEADERS if upgrade else ""))
+    argv = [binary, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf)]
+    return ServerProcess(argv, dict(os.environ), port, tmp / "nginx.out").start()
+
+
+def test_nginx_dropping_the_upgrade_header_fails_naming_the_proxy_config(healthy, tmp_path):
+    server, env = healthy
+    proxy = start_nginx(tmp_path, server.port, upgrade=False)
+    try:
+        code, report = run_doctor(proxy.url, "--origin", ALLOWED, "--token", make_token(env))
+    finally:
+        proxy.stop()
+    websocket = checks(report)["websocket"]
+    assert code == 1
+    assert websocket["status"] == "fail"
+    assert "nginx" in websocket["evidence"] and "Upgrade header" in websocket["evidence"]
+    assert "proxy_set_header Upgrade $http_upgrade" in websocket["fix"]
+    assert 'Connection "upgrade"' in websocket["fix"]
+    assert checks(report)["upgrade"]["status"] == "fail"
+
+
+def test_nginx_passing_the_upgrade_header_passes(healthy, tmp_path):
+    server, env = healthy
+    proxy = start_nginx(tmp_path, server.port, upgrade=True)
+    try:
+        code, report = run_doctor(proxy.url, "--origin", ALLOWED, "--token", make_token(env))
+    finally:
+        proxy.stop()
+    assert code == 0, report
+    assert statuses(report)["websocket"] == "pass"
+    assert statuses(report)["upgrade"] == "pass"
+
+
+class RedirectFront:
+    """An http front answering every request with ``status`` to ``target``."""
+
+    def __init__(self, status: int, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def _redirect(self) -> None:
+                self.send_response(status)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_HEAD = _redirect
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RedirectFront:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302])
+def test_redirect_that_turns_post_into_get_fails(healthy, status):
+    server, _env = healthy
+    with RedirectFront(status, server.url) as front:
+        code, report = run_doctor(front.url)
+    reach = checks(report)["reachability"]
+    assert code == 1
+    assert reach["status"] == "fail"
+    assert f"answered {status}" in reach["evidence"] and "GET" in reach["evidence"]
+    assert "307/308" in reach["fix"]
+
+
+def test_redirect_that_keeps_the_method_passes(healthy):
+    server, _env = healthy
+    with RedirectFront(308, server.url) as front:
+        code, report = run_doctor(front.url)
+    assert statuses(report)["reachability"] == "pass", report
+    assert code == 0
+
+
+def test_flask_cli_runs_the_doctor(healthy):
+    server, env = healthy
+    result = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "app", "doctor", server.url, "--json",
+         "--timeout", TIMEOUT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"] == "pass"
+
+
+@pytest.mark.parametrize("argv", [
+    ["ftp://example.com"],
+    ["http://127.0.0.1:1", "--api-key", "k"],
+    ["http://127.0.0.1:1", "--token", "not-a-jwt"],
+    ["http://127.0.0.1:1", "--origin", "https://app.example.com/path"],
+    ["http://127.0.0.1:1", "--timeout", "0"],
+])
+def test_unusable_arguments_exit_2(argv):
+    err = io.StringIO()
+    assert main(argv, out=io.StringIO(), err=err) == 2
+    assert "doctor:" in err.getvalue()
+
+
+def test_unreachable_server_exits_2():
+    out, err = io.StringIO(), io.StringIO()
+    assert main([f"http://127.0.0.1:{free_port()}", "--timeout", "1"], out=out, err=err) == 2
+    assert "unreachable" in err.getvalue() and "connection refused" in err.getvalue()
