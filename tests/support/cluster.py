@@ -5,6 +5,7 @@ python-socketio clients. Every process is started here and stopped by its own PI
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -102,28 +103,57 @@ def _ci() -> bool:
     return in_ci()
 
 
-def render(template: str, **values: Any) -> str:
-    """Fill a deploy/ template's ``{{NAME}}`` placeholders; unknown names fail."""
-    def fill(match: re.Match) -> str:
-        return str(values[match.group(1)])
-
-    return re.sub(r"\{\{(\w+)\}\}", fill, template)
-
-
-def haproxy(tmp_path: Path, config_name: str, nodes: list[ServerProcess]) -> Proc:
-    """HAProxy in the foreground (-db) with a deploy/ config, nodes substituted."""
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(binary).exists():
-        pytest.fail("haproxy is not installed") if _ci() else pytest.skip(
-            "haproxy is not installed")
-    port = free_port()
+def render(template: str, port: int, nodes: list[ServerProcess], stats: Path) -> str:
+    """A deploy/ HAProxy config with this test's ports: the bind line, the server
+    lines between BEGIN/END SERVERS (same options, faster checks) and a stats socket."""
+    block = re.search(r"# BEGIN SERVERS\n(.*?)\n\s*# END SERVERS", template, re.S)
+    sticky = "cookie node1" in block.group(1)
     servers = "\n".join(
-        f"    server node{i} 127.0.0.1:{n.port} check inter 500ms fall 2 rise 2 cookie node{i}"
+        f"    server node{i} 127.0.0.1:{n.port} check inter 300ms fall 1 rise 1"
+        + (f" cookie node{i}" if sticky else "")
         for i, n in enumerate(nodes, 1))
-    text = render((DEPLOY / config_name).read_text(), PORT=port, SERVERS=servers)
-    path = tmp_path / f"haproxy-{port}.cfg"
-    path.write_text(text)
-    return Proc([binary, "-db", "-f", str(path)], tmp_path / f"haproxy-{port}.log", port)
+    text = template.replace(block.group(0), f"# BEGIN SERVERS\n{servers}\n    # END SERVERS")
+    text = re.sub(r"(?m)^    bind :\d+$", f"    bind 127.0.0.1:{port}", text)
+    text = re.sub(r"(?m)^    # stats socket .*$", f"    stats socket {stats} level admin", text)
+    # HAProxy needs two descriptors per connection and refuses to start otherwise.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    maxconn = min(50000, (hard if hard != resource.RLIM_INFINITY else 100000) // 2 - 100)
+    text = re.sub(r"(?m)^    maxconn \d+$", f"    maxconn {maxconn}", text)
+    assert f"127.0.0.1:{port}" in text and str(stats) in text
+    return text
+
+
+class HAProxy(Proc):
+    def __init__(self, tmp_path: Path, config_name: str, nodes: list[ServerProcess]) -> None:
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not Path(binary).exists():
+            pytest.fail("haproxy is not installed") if _ci() else pytest.skip(
+                "haproxy is not installed")
+        port = free_port()
+        self.stats_path = tmp_path / f"haproxy-{port}.sock"
+        config = tmp_path / f"haproxy-{port}.cfg"
+        config.write_text(render((DEPLOY / config_name).read_text(), port, nodes,
+                                 self.stats_path))
+        super().__init__([binary, "-db", "-f", str(config)], tmp_path / f"haproxy-{port}.log",
+                         port)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """``show stat`` per server of the backend: scur, stot, status..."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.stats_path))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        lines = data.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+        return {r["svname"]: r for r in rows if r["pxname"] == "nodes"
+                and r["svname"] not in ("BACKEND", "FRONTEND")}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 class Cluster:
