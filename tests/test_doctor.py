@@ -351,3 +351,85 @@ def test_unreachable_server_exits_2():
     out, err = io.StringIO(), io.StringIO()
     assert main([f"http://127.0.0.1:{free_port()}", "--timeout", "1"], out=out, err=err) == 2
     assert "unreachable" in err.getvalue() and "connection refused" in err.getvalue()
+
+
+def write_certificates(tmp: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate it signs for 127.0.0.1: (ca, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject, issuer, public_key, signer, ca: bool, san=None):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "doctor test CA")])
+    ca = build(ca_name, ca_name, ca_key.public_key(), ca_key, True)
+    leaf = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name,
+                 key.public_key(), ca_key, False, [x509.IPAddress(ipaddress.ip_address(
+                     "127.0.0.1"))])
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    """The production app behind gunicorn's own TLS, with a certificate from a test CA."""
+    tmp = tmp_path_factory.mktemp("doctor-tls")
+    ca, cert, key = write_certificates(tmp)
+    env = server_env(tmp)
+    migrate(env)
+    server = gunicorn(tmp, env, extra=["--certfile", str(cert), "--keyfile", str(key)])
+    server.start(wait=False)
+    url = f"https://127.0.0.1:{server.port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(url + "/healthz", verify=str(ca), timeout=1).raise_for_status()
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or server.proc.poll() is not None:
+                server.stop()
+                raise RuntimeError(f"TLS server not ready:\n{server.output()}") from None
+            time.sleep(0.1)
+    yield url, env, ca
+    server.stop()
+
+
+def test_https_with_a_trusted_certificate_passes_over_wss(tls, monkeypatch):
+    url, env, ca = tls
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # trust the test CA, as a browser would
+    code, report = run_doctor(url, "--origin", ALLOWED, "--token", make_token(env),
+                              "--api-key", API_KEY)
+    assert code == 0, report
+    assert set(statuses(report).values()) == {"pass"}, statuses(report)
+    assert "certificate valid until" in checks(report)["reachability"]["evidence"]
+    assert "wss://127.0.0.1" in checks(report)["websocket"]["evidence"]
+
+
+def test_https_with_an_untrusted_certificate_fails(tls, monkeypatch):
+    url, _env, _ca = tls
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    code, report = run_doctor(url)
+    reach = checks(report)["reachability"]
+    assert code == 1
+    assert reach["status"] == "fail" and "certificate" in reach["evidence"]
+    assert len(report["checks"]) == 1  # nothing else can work without a valid certificate

@@ -536,6 +536,8 @@ class Doctor:
             return ("the server's JWT_SECRET_KEY/JWT_PUBLIC_KEY, JWT_ALGORITHMS"
                     + (f" and JWT_AUDIENCE (token aud {json.dumps(aud)})" if aud else
                        ", JWT_AUDIENCE") + " must match the token's issuer")
+        if code and code.startswith("too_many"):
+            return "the server's rate limits refused the doctor: wait a minute and run it again"
         return "check the token and the server's JWT_* settings"
 
     def _no_token(self) -> None:
@@ -588,7 +590,7 @@ class Doctor:
             ws.close()
         who = f" as {outcome.welcome.get('user_id')}" if outcome.welcome else ""
         said = f"connected{who}" if outcome.accepted else \
-            f"refused {outcome.code or outcome.message}"
+            f"answered (refused: {outcome.code or outcome.message})"
         if held:
             self.add("websocket", FAIL, f"{url} opened, but while it was open GET /healthz got "
                      f"no answer for {wait:g} s: the socket holds the only worker, so WebSocket "
@@ -670,7 +672,7 @@ class Doctor:
             ws.close()
         took = time.monotonic() - start
         released = pending.join(2.0)
-        said = "connected" if outcome.accepted else f"refused {outcome.code}"
+        said = "connected" if outcome.accepted else f"answered (refused: {outcome.code})"
         self.add("upgrade", PASS, f"probe answered and upgraded in {_ms(took)}; the pending "
                  f"long-poll was {'released' if released else 'still held'}; Socket.IO {said} "
                  "over the upgraded socket")
