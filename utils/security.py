@@ -70,6 +70,9 @@ def register_security(app: Flask, settings: Settings) -> None:
     """Rate limits, socket limits and security headers; call after the routes."""
     from utils.limits import register_limits, register_socket_limits
 
+    from utils.eio_guard import EngineIOGuard
+
     register_limits(app, settings)
     register_socket_limits(app, settings)
+    app.wsgi_app = EngineIOGuard(app.wsgi_app, settings.max_http_buffer_size)
     app.wsgi_app = SecurityHeaders(app.wsgi_app, settings.is_production)

@@ -1,0 +1,125 @@
+"""A thin WSGI guard in front of Engine.IO for input python-engineio mishandles.
+
+What it stops, found by sending raw Engine.IO (tests/test_security_server.py):
+
+- A polling POST whose packet Engine.IO cannot accept (an unknown packet type such as
+  ``9``, a client ``2``/``6``, or a body over ``max_http_buffer_size``) makes
+  python-engineio disconnect the session with ``close(wait=True)``, which waits on
+  the outgoing queue until a GET drains it. A client that never polls again leaves
+  that POST, its greenlet and its socket hanging for good: one request each pins
+  a connection (python-engineio 4.15.1; the same ``queue.join()`` hang is described
+  upstream in miguelgrinberg/python-engineio#60). Bodies that are not UTF-8 or do
+  not parse are logged with a traceback per request. The guard answers 400/413
+  itself, before Engine.IO sees such a body.
+- Two long-polls at once on one session are both accepted and race for packets;
+  the reference server answers the overlap with 400 (socketio/engine.io#363).
+- A second WebSocket for a session still upgrading is accepted too, so two
+  transports feed one session. The guard refuses the second with 400.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
+
+# Packet types a client may send over polling (Engine.IO v4): close, pong, message,
+# upgrade, and "b" for a base64 binary message.
+CLIENT_PACKET_TYPES = frozenset("1345b")
+SEPARATOR = "\x1e"
+
+
+def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def payload_problem(body: bytes) -> str | None:
+    """Why a polling POST body is unacceptable, or None if Engine.IO may have it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    if not text:
+        return None
+    for packet in text.split(SEPARATOR):
+        if not packet or packet[0] not in CLIENT_PACKET_TYPES:
+            return "the body holds a packet type a client may not send"
+    return None
+
+
+class EngineIOGuard:
+    """Validates polling POST bodies and refuses overlapping polls and WebSockets."""
+
+    def __init__(self, app: Callable, max_buffer: int, path: str = "/socket.io") -> None:
+        self.app = app
+        self.max_buffer = max_buffer
+        self.path = path
+        self._busy: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if not str(environ.get("PATH_INFO", "")).startswith(self.path):
+            return self.app(environ, start_response)
+        try:
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=20)
+        except ValueError:
+            return _refuse(start_response, "400 Bad Request", "bad_request",
+                           "too many query arguments")
+        sid = (query.get("sid") or [None])[0]
+        if sid is None:
+            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD")
+        if method == "POST":
+            return self._post(environ, start_response)
+        if method == "GET":
+            upgrade = str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket"
+            return self._exclusive(sid, "websocket" if upgrade else "poll", environ,
+                                   start_response)
+        return self.app(environ, start_response)
+
+    def _post(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        raw_length = environ.get("CONTENT_LENGTH") or ""
+        try:
+            length = int(raw_length) if raw_length else None
+        except ValueError:
+            return _refuse(start_response, "400 Bad Request", "bad_request",
+                           "Content-Length is not a number")
+        if length is not None and (length < 0 or length > self.max_buffer):
+            return _refuse(start_response, "413 Request Entity Too Large",
+                           "payload_too_large", "the packet is larger than the server accepts")
+        body = environ["wsgi.input"].read(length if length is not None else self.max_buffer + 1)
+        if len(body) > self.max_buffer:
+            return _refuse(start_response, "413 Request Entity Too Large",
+                           "payload_too_large", "the packet is larger than the server accepts")
+        problem = payload_problem(body)
+        if problem:
+            return _refuse(start_response, "400 Bad Request", "bad_packet", problem)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+    def _exclusive(self, sid: str, kind: str, environ: dict[str, Any],
+                   start_response: Callable) -> Iterable[bytes]:
+        """One long-poll and one WebSocket at a time per session. Engine.IO handles a
+        poll, and a whole WebSocket, within the call, so the call marks it busy."""
+        key = (sid, kind)
+        with self._lock:
+            if key in self._busy:
+                overlap = True
+            else:
+                overlap = False
+                self._busy.add(key)
+        if overlap:
+            what = "WebSocket" if kind == "websocket" else "long-poll"
+            return _refuse(start_response, "400 Bad Request", "transport_overlap",
+                           f"this session already has a {what} open")
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with self._lock:
+                self._busy.discard(key)
