@@ -73,8 +73,8 @@ def _connect(auth: Any) -> None:
     join_room(user_room(user_id))
     emit("auth_success", {"user_id": user_id, "unread_count": unread})
     rt.sweeper.ensure_started()
-    metrics.connected(socketio.start_background_task, socketio.sleep)
     _replay(rt, sid, user_id, last_id)
+    metrics.connected(socketio.start_background_task, socketio.sleep)  # replay done too
 
 
 def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:

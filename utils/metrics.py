@@ -25,7 +25,8 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from flask import g, has_request_context
 from prometheus_client import (
