@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,10 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "permessage-deflate")
     p.add_argument("--async-mode", default="eventlet", choices=("eventlet", "gevent"),
                    help="worker class for the product (the baseline stays stock eventlet)")
+    p.add_argument("--product-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the product (e.g. GC_TUNING=0 for 'before')")
     p.add_argument("--label", default="", help="tag stored in the JSON (e.g. 'before gc tuning')")
     p.add_argument("--write-docs", action="store_true", help="write the table into "
                    "docs/BENCHMARKS.md and the plot to docs/bench.png (default for full runs)")
     p.add_argument("--no-docs", action="store_true", help="never touch docs/")
+    p.add_argument("--profile", action="store_true", help="py-spy record the product worker "
+                   "during each scenario (collapsed stacks beside the JSON)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     args = p.parse_args(argv)
     if args.quick:
@@ -110,14 +115,39 @@ class LoadGen:
             self.proc.wait(5)
 
 
+PROFILE_DIR: Path | None = None
+
+
 def measured(server: Server, load: LoadGen, **cmd: Any) -> dict[str, Any]:
     """Run one load command with the server's CPU (both clocks) around it."""
     pid = server.measured_pid()
+    spy = _start_profile(server, cmd["cmd"])
     cpu0, ticks0 = cpu_seconds(pid), cpu_ticks_seconds(pid)
-    out = load.run(**cmd)
+    try:
+        out = load.run(**cmd)
+    finally:
+        _stop_profile(spy)
     out["cpu_s"] = cpu_seconds(pid) - cpu0
     out["cpu_ticks_s"] = cpu_ticks_seconds(pid) - ticks0
     return out
+
+
+def _start_profile(server: Server, scenario: str) -> subprocess.Popen | None:
+    if PROFILE_DIR is None or server.name != "product":
+        return None
+    out = PROFILE_DIR / f"profile-{server.name}-{scenario}-{server.port}.txt"
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format",
+                            "raw", "--rate", "200", "-o", str(out), "-p",
+                            str(server.measured_pid())], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # py-spy attaches before the scenario starts
+    return spy
+
+
+def _stop_profile(spy: subprocess.Popen | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(30)
 
 
 def gc_pauses(path: Path, since: float, until: float) -> dict[str, Any]:
@@ -126,15 +156,30 @@ def gc_pauses(path: Path, since: float, until: float) -> dict[str, Any]:
         return {"max_ms": None, "gen2": 0, "gen2_ms": []}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if since <= r["t"] <= until]
-    return {"max_ms": max((r["ms"] for r in rows), default=0.0),
-            "gen2": sum(1 for r in rows if r["gen"] == 2),
-            "gen2_ms": [r["ms"] for r in rows if r["gen"] == 2]}
+    census = [r for r in rows if r.get("census")]
+    rows = [r for r in rows if not r.get("census")]
+    auto = [r for r in rows if not r.get("forced")]
+    forced = [r["ms"] for r in rows if r.get("forced") and r["gen"] == 2]
+    return {"max_ms": max((r["ms"] for r in auto), default=0.0),
+            "gen2": sum(1 for r in auto if r["gen"] == 2),
+            "gen2_ms": [r["ms"] for r in auto if r["gen"] == 2],
+            "forced_full_ms": max(forced, default=None),
+            "census": census[-1] if census else None}
 
 
-def one_size(name: str, size: int, notify: bool, args: argparse.Namespace,
+def force_full_collection(server: Server) -> None:
+    """Ask a Python worker's GC probe for one full pass (SIGUSR2), and give it time."""
+    if server.name == "node":
+        return
+    os.kill(server.measured_pid(), signal.SIGUSR2)
+    time.sleep(1.0)
+
+
+def one_size(name: str, size: int, notify: bool, top: bool, args: argparse.Namespace,
              workdir: Path) -> dict[str, Any]:
     """Start a fresh server, connect ``size`` sockets, and run the notify scenarios."""
-    server = Server(name, workdir, async_mode=args.async_mode)
+    extra = dict(kv.split("=", 1) for kv in args.product_env) if name == "product" else {}
+    server = Server(name, workdir, async_mode=args.async_mode, extra_env=extra)
     server.start()
     load = LoadGen(server.url, deflate=not args.no_deflate)
     try:
@@ -156,6 +201,8 @@ def one_size(name: str, size: int, notify: bool, args: argparse.Namespace,
             result["batch"] = [measured(server, load, cmd="batch", users=args.batch)
                                for _ in range(args.batch_repeat)]
             result["fanout"] = measured(server, load, cmd="fanout", users=args.fanout)
+        if top:
+            force_full_collection(server)
         result["gc"] = gc_pauses(server.gc_log, started, time.time())
         result["rss_end"] = rss_bytes(pid)
         return result
@@ -177,8 +224,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for size in sizes:
                     print(f"[bench] rep {rep + 1}/{args.reps} {name} N={size}", file=sys.stderr,
                           flush=True)
-                    sizes_out[str(size)] = one_size(name, size, size == notify_size, args,
-                                                    Path(tmp))
+                    sizes_out[str(size)] = one_size(name, size, size == notify_size,
+                                                    size == sizes[-1], args, Path(tmp))
                 runs[name].append(sizes_out)
     return {"meta": meta(args, sizes, notify_size), "runs": runs}
 
@@ -198,7 +245,7 @@ def meta(args: argparse.Namespace, sizes: list[int], notify_size: int) -> dict[s
         "label": args.label, "quick": args.quick, "reps": args.reps, "sizes": sizes,
         "notify_size": notify_size, "rate": args.rate, "seconds": args.seconds,
         "batch": args.batch, "batch_repeat": args.batch_repeat, "fanout": args.fanout,
-        "deflate_offered": not args.no_deflate, "product_worker": args.async_mode,
+        "deflate_offered": not args.no_deflate, "product_env": args.product_env, "product_worker": args.async_mode,
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version(), "node": version(["node", "--version"])},
         "versions": {p: pkg(p) for p in ("Flask-SocketIO", "python-socketio", "python-engineio",
@@ -219,7 +266,11 @@ def _cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PROFILE_DIR
     args = parse_args(argv)
+    if args.profile:
+        PROFILE_DIR = args.results
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     raise_nofile()
     ensure_node_deps()
     data = run(args)

@@ -54,6 +54,7 @@ def metrics(data: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
     m["fanout_lost"] = lambda r: r[mid]["fanout"]["lost"]
     m[f"gc_max_pause_ms@{top}"] = lambda r: r[top]["gc"]["max_ms"]
     m[f"gc_gen2_passes@{top}"] = lambda r: r[top]["gc"]["gen2"]
+    m[f"gc_forced_full_ms@{top}"] = lambda r: r[top]["gc"]["forced_full_ms"]
     m[f"connect_failed@{top}"] = lambda r: r[top]["connect"]["failed"]
     return m
 
@@ -95,6 +96,7 @@ def targets(meta: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         ("single_cpu_us", "CPU per delivered, single notify, ratio to Node", "xnode", 2.5),
         ("fanout_all_received_ms", f"fan-out to {meta['fanout']}: all delivered (ms)", "<=", 400),
         (f"gc_max_pause_ms@{top}", f"GC max pause connecting {top} (ms)", "<=", 50),
+        (f"gc_forced_full_ms@{top}", f"one full GC pass with {top} connected (ms)", "<=", 50),
     ]
 
 

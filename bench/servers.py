@@ -52,6 +52,7 @@ class Server:
     name: str
     workdir: Path
     async_mode: str = "eventlet"
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -66,7 +67,7 @@ class Server:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("JWT_", "NOTIFY_", "REDIS_", "DATABASE_", "FRONTEND_",
-                                    "RATE_LIMIT", "GC_PAUSE"))}
+                                    "RATE_LIMIT", "GC_PAUSE", "CONNECT_RATE"))}
         env.update({
             "APP_ENV": "production",
             "JWT_SECRET_KEY": SECRET,
@@ -77,10 +78,13 @@ class Server:
             "ASYNC_MODE": self.async_mode,
             "RATE_LIMIT_HTTP": UNREACHED_RATE_LIMIT,
             "RATE_LIMIT_API_KEY": UNREACHED_RATE_LIMIT,
+            # Every bench client shares 127.0.0.1; real users come from many addresses.
+            "CONNECT_RATE_PER_IP": "1000000",
             "GC_PAUSE_LOG": str(self.gc_log),
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self.extra_env)
         return env
 
     def argv(self) -> list[str]:
