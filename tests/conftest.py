@@ -71,6 +71,18 @@ def make_token(app):
 
 
 @pytest.fixture
+def make_token_for():
+    """``make_token_for(app, "alice")``: a token for a given app (e.g. ``store_app``)."""
+    from utils.token import create_access_token
+
+    def _make(app, user_id: str, ttl: int = 3600) -> str:
+        with app.app_context():
+            return create_access_token(user_id, ttl)
+
+    return _make
+
+
+@pytest.fixture
 def api_headers():
     return {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from utils.notifier import IDEMPOTENCY_TTL, notify_users
 from utils.token import create_access_token
@@ -21,6 +22,7 @@ def register_commands(app: Flask) -> None:
 
 
 @click.command("create-token")
+@with_appcontext
 @click.argument("user_id")
 @click.option("--ttl", type=click.IntRange(1, 365 * 24 * 3600), default=3600, show_default=True,
               help="Lifetime in seconds.")
@@ -33,6 +35,7 @@ def create_token(user_id: str, ttl: int) -> None:
 
 
 @click.command("notify")
+@with_appcontext
 @click.argument("user_id")
 @click.option("--type", "type_", required=True, help="Notification type, e.g. comment.")
 @click.option("--title", required=True)
@@ -54,6 +57,7 @@ def notify(user_id: str, type_: str, title: str, body: str | None, data: str | N
 
 
 @click.command("prune")
+@with_appcontext
 @click.option("--older-than", "days", type=click.IntRange(1, 36500), default=None,
               help="Age in days (default NOTIFICATION_RETENTION_DAYS).")
 def prune(days: int | None) -> None:
