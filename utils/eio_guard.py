@@ -15,12 +15,16 @@ What it stops, found by sending raw Engine.IO (tests/test_security_server.py):
   the reference server answers the overlap with 400 (socketio/engine.io#363).
 - A second WebSocket for a session still upgrading is accepted too, so two
   transports feed one session. The guard refuses the second with 400.
+- A WebSocket frame that is not an Engine.IO packet (``garbage``) raises out of
+  python-engineio's WebSocket handler after the 101, and gunicorn writes an HTTP 500
+  page into the WebSocket stream. Under eventlet the guard closes the connection.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
@@ -29,6 +33,8 @@ from urllib.parse import parse_qs
 # upgrade, and "b" for a base64 binary message.
 CLIENT_PACKET_TYPES = frozenset("1345b")
 SEPARATOR = "\x1e"
+
+log = logging.getLogger(__name__)
 
 
 def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
@@ -52,6 +58,20 @@ def payload_problem(body: bytes) -> str | None:
     return None
 
 
+def _eventlet_wsgi_local(environ: dict[str, Any]) -> Any:
+    """eventlet.wsgi's per-request flag, when eventlet serves this request (gunicorn's
+    eventlet worker or eventlet's own server); None under gevent or threads."""
+    if "gunicorn.socket" not in environ and "eventlet.input" not in environ:
+        return None
+    try:
+        from eventlet import patcher, wsgi
+    except ImportError:  # pragma: no cover - eventlet is a runtime dependency
+        return None
+    if not patcher.is_monkey_patched("socket"):
+        return None
+    return getattr(wsgi, "WSGI_LOCAL", None)
+
+
 class EngineIOGuard:
     """Validates polling POST bodies and refuses overlapping polls and WebSockets."""
 
@@ -71,16 +91,34 @@ class EngineIOGuard:
             return _refuse(start_response, "400 Bad Request", "bad_request",
                            "too many query arguments")
         sid = (query.get("sid") or [None])[0]
+        method = environ.get("REQUEST_METHOD")
+        upgrade = str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket"
+        if method == "GET" and upgrade:
+            return self._websocket(sid, environ, start_response)
         if sid is None:
             return self.app(environ, start_response)
-        method = environ.get("REQUEST_METHOD")
         if method == "POST":
             return self._post(environ, start_response)
         if method == "GET":
-            upgrade = str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket"
-            return self._exclusive(sid, "websocket" if upgrade else "poll", environ,
-                                   start_response)
+            return self._exclusive(sid, "poll", environ, start_response)
         return self.app(environ, start_response)
+
+    def _websocket(self, sid: str | None, environ: dict[str, Any],
+                   start_response: Callable) -> Iterable[bytes]:
+        """A frame Engine.IO cannot decode makes its WebSocket handler raise after the
+        101 was sent; gunicorn then writes an HTTP 500 page into the WebSocket stream.
+        Under eventlet the guard ends the connection quietly instead."""
+        try:
+            if sid is None:
+                return self.app(environ, start_response)
+            return self._exclusive(sid, "websocket", environ, start_response)
+        except Exception as exc:
+            local = _eventlet_wsgi_local(environ)
+            if local is None:
+                raise
+            log.warning("closed a WebSocket after a bad frame (%s)", type(exc).__name__)
+            local.already_handled = True  # gunicorn's eventlet worker then just closes
+            return []
 
     def _post(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         raw_length = environ.get("CONTENT_LENGTH") or ""
