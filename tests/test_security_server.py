@@ -108,6 +108,25 @@ def test_http_rate_limit_over_the_wire(server):
     assert int(last.headers["Retry-After"]) >= 1
 
 
+@pytest.mark.parametrize("transport", ["polling", "websocket"])
+def test_cross_site_websocket_hijacking_is_refused(server, transport):
+    """A page on another site opening a socket as the user, on either transport."""
+    hijack = Recorder(origin="https://evil.example")
+    try:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            hijack.connect(server.url, auth={"token": mint("victim")}, transports=[transport],
+                           headers={"X-Forwarded-For": new_ip()})
+        assert hijack.of("auth_success") == []
+    finally:
+        hijack.disconnect()
+    legit = Recorder().connect(server.url, auth={"token": mint("victim")},
+                               transports=[transport], headers={"X-Forwarded-For": new_ip()})
+    try:
+        assert legit.wait_for("auth_success")[0]["user_id"] == "victim"
+    finally:
+        legit.disconnect()
+
+
 # ---------------------------------------------------------------- connection caps
 
 def refused(server, auth, ip, transports=("websocket",)) -> object:
