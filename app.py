@@ -141,7 +141,7 @@ def _sqlite_pragmas(app: Flask, settings: Settings) -> None:
 
 
 def register_routes(app: Flask, settings: Settings) -> None:
-    from routes import api, health
+    from routes import api, debug, health
     from routes.metrics import bp as metrics_bp
     from utils.errors import register_error_handlers
     from utils.origins import register_cors
@@ -149,6 +149,7 @@ def register_routes(app: Flask, settings: Settings) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(debug.bp)
     register_error_handlers(app)
     register_cors(app, app.extensions["notifier.origins"])
 

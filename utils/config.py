@@ -28,6 +28,8 @@ Variables (see the README's configuration table for the full story):
                             seconds (default 1).
     NOTIFICATION_RETENTION_DAYS  default age for ``flask prune`` (default 90).
     DEBUG_PAGE              0 turns GET /debug off (default on).
+    SOCKETIO_CLIENT_URL     where /debug loads socket.io-client from; default: served
+                            from node_modules when installed.
     LOG_LEVEL               root log level (default INFO).
     SOCKETIO_LOGGER         1 turns on the Socket.IO and Engine.IO loggers (redacted).
     METRICS_TOKEN           when set, GET /metrics needs Authorization: Bearer <it>;
@@ -103,6 +105,7 @@ class Settings:
     token_sweep_interval: float = 1.0
     retention_days: int = 90
     debug_page: bool = True
+    socketio_client_url: str | None = None
     log_level: str = "INFO"
     socketio_logger: bool = False
     metrics_token: str | None = None
@@ -239,6 +242,17 @@ def _transports(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(transports)
 
 
+def _client_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("SOCKETIO_CLIENT_URL") or "").strip()
+    if not url:
+        return None
+    if not url.startswith(("https://", "http://", "/")) or any(c in url for c in "\"'<> "):
+        raise ConfigError(
+            f"SOCKETIO_CLIENT_URL must be an http(s) URL or a path, got {url!r}"
+        )
+    return url
+
+
 def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
     url = (env.get("DATABASE_URL") or "").strip()
     if not url:
@@ -325,6 +339,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         token_sweep_interval=_float(env, "TOKEN_SWEEP_INTERVAL", 1.0),
         retention_days=_int(env, "NOTIFICATION_RETENTION_DAYS", 90, 1, 36500),
         debug_page=_flag(env, "DEBUG_PAGE", True),
+        socketio_client_url=_client_url(env),
         log_level=log_level,
         socketio_logger=_flag(env, "SOCKETIO_LOGGER", False),
         **_metrics_settings(env),

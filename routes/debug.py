@@ -1,0 +1,113 @@
+"""GET /debug: a diagnostics page to open on the device that has the problem.
+
+The page is static HTML plus /static/debug.js and /static/debug.css (no inline
+script or style, so ``Content-Security-Policy: default-src 'self'`` holds). It shows
+nothing secret: minting a token and sending a test notification exist in
+development only, and production answers those routes with 404.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import Blueprint, abort, current_app, g, jsonify, render_template, request, send_file
+
+from utils.auth import require_user
+from utils.config import Settings
+from utils.errors import ApiError
+from utils.notifier import notify_users
+from utils.token import create_access_token
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
+CLIENT_FILES = ("socket.io.min.js", "socket.io.min.js.map")
+CLIENT_PATH = "/debug/socket.io.min.js"
+MINT_TTL_SECONDS = 3600
+MAX_USER_ID = 128
+
+bp = Blueprint("debug", __name__, url_prefix="/debug")
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+@bp.before_request
+def _enabled() -> None:
+    if not settings().debug_page:
+        abort(404)
+
+
+def development_only(view: Callable) -> Callable:
+    """Production answers 404 before anything else, token or not."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if settings().is_production:
+            abort(404)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def client_url() -> str | None:
+    """Where the page loads socket.io-client: the configured URL, else the copy
+    installed by npm, else nowhere (the page then says so)."""
+    if settings().socketio_client_url:
+        return settings().socketio_client_url
+    return CLIENT_PATH if (CLIENT_DIST / CLIENT_FILES[0]).is_file() else None
+
+
+@bp.get("")
+def page():
+    """Anyone: the diagnostics page."""
+    response = current_app.make_response(render_template(
+        "debug.html",
+        client_url=client_url(),
+        development=not settings().is_production,
+    ))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+@bp.get("/<any(" + ",".join(f'"{n}"' for n in CLIENT_FILES) + "):name>")
+def socketio_client(name: str):
+    """The page: socket.io-client from the installed npm package."""
+    path = CLIENT_DIST / name
+    if not path.is_file():
+        raise ApiError(404, "not_found", "socket.io-client is not installed (run npm ci)")
+    return send_file(path, max_age=3600)
+
+
+@bp.get("/origin")
+def origin_check():
+    """The page: whether ``?origin=`` may open sockets here (the same test Engine.IO
+    applies), so a phone can check the page's own origin or a front end's."""
+    origin = request.args.get("origin", "")[:300]
+    policy = current_app.extensions["notifier.origins"]
+    return jsonify({"origin": origin, "allowed": bool(origin) and policy(origin, request.environ)})
+
+
+@bp.post("/token")
+@development_only
+def mint_token():
+    """The page, in development only: a one-hour token for a test user."""
+    body: Any = request.get_json(silent=True) or {}
+    user_id = str(body.get("user_id") or "debug-user").strip()
+    if not 0 < len(user_id) <= MAX_USER_ID or not user_id.isprintable():
+        raise ApiError(400, "validation_error", f"user_id must be 1 to {MAX_USER_ID} characters")
+    token = create_access_token(user_id, MINT_TTL_SECONDS)
+    return jsonify({"token": token, "user_id": user_id, "expires_in": MINT_TTL_SECONDS})
+
+
+@bp.post("/notify")
+@development_only
+@require_user
+def send_test_notification():
+    """The page, in development only: a test notification to the token's own user."""
+    delivery = notify_users([g.user_id], "debug", "Test notification",
+                            "Sent from the diagnostics page.", {"source": "debug"})
+    return jsonify(delivery.response), 201

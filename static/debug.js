@@ -1,0 +1,246 @@
+// The /debug page: drives the reference client and shows what the server and the
+// connection are doing. Loaded as a file (no inline script) so a strict CSP works.
+import { NotificationClient } from "./notifications.js";
+
+const $ = (id) => document.getElementById(id);
+const body = document.body;
+const development = body.dataset.development === "1";
+const STORAGE_KEY = "notifications:debug:last_id";
+const MAX_EVENTS = 200;
+const PING_EVERY_MS = 10000;
+
+let client = null;
+let rtts = [];
+
+function text(id, value, tone) {
+  const el = $(id);
+  if (!el) return;
+  el.textContent = value;
+  el.className = tone || "";
+}
+
+function logEvent(name, payload) {
+  const item = document.createElement("li");
+  const time = new Date().toISOString().slice(11, 23);
+  const head = document.createElement("strong");
+  head.textContent = `${time} ${name}`;
+  item.append(head);
+  if (payload !== undefined) {
+    const pre = document.createElement("pre");
+    pre.textContent = JSON.stringify(payload, null, 1);
+    item.append(pre);
+  }
+  item.dataset.event = name;
+  const list = $("events");
+  list.prepend(item);
+  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+
+async function getJson(url, options) {
+  const response = await fetch(url, { cache: "no-store", ...options });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    throw new Error(`${response.status} ${error.code || ""} ${error.message || ""}`.trim());
+  }
+  return data;
+}
+
+async function showFacts() {
+  const facts = $("facts");
+  try {
+    const health = await getJson("/healthz");
+    facts.replaceChildren();
+    for (const [key, value] of Object.entries(health)) {
+      const dt = document.createElement("dt");
+      dt.textContent = key.replaceAll("_", " ");
+      const dd = document.createElement("dd");
+      dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
+      dd.id = `fact-${key}`;
+      facts.append(dt, dd);
+    }
+  } catch (err) {
+    text("fact-status", `GET /healthz failed: ${err.message}`, "bad");
+  }
+}
+
+async function checkOrigin(origin) {
+  const data = await getJson(`/debug/origin?origin=${encodeURIComponent(origin)}`);
+  return data.allowed;
+}
+
+async function showOwnOrigin() {
+  const origin = location.origin;
+  try {
+    const allowed = await checkOrigin(origin);
+    text("origin-line", allowed
+      ? `This page's origin ${origin} is allowed to connect.`
+      : `This page's origin ${origin} is NOT allowed: add it to FRONTEND_URLS.`,
+    allowed ? "good" : "bad");
+  } catch (err) {
+    text("origin-line", `Origin check failed: ${err.message}`, "bad");
+  }
+}
+
+async function onOriginForm(event) {
+  event.preventDefault();
+  const origin = $("origin-input").value.trim().replace(/\/+$/, "");
+  if (!origin) return;
+  try {
+    const allowed = await checkOrigin(origin);
+    text("origin-other", `${origin} ${allowed ? "is allowed" : "is NOT allowed (not in FRONTEND_URLS)"}`,
+      allowed ? "good" : "bad");
+  } catch (err) {
+    text("origin-other", `Origin check failed: ${err.message}`, "bad");
+  }
+}
+
+async function mintToken() {
+  try {
+    const data = await getJson("/debug/token", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user_id: $("mint-user").value.trim() }),
+    });
+    $("token").value = data.token;
+    logEvent("token minted", { user_id: data.user_id, expires_in: data.expires_in });
+  } catch (err) {
+    text("error", `Minting failed: ${err.message}`, "bad");
+  }
+}
+
+function showLastId() {
+  text("last-id", client && client.lastId !== null ? String(client.lastId)
+    : localStorage.getItem(STORAGE_KEY) || "none");
+}
+
+function setButtons(connected) {
+  $("connect").disabled = body.dataset.client !== "1";
+  $("disconnect").disabled = !client;
+  $("ping").disabled = !connected;
+  if ($("notify")) $("notify").disabled = !connected;
+}
+
+function connect() {
+  if (client) client.close();
+  rtts = [];
+  const transports = $("transports").value.split(",");
+  client = new NotificationClient({
+    url: location.origin,
+    transports,
+    storageKey: STORAGE_KEY,
+    // Asked on every (re)connect; the page only has what was pasted or minted.
+    getToken: ({ expired }) => {
+      if (expired) logEvent("client asked for a fresh token (the old one expired)");
+      return $("token").value.trim();
+    },
+    socketOptions: { reconnectionDelayMax: 5000 },
+  });
+  wire(client);
+  client.connect();
+  text("state", "connecting…");
+  setButtons(false);
+}
+
+function wire(c) {
+  c.on("state", ({ state, reason }) => {
+    text("state", reason ? `${state} (${reason})` : state,
+      state === "connected" ? "good" : state === "disconnected" ? "bad" : "");
+    logEvent(state, reason ? { reason } : undefined);
+    setButtons(state === "connected");
+    if (state === "connected") {
+      text("error", "–");
+      measurePing();
+    }
+  });
+  c.on("transport", ({ name, upgraded }) => {
+    text("transport", upgraded ? `${name} (upgraded from polling)` : name);
+    logEvent(upgraded ? "transport upgraded" : "transport", { name });
+  });
+  c.on("auth_success", (data) => {
+    text("user", data.user_id);
+    text("unread", String(data.unread_count));
+    logEvent("auth_success", data);
+  });
+  c.on("notification", (n) => {
+    logEvent("notification", n);
+    showLastId();
+  });
+  c.on("sync_complete", (data) => {
+    logEvent("sync_complete", data);
+    showLastId();
+  });
+  c.on("unread_count", (data) => {
+    text("unread", String(data.unread_count));
+    logEvent("unread_count", data);
+  });
+  c.on("error", ({ code, message }) => {
+    text("error", `${code}: ${message}`, "bad");
+    logEvent("connect_error", { code, meaning: message });
+  });
+}
+
+function disconnect() {
+  if (client) client.close();
+  client = null;
+  text("state", "not connected");
+  setButtons(false);
+}
+
+function measurePing() {
+  if (!client || !client.connected) return;
+  // An application-level round trip: the server acks an unknown event at once with
+  // {"error": {"code": "unknown_event"}}, so this times a full request and answer
+  // through the same transport the notifications use.
+  const started = performance.now();
+  client.socket.timeout(10000).emit("rtt_probe", (err) => {
+    if (err) {
+      text("rtt", "no answer within 10 s", "bad");
+      return;
+    }
+    const ms = Math.round(performance.now() - started);
+    rtts = [...rtts.slice(-9), ms];
+    const avg = Math.round(rtts.reduce((a, b) => a + b, 0) / rtts.length);
+    text("rtt", `${ms} ms (average of ${rtts.length}: ${avg} ms)`);
+  });
+}
+
+async function sendTest() {
+  try {
+    const data = await getJson("/debug/notify", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${$("token").value.trim()}` },
+    });
+    logEvent("test notification sent", data);
+  } catch (err) {
+    text("error", `Sending failed: ${err.message}`, "bad");
+  }
+}
+
+function forget() {
+  localStorage.removeItem(STORAGE_KEY);
+  showLastId();
+  logEvent("last_id forgotten: the next connect replays nothing");
+}
+
+function start() {
+  $("connect").addEventListener("click", connect);
+  $("disconnect").addEventListener("click", disconnect);
+  $("forget").addEventListener("click", forget);
+  $("ping").addEventListener("click", measurePing);
+  $("clear").addEventListener("click", () => $("events").replaceChildren());
+  $("origin-form").addEventListener("submit", onOriginForm);
+  if (development) {
+    $("mint").addEventListener("click", mintToken);
+    $("notify").addEventListener("click", sendTest);
+  }
+  document.addEventListener("visibilitychange", () => logEvent(`page ${document.visibilityState}`));
+  setInterval(measurePing, PING_EVERY_MS);
+  showFacts();
+  showOwnOrigin();
+  showLastId();
+  setButtons(false);
+  body.dataset.ready = "1";
+}
+
+start();
