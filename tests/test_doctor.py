@@ -71,10 +71,17 @@ def wait_for(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def app_server(tmp: Path, env: dict[str, str], module: str, worker: str = "eventlet"
+def app_server(tmp: Path, env: dict[str, str], module: str, own_config: bool = True
                ) -> ServerProcess:
+    """gunicorn eventlet serving ``module``; ``own_config=False`` skips the repository's
+    gunicorn.conf.py, whose hooks belong to this backend, not to a stock app."""
     port = free_port()
-    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
+    config = []
+    if not own_config:
+        empty = tmp / "gunicorn.conf.py"
+        empty.write_text("")
+        config = ["--config", str(empty)]
+    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", "eventlet", "-w", "1", *config,
             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", module]
     return ServerProcess(argv, env, port, tmp / f"{module.replace(':', '-')}-{port}.log")
 
@@ -95,7 +102,8 @@ def stock(tmp_path_factory):
     """A stock Flask-SocketIO app: cors_allowed_origins='*', no authentication."""
     tmp = tmp_path_factory.mktemp("doctor-stock")
     env = server_env(tmp)
-    server = app_server(tmp, env, "tests.support.stock_socketio_app:app").start(wait=False)
+    server = app_server(tmp, env, "tests.support.stock_socketio_app:app",
+                        own_config=False).start(wait=False)
     try:
         wait_for(server.url)
         yield server

@@ -94,7 +94,7 @@ class Options:
 
 
 # Report order. The run order differs: checks that hold a long-poll open go last,
-# because against a one-request-at-a-time server they stall what follows.
+# because against a one-request-at-a-time server each stalls what follows.
 REPORT_ORDER = [
     ("reachability", "reachability"),
     ("server", "server facts"),
@@ -183,9 +183,9 @@ class Doctor:
             ("CORS", self.check_cors),
             ("auth", self.check_auth),
             ("websocket", self.check_websocket),
-            ("round trip", self.check_round_trip),
-            ("upgrade", self.check_upgrade),
             ("concurrency", self.check_concurrency),
+            ("upgrade", self.check_upgrade),
+            ("round trip", self.check_round_trip),
             ("Safari", self.check_safari),
         ]
         for index, (name, step) in enumerate(steps, 1):
@@ -689,29 +689,33 @@ class Doctor:
                      "fix the auth check first")
             return
         with self._two_sockets() as sockets:
-            if isinstance(sockets, str):
-                self.add("round_trip", FAIL, sockets, "see the websocket and auth checks")
+            if isinstance(sockets[0], str):
+                self.add("round_trip", FAIL, *sockets)
                 return
             self._deliver(*sockets)
 
     @contextmanager
-    def _two_sockets(self) -> Iterator[tuple[Polling, WsEngine] | str]:
+    def _two_sockets(self) -> Iterator[tuple[Polling, WsEngine] | tuple[str, str]]:
+        """A connected socket of the user over each transport, or (evidence, fix)."""
         session = self.polling(origin=self.o.origin)
         ws = self.websocket(origin=self.o.origin)
         try:
             try:
                 session.open()
                 if not sio_connect(session, self.auth(), self.t, welcome_wait=0.5).accepted:
-                    yield "connect over polling refused"
+                    yield "connect over polling refused", "see the auth check"
                     return
                 ws.connect()
                 engine = WsEngine(ws)
                 engine.recv(time.monotonic() + self.t)  # the open packet
                 if not sio_connect(engine, self.auth(), self.t, welcome_wait=0.5).accepted:
-                    yield "connect over WebSocket refused"
+                    yield "connect over WebSocket refused", "see the websocket check"
                     return
             except ProbeError as exc:
-                yield f"opening a polling and a WebSocket connection for user {self.user_id}: {exc}"
+                busy = isinstance(exc, ProbeTimeout)
+                yield (f"connecting user {self.user_id} over polling and WebSocket: {exc}"
+                       + self._busy_hint(exc),
+                       WORKER_FIX if busy else "see the websocket and auth checks")
                 return
             yield session, engine
         finally:

@@ -226,11 +226,11 @@ class Polling:
         self.pending = packets[1:]
         return self.info
 
-    def send(self, packet: str) -> None:
+    def send(self, packet: str, timeout: float | None = None) -> None:
         path = self.target.eio_path + polling_query(self.sid)
         reply = http_request(self.target, "POST", path,
                              self._headers({"Content-Type": "text/plain;charset=UTF-8"}),
-                             packet.encode(), timeout=self.timeout)
+                             packet.encode(), timeout=timeout or self.timeout)
         if reply.status != 200:
             raise ProbeError(f"POST answered {reply.status} {reply.text()[:80].strip()}")
 
@@ -261,7 +261,7 @@ class Polling:
     def close(self) -> None:
         if self.sid:
             try:
-                self.send("1")
+                self.send("1", timeout=min(self.timeout, 2.0))  # a courtesy: never wait long
             except ProbeError:
                 pass
 
