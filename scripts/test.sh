@@ -39,5 +39,17 @@ else
   echo "!! npm not found: the browser tests skip"
 fi
 
+# Known vulnerabilities in requirements.txt (scripts/audit.py: exit codes, CI policy,
+# reviewed exceptions in pip-audit-ignore.txt). Its verdict counts after the tests run.
+echo "== pip-audit -r requirements.txt"
+audit_status=0
+.venv/bin/python scripts/audit.py || audit_status=$?
+
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+test_status=0
+.venv/bin/python -m pytest "$@" || test_status=$?
+if [ "$test_status" = 0 ] && [ "$audit_status" != 0 ]; then
+  echo "!! the tests passed but the dependency audit failed (status $audit_status): see above"
+  exit "$audit_status"
+fi
+exit "$test_status"
