@@ -16,12 +16,15 @@ worker_connections = 20000
 def post_worker_init(worker) -> None:
     """In each worker, once the app is loaded: the GC settings for many sockets
     (utils/gctune.py), and GC pause recording when GC_PAUSE_LOG is set (the
-    benchmark's probe; nothing is installed otherwise)."""
+    benchmark's probe; nothing is installed otherwise). SIGTERM closes the
+    worker's sockets so clients reconnect to other nodes (utils/drain.py)."""
+    from utils.drain import drain_on_sigterm
     from utils.gcpauses import install_from_env
     from utils.gctune import tune_after_start
 
     tune_after_start()
     install_from_env()
+    drain_on_sigterm(worker)
 
 
 def on_starting(server) -> None:

@@ -30,3 +30,28 @@ def close_transports(eio_server: Any, sleep: Callable[[float], None],
         if done % batch == 0:
             sleep(pause)
     return len(sessions)
+
+
+# gunicorn's eventlet worker notices SIGTERM within a second and then closes its
+# listening socket; draining after that sends reconnects to the other nodes.
+DRAIN_DELAY = 1.5
+WATCH_INTERVAL = 0.2
+
+
+def drain_on_sigterm(worker: Any) -> None:
+    """When a gunicorn worker begins its graceful shutdown (SIGTERM clears
+    ``worker.alive``), close its Socket.IO transports after it stops accepting, so
+    clients reconnect elsewhere at once instead of being cut off when the graceful
+    timeout runs out. A watcher greenthread, not a signal handler: eventlet does
+    not promptly run greenthreads spawned from inside a signal handler."""
+    from utils.extensions import socketio
+
+    def watch() -> None:
+        while worker.alive:
+            socketio.sleep(WATCH_INTERVAL)
+        socketio.sleep(DRAIN_DELAY)
+        count = close_transports(socketio.server.eio, socketio.sleep)
+        log.warning("shutting down: closed %d transport(s); their clients reconnect "
+                    "elsewhere", count)
+
+    socketio.start_background_task(watch)

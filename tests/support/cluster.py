@@ -206,6 +206,7 @@ class Recorder:
         self.errors: list[Any] = []
         self.connects = 0
         self.disconnects: list[Any] = []
+        self.disconnected_at: list[float] = []
         self.synced = threading.Event()
         self.last_id: int | None = None
         self._lock = threading.Lock()
@@ -243,6 +244,7 @@ class Recorder:
     def _on_disconnect(self, *reason: Any) -> None:
         self.synced.clear()
         self.disconnects.append(reason)
+        self.disconnected_at.append(time.monotonic())
 
     def connect(self, url: str, timeout: float = 10) -> Recorder:
         kwargs: dict[str, Any] = {"headers": {"Origin": ORIGIN}, "auth": self._auth,

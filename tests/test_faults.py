@@ -1,0 +1,279 @@
+"""Faults with real processes and clients: a node killed with SIGKILL, Redis
+restarted, the database made unavailable, and a graceful SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.support.cluster import (
+    Cluster,
+    HAProxy,
+    Recorder,
+    post_notification,
+    private_redis,
+    token,
+    wait_for,
+)
+from tests.support.services import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, require_service
+
+pytestmark = [pytest.mark.server, pytest.mark.redis]
+
+SHARED_REDIS = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def made():
+    recorders: list[Recorder] = []
+    yield recorders
+    for recorder in recorders:
+        recorder.close()
+
+
+def connect(made: list[Recorder], url: str, users: list[str], transports) -> list[Recorder]:
+    batch = [Recorder(u, transports=transports) for u in users]
+    made.extend(batch)
+    for recorder in batch:
+        recorder.connect(url)
+    return batch
+
+
+def stored_ids(base_url: str, user_id: str) -> list[int]:
+    """Every stored notification of the user, read back through the API."""
+    ids: list[int] = []
+    before = None
+    while True:
+        params = {"limit": 100, **({"before": before} if before else {})}
+        body = requests.get(f"{base_url}/api/notifications", params=params, timeout=5,
+                            headers={"Authorization": f"Bearer {token(user_id)}"}).json()
+        ids += [n["id"] for n in body["notifications"]]
+        before = body["next_before"]
+        if before is None:
+            return sorted(ids)
+
+
+class Producer(threading.Thread):
+    """POSTs notifications for ``users`` at a steady pace, bounded in count and time."""
+
+    def __init__(self, url: str, users: list[str], rate: float = 20, limit: int = 400,
+                 seconds: float = 30) -> None:
+        super().__init__(daemon=True)
+        self.url, self.users, self.rate, self.limit, self.seconds = url, users, rate, limit, seconds
+        self.accepted = 0
+        self.failed = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for i in range(self.limit):
+            if self.halt.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                response = post_notification(self.url, self.users, f"n{i}", timeout=3)
+                if response.status_code == 201:
+                    self.accepted += 1
+                else:
+                    self.failed += 1
+            except requests.RequestException:
+                self.failed += 1
+            time.sleep(1 / self.rate)
+
+
+def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, made):
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    cluster = Cluster(tmp_path, SHARED_REDIS, n=2).start()
+    proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    producer = None
+    try:
+        prefix = uuid.uuid4().hex[:8]
+        users = [f"kill-{prefix}-{i}" for i in range(4)]
+        clients = (connect(made, proxy.url, users, ["websocket"])
+                   + connect(made, proxy.url, users, ["polling"])
+                   + connect(made, proxy.url, users, None))
+        producer = Producer(proxy.url, users)
+        producer.start()
+        time.sleep(2)
+        victim, survivor = cluster.nodes
+        victim.kill(signal.SIGKILL)
+        victim.proc.wait(5)
+        time.sleep(3)  # notifications keep flowing while its clients come back
+        producer.halt.set()
+        producer.join(10)
+
+        moved = [c for c in clients if c.disconnects]
+        assert moved, "no client was on the killed node"
+        assert producer.accepted > 40
+        for client in clients:
+            want = stored_ids(survivor.url, client.user_id)
+            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 20), (
+                client.user_id, len(client.ids), len(want),
+                sorted(set(want) - set(client.ids)))
+            assert client.duplicates() == []
+            assert client.sio.connected
+        # Everyone who lost the node is back, on the survivor.
+        assert all(c.connects >= 2 for c in moved)
+    finally:
+        if producer:
+            producer.halt.set()
+        proxy.stop()
+        cluster.stop()
+
+
+def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, made):
+    redis = private_redis(tmp_path).start()
+    cluster = Cluster(tmp_path, f"redis://127.0.0.1:{redis.port}/0", n=2).start()
+    try:
+        a, b = cluster.nodes
+        pids = [a.pid, b.pid]
+        users = [f"redis-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
+        clients = (connect(made, a.url, users, ["websocket"])
+                   + connect(made, b.url, users, ["polling"])
+                   + connect(made, b.url, users, None))
+        before = post_notification(a.url, users, "before")
+        assert before.status_code == 201
+        assert wait_for(lambda: all(len(c.ids) == 1 for c in clients), 10)
+
+        redis.stop(signal.SIGKILL)
+        during = []
+        for node in (a, b, a, b):
+            response = post_notification(node.url, users, "during the outage")
+            assert response.status_code == 201, response.text  # stored regardless
+            during += [n["id"] for n in response.json()["notifications"]]
+        ready = requests.get(a.url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["message_queue"] == "error"
+        # The nodes keep serving their sockets: still connected, events answered.
+        time.sleep(2)
+        assert all(c.sio.connected and not c.disconnects for c in clients)
+        ack = clients[0].sio.call("sync", {"after_id": 0, "limit": 100}, timeout=5)
+        assert len(ack["notifications"]) == 1 + len(during) // len(users)
+        # Nothing live during the outage: the replay after it brings those.
+        assert all(len(c.ids) == 1 for c in clients)
+
+        redis = private_redis(tmp_path, port=redis.port).start()
+        # Back: each node resubscribes and closes its transports; clients come
+        # back with last_id and replay what the outage held back.
+        for client in clients:
+            want = stored_ids(a.url, client.user_id)
+            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w and c.sio.connected,
+                            20), (client.ids, want)
+        assert all(c.disconnects for c in clients)
+        after = post_notification(b.url, users, "after")
+        assert after.status_code == 201
+        for client in clients:
+            want = stored_ids(a.url, client.user_id)
+            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 10), (client.ids, want)
+            assert client.duplicates() == []
+        assert [a.pid, b.pid] == pids and a.proc.poll() is None and b.proc.poll() is None
+        assert requests.get(a.url + "/readyz", timeout=10).json()["message_queue"] == "ok"
+    finally:
+        cluster.stop()
+        redis.stop()
+
+
+@pytest.fixture
+def own_database():
+    """A PostgreSQL database of this test's own, which it may lock out."""
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
+    import pg8000.native
+
+    name = f"notif_fault_{uuid.uuid4().hex[:10]}"
+    admin = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT, database="test")
+    admin.run(f'CREATE DATABASE "{name}"')
+
+    def lock(allow: bool) -> None:
+        admin.run(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+        if not allow:
+            admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = :n", n=name)
+
+    try:
+        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}", lock
+    finally:
+        lock(False)
+        admin.run(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
+        tmp_path, made, own_database):
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    url, lock = own_database
+    cluster = Cluster(tmp_path, SHARED_REDIS, database_url=url, n=2).start()
+    try:
+        a, b = cluster.nodes
+        users = [f"db-{uuid.uuid4().hex[:8]}"]
+        clients = connect(made, a.url, users, ["websocket"]) + connect(made, b.url, users,
+                                                                      ["polling"])
+        first = post_notification(a.url, users, "before")
+        assert first.status_code == 201
+        assert wait_for(lambda: all(len(c.ids) == 1 for c in clients), 10)
+
+        lock(False)
+        for node in (a, b):
+            response = post_notification(node.url, users, "while down")
+            assert response.status_code == 503
+            assert response.json() == {"error": {
+                "code": "database_unavailable",
+                "message": "the database is unavailable; retry later"}}
+            ready = requests.get(node.url + "/readyz", timeout=10)
+            assert ready.status_code == 503 and ready.json()["database"] == "error"
+        time.sleep(6)  # longer than PING_INTERVAL + PING_TIMEOUT's first round
+        assert all(len(c.ids) == 1 for c in clients), "emitted what it could not store"
+        assert all(c.sio.connected and not c.disconnects for c in clients)
+
+        lock(True)
+        assert wait_for(lambda: requests.get(a.url + "/readyz", timeout=10).status_code == 200,
+                        15)
+        again = post_notification(b.url, users, "after")
+        assert again.status_code == 201
+        ids = [first.json()["notifications"][0]["id"], again.json()["notifications"][0]["id"]]
+        for client in clients:
+            assert wait_for(lambda c=client: c.ids == ids, 10), client.ids
+        assert requests.get(b.url + "/readyz", timeout=10).json()["database"] == "ok"
+    finally:
+        cluster.stop()
+
+
+def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_path, made):
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    cluster = Cluster(tmp_path, SHARED_REDIS, n=2).start()
+    proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    try:
+        prefix = uuid.uuid4().hex[:8]
+        users = [f"term-{prefix}-{i}" for i in range(4)]
+        clients = (connect(made, proxy.url, users, ["websocket"])
+                   + connect(made, proxy.url, users, ["polling"])
+                   + connect(made, proxy.url, users, None))
+        leaving, staying = cluster.nodes
+        started = time.monotonic()
+        os.kill(leaving.pid, signal.SIGTERM)  # what a platform sends: to the master
+        moved = wait_for(lambda: [c for c in clients if c.disconnects], 10)
+        assert moved, "no client was on the stopped node"
+        time.sleep(1)
+        moved = [c for c in clients if c.disconnects]
+        # gunicorn's graceful timeout is 5 s in these tests; without the drain the
+        # sockets stay open all of it and are then cut when the worker is killed.
+        cut = max(c.disconnected_at[0] for c in moved) - started
+        assert cut < 4, f"clients were cut {cut:.1f}s after SIGTERM"
+        # Cut as a lost transport (so they reconnect), not a server disconnect.
+        assert all(c.disconnects[0] == ("transport error",) for c in moved), moved[0].disconnects
+        assert wait_for(lambda: all(c.sio.connected for c in clients), 10)
+        assert all(c.connects >= 2 for c in moved)
+        assert "reconnect elsewhere" in leaving.output()
+        leaving.proc.wait(15)
+        # They are on the survivor now, and get what is produced there.
+        response = post_notification(staying.url, users, "after the drain")
+        assert response.status_code == 201
+        for client in clients:
+            want = stored_ids(staying.url, client.user_id)
+            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 10)
+    finally:
+        proxy.stop()
+        cluster.stop()
+
