@@ -441,3 +441,36 @@ def test_https_with_an_untrusted_certificate_fails(tls, monkeypatch):
     assert code == 1
     assert reach["status"] == "fail" and "certificate" in reach["evidence"]
     assert len(report["checks"]) == 1  # nothing else can work without a valid certificate
+
+
+@pytest.mark.parametrize(("claims", "secret", "code"), [
+    ({"exp_offset": -120}, None, "token_expired"),
+    ({}, "another-secret-" + "x" * 40, "token_invalid"),
+])
+def test_refused_token_fails_with_its_code_and_shows_claims(healthy, claims, secret, code):
+    server, env = healthy
+    now = int(time.time())
+    token = jwt.encode({"sub": "doctor-user", "iat": now - 300, "aud": "web",
+                        "exp": now + claims.get("exp_offset", 3600)},
+                       secret or env["JWT_SECRET_KEY"], algorithm="HS256")
+    exit_status, report = run_doctor(server.url, "--token", token)
+    auth = checks(report)["auth"]
+    assert exit_status == 1
+    assert auth["status"] == "fail" and f"({code})" in auth["evidence"]
+    assert 'aud "web"' in auth["evidence"] and "not verified" in auth["evidence"]
+    assert checks(report)["no_token"]["status"] == "pass"
+
+
+def test_ping_interval_beyond_proxy_idle_timeouts_warns(tmp_path):
+    env = server_env(tmp_path, PING_INTERVAL="58")
+    migrate(env)
+    server = gunicorn(tmp_path, env).start()
+    try:
+        code, report = run_doctor(server.url)
+    finally:
+        server.stop()
+    handshake = checks(report)["handshake"]
+    assert code == 0
+    assert handshake["status"] == "warn"
+    assert "pingInterval 58 s" in handshake["evidence"] and "idle" in handshake["evidence"]
+    assert handshake["fix"].startswith("PING_INTERVAL=25")

@@ -77,4 +77,4 @@ def doctor(args: tuple[str, ...]) -> None:
     from utils.doctor import main
 
     # One parser: the same options and exit codes as python -m utils.doctor.
-    raise SystemExit(main(list(args)))
+    raise SystemExit(main(list(args), prog="flask --app app doctor"))

@@ -944,9 +944,9 @@ def render_table(options: Options, results: list[Result], colour: bool) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str]) -> Options:
+def parse_args(argv: list[str], prog: str = "python -m utils.doctor") -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m utils.doctor",
+        prog=prog,
         description="Diagnose a live deployment of the notification backend, as a browser "
                     "sees it. Exit 0: nothing failed; 1: a check failed; 2: unusable "
                     "arguments or unreachable.")
@@ -997,10 +997,10 @@ def progress_writer(stream: TextIO) -> Callable[[str], None] | None:
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+         err: TextIO | None = None, prog: str = "python -m utils.doctor") -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        options = parse_args(sys.argv[1:] if argv is None else argv)
+        options = parse_args(sys.argv[1:] if argv is None else argv, prog)
     except UsageError as exc:
         print(f"doctor: {exc}", file=err)
         return 2
