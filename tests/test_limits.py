@@ -119,6 +119,7 @@ def test_limits_can_be_turned_off(tmp_path):
     assert all(unread(client, token).status_code == 200 for _ in range(30))
 
 
+@pytest.mark.redis
 def test_limits_are_shared_through_redis(tmp_path):
     """Two app instances (two processes' worth of state) share one budget in Redis."""
     require_service("Redis", REDIS_HOST, REDIS_PORT)
