@@ -119,3 +119,10 @@ def test_json_with_a_charset_is_accepted(client):
                                "Content-Type": "application/json; charset=utf-8",
                                "Authorization": f"Bearer {API_KEY}"})
     assert response.status_code == 201
+
+
+def test_csp_admits_an_external_socketio_client_for_debug(tmp_path):
+    app = build_app(tmp_path, SOCKETIO_CLIENT_URL="https://cdn.example.com/socket.io.min.js")
+    csp = app.test_client().get("/healthz").headers["Content-Security-Policy"]
+    assert "script-src 'self' https://cdn.example.com;" in csp
+    assert "connect-src 'self' ws://localhost wss://localhost;" in csp

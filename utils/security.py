@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 from flask import Flask
 
@@ -12,7 +13,7 @@ from utils.config import Settings
 # /debug loads its script and styles as files from this server and talks to the same
 # origin over http(s) and ws(s); nothing inline, nothing from elsewhere, no framing.
 CSP_TEMPLATE = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'{scripts}; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'{sockets}; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
@@ -21,27 +22,41 @@ HSTS = "max-age=31536000; includeSubDomains"
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
-def content_security_policy(host: object) -> str:
+def content_security_policy(host: object, script_origin: str | None = None) -> str:
     """The CSP for a response to ``host``: 'self' plus ws:// and wss:// of that host,
-    spelled out because older Safari does not let 'self' cover WebSocket URLs."""
+    spelled out because older Safari does not let 'self' cover WebSocket URLs.
+    ``script_origin`` is where /debug loads socket.io-client from when
+    SOCKETIO_CLIENT_URL points elsewhere."""
     sockets = ""
     if isinstance(host, str) and _HOST.fullmatch(host):
         sockets = f" ws://{host} wss://{host}"
-    return CSP_TEMPLATE.format(sockets=sockets)
+    scripts = f" {script_origin}" if script_origin else ""
+    return CSP_TEMPLATE.format(sockets=sockets, scripts=scripts)
+
+
+def script_origin(url: str | None) -> str | None:
+    """The origin of an absolute SOCKETIO_CLIENT_URL (a path on this server needs none)."""
+    if not url or not url.startswith(("https://", "http://")):
+        return None
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return origin if _HOST.fullmatch(parts.netloc) else None
 
 
 class SecurityHeaders:
     """WSGI middleware: the headers go on every response, Engine.IO's included (its
     responses never pass through Flask's after_request)."""
 
-    def __init__(self, app: Callable, production: bool) -> None:
+    def __init__(self, app: Callable, production: bool, scripts: str | None = None) -> None:
         self.app = app
         self.production = production
+        self.scripts = scripts
 
     def headers_for(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
         headers = [
             ("X-Content-Type-Options", "nosniff"),
-            ("Content-Security-Policy", content_security_policy(environ.get("HTTP_HOST"))),
+            ("Content-Security-Policy",
+             content_security_policy(environ.get("HTTP_HOST"), self.scripts)),
             ("Referrer-Policy", "no-referrer"),
             ("X-Frame-Options", "DENY"),
             ("Cross-Origin-Opener-Policy", "same-origin"),
@@ -75,4 +90,5 @@ def register_security(app: Flask, settings: Settings) -> None:
     register_limits(app, settings)
     register_socket_limits(app, settings)
     app.wsgi_app = EngineIOGuard(app.wsgi_app, settings.max_http_buffer_size)
-    app.wsgi_app = SecurityHeaders(app.wsgi_app, settings.is_production)
+    scripts = script_origin(getattr(settings, "socketio_client_url", None))
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, settings.is_production, scripts)
