@@ -474,3 +474,16 @@ def test_ping_interval_beyond_proxy_idle_timeouts_warns(tmp_path):
     assert handshake["status"] == "warn"
     assert "pingInterval 58 s" in handshake["evidence"] and "idle" in handshake["evidence"]
     assert handshake["fix"].startswith("PING_INTERVAL=25")
+
+
+@pytest.mark.parametrize(("url", "origin", "status"), [
+    ("http://notify.example.com", "https://app.example.com", "fail"),  # mixed content
+    ("http://notify.example.com", None, "warn"),  # tokens in clear
+    ("http://127.0.0.1:8000", "https://app.example.com", None),  # a local test set-up
+])
+def test_plain_http_is_judged_by_where_it_is_served(url, origin, status):
+    from utils.doctor import Doctor, Options
+
+    problems: list = []
+    Doctor(Options(url, origin=origin))._scheme_note(problems)
+    assert [p[0] for p in problems] == ([status] if status else [])

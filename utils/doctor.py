@@ -643,8 +643,9 @@ class Doctor:
             self.add("upgrade", FAIL, f"polling handshake: {exc}" + self._busy_hint(exc),
                      WORKER_FIX if isinstance(exc, ProbeTimeout) else "see the handshake check")
             return
-        pending = Background(lambda: session.poll(self.t + 30))
-        time.sleep(0.2)  # let the long-poll reach the server first, as in a browser
+        # As in a browser: the session's long-poll is on its way before the upgrade.
+        pending = session.start_poll(self.t + 30)
+        time.sleep(0.1)
         ws = self.websocket(sid=session.sid, origin=self.o.origin)
         start = time.monotonic()
         try:
@@ -799,8 +800,8 @@ class Doctor:
             self.add("concurrency", FAIL, f"a new session: {exc}", "see the handshake check")
             return
         # No namespace CONNECT: the long-poll then waits for the next ping.
-        pending = Background(lambda: session.poll(self.t + 60))
-        time.sleep(0.3)
+        pending = session.start_poll(self.t + 60)  # sent before the second request
+        time.sleep(0.1)
         wait = min(self.t, 3.0)
         took = self._second_request(wait)
         if took is not None:

@@ -18,6 +18,7 @@ import os
 import socket
 import ssl
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -140,31 +141,85 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def _connection(target: Target, timeout: float) -> http.client.HTTPConnection:
+    if target.secure:
+        return http.client.HTTPSConnection(target.host, target.port, timeout=timeout,
+                                           context=ssl_context())
+    return http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+
+
 def http_request(target: Target, method: str, path: str, headers: dict[str, str] | None = None,
                  body: bytes | None = None, timeout: float = 5.0) -> Reply:
     """One request on its own connection (``Connection: close``): a pending long-poll
     on one connection must never hold up the next request on the client's side."""
-    if target.secure:
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            target.host, target.port, timeout=timeout, context=ssl_context())
-    else:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
-    sent = {"Connection": "close", "User-Agent": USER_AGENT, **(headers or {})}
-    start = time.monotonic()
-    try:
-        conn.request(method, path, body=body, headers=sent)
-        response = conn.getresponse()
-        data = response.read(MAX_BODY)
-        return Reply(response.status, response.reason, _headers(response.msg), data,
-                     time.monotonic() - start)
-    except ssl.SSLCertVerificationError as exc:
-        raise CertificateProblem(exc.verify_message or str(exc)) from None
-    except TimeoutError:
-        raise ProbeTimeout(f"{method} {path}: no answer within {timeout:g} s") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise ProbeError(f"{method} {target.netloc}{path}: {_describe(exc)}") from None
-    finally:
-        conn.close()
+    pending = PendingRequest(target, method, path, headers, body, timeout, background=False)
+    return pending.result()
+
+
+class PendingRequest:
+    """A request sent on construction, its answer read later (in a thread when
+    ``background``): a long-poll that is surely on its way to the server before the
+    next request goes out."""
+
+    def __init__(self, target: Target, method: str, path: str,
+                 headers: dict[str, str] | None = None, body: bytes | None = None,
+                 timeout: float = 5.0, background: bool = True) -> None:
+        self.target, self.method, self.path, self.timeout = target, method, path, timeout
+        self.reply: Reply | None = None
+        self.error: ProbeError | None = None
+        self._conn = _connection(target, timeout)
+        self._start = time.monotonic()
+        self._thread: threading.Thread | None = None
+        sent = {"Connection": "close", "User-Agent": USER_AGENT, **(headers or {})}
+        try:
+            self._conn.request(method, path, body=body, headers=sent)
+        except (OSError, http.client.HTTPException) as exc:
+            self._fail(exc)
+            return
+        if background:
+            self._thread = threading.Thread(target=self._read, daemon=True)
+            self._thread.start()
+        else:
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            response = self._conn.getresponse()
+            data = response.read(MAX_BODY)
+            self.reply = Reply(response.status, response.reason, _headers(response.msg), data,
+                               time.monotonic() - self._start)
+        except (OSError, http.client.HTTPException) as exc:
+            self._fail(exc)
+        finally:
+            self._conn.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._conn.close()
+        self.error = _probe_error(exc, self.method, self.target, self.path, self.timeout)
+
+    def join(self, timeout: float) -> bool:
+        """True when the answer (or a failure) arrived within ``timeout``."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def result(self) -> Reply:
+        if self._thread is not None:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.reply is not None
+        return self.reply
+
+
+def _probe_error(exc: BaseException, method: str, target: Target, path: str,
+                 timeout: float) -> ProbeError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CertificateProblem(exc.verify_message or str(exc))
+    if isinstance(exc, TimeoutError):
+        return ProbeTimeout(f"{method} {path}: no answer within {timeout:g} s")
+    return ProbeError(f"{method} {target.netloc}{path}: {_describe(exc)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -233,6 +288,11 @@ class Polling:
                              packet.encode(), timeout=timeout or self.timeout)
         if reply.status != 200:
             raise ProbeError(f"POST answered {reply.status} {reply.text()[:80].strip()}")
+
+    def start_poll(self, timeout: float) -> PendingRequest:
+        """A long-poll GET, sent before this returns; its answer is read in a thread."""
+        path = self.target.eio_path + polling_query(self.sid)
+        return PendingRequest(self.target, "GET", path, self._headers(), timeout=timeout)
 
     def poll(self, timeout: float) -> list[str]:
         """One long-poll GET; answers pings, drops noops."""
