@@ -49,7 +49,8 @@ def ignored_ids(path: Path) -> list[str]:
     return ids
 
 
-def run_pip_audit(requirements: Path, ignore: list[str], report: Path) -> subprocess.CompletedProcess:
+def run_pip_audit(requirements: Path, ignore: list[str],
+                  report: Path) -> subprocess.CompletedProcess:
     pip_audit = Path(sys.executable).parent / "pip-audit"
     argv = [str(pip_audit), "-r", str(requirements), "--no-deps", "--disable-pip",
             "--progress-spinner", "off", "--timeout", os.environ.get("AUDIT_TIMEOUT", "15"),

@@ -233,9 +233,9 @@ def test_hs256_signed_with_the_public_key_is_refused(tmp_path):
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     tokens = service(tmp_path, JWT_PUBLIC_KEY=pem)
     assert tokens.verify(jwt.encode(claims(), private, algorithm="RS256")).user_id == "alice"
-    import hmac as _hmac
-    import hashlib
     import base64
+    import hashlib
+    import hmac as _hmac
 
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -266,7 +266,8 @@ def test_alg_none_is_refused_with_any_key_setup(tmp_path, env):
 
 def test_jwks_token_connects_a_socket(tmp_path, clock, monkeypatch):
     """End to end through the connect handler: an IdP-issued token opens a socket."""
-    from tests.conftest import ORIGIN as TEST_ORIGIN, build_app
+    from tests.conftest import ORIGIN as TEST_ORIGIN
+    from tests.conftest import build_app
     from utils.extensions import socketio
 
     k1 = rsa_key()

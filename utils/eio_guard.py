@@ -26,7 +26,8 @@ import io
 import json
 import logging
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs
 
 # Packet types a client may send over polling (Engine.IO v4): close, pong, message,

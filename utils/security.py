@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
@@ -83,9 +84,8 @@ class SecurityHeaders:
 
 def register_security(app: Flask, settings: Settings) -> None:
     """Rate limits, socket limits and security headers; call after the routes."""
-    from utils.limits import register_limits, register_socket_limits
-
     from utils.eio_guard import EngineIOGuard
+    from utils.limits import register_limits, register_socket_limits
 
     register_limits(app, settings)
     register_socket_limits(app, settings)

@@ -44,8 +44,9 @@ class TokenService:
             self._keys: list[Any] = [settings.jwt_public_key]
         else:
             self._keys = list(settings.jwt_secret_keys)
-        kids = settings.jwt_key_ids or (None,) * len(self._keys)
-        self._by_kid = {kid: key for kid, key in zip(kids, self._keys) if kid}
+        # kids name JWT_SECRET_KEY entries only; a public key has none.
+        kids = () if settings.jwt_public_key else settings.jwt_key_ids
+        self._by_kid = {kid: key for kid, key in zip(kids, self._keys, strict=False) if kid}
 
     def create(self, user_id: str, ttl: int = 3600, **extra: Any) -> str:
         key = self.settings.signing_key
