@@ -109,7 +109,7 @@ def render(template: str, port: int, nodes: list[ServerProcess], stats: Path) ->
     block = re.search(r"# BEGIN SERVERS\n(.*?)\n\s*# END SERVERS", template, re.S)
     sticky = "cookie node1" in block.group(1)
     servers = "\n".join(
-        f"    server node{i} 127.0.0.1:{n.port} check inter 300ms fall 1 rise 1"
+        f"    server node{i} 127.0.0.1:{n.port} check inter 300ms fall 2 rise 1"
         + (f" cookie node{i}" if sticky else "")
         for i, n in enumerate(nodes, 1))
     text = template.replace(block.group(0), f"# BEGIN SERVERS\n{servers}\n    # END SERVERS")
@@ -161,7 +161,12 @@ class Cluster:
 
     def __init__(self, tmp_path: Path, redis_url: str, database_url: str | None = None,
                  n: int = 2, **env: str) -> None:
-        overrides = {"REDIS_URL": redis_url, "PING_INTERVAL": "5", "PING_TIMEOUT": "5", **env}
+        overrides = {"REDIS_URL": redis_url, "PING_INTERVAL": "5", "PING_TIMEOUT": "5",
+                     # Per-node limiter counters: every test here connects from
+                     # 127.0.0.1, and a budget kept in the shared Redis would be
+                     # spent by other test runs too.
+                     "RATE_LIMIT_STORAGE_URL": "memory://", "CONNECT_RATE_PER_IP": "0",
+                     **env}
         if database_url:
             overrides["DATABASE_URL"] = database_url
         self.env = server_env(tmp_path, **overrides)
