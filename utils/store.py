@@ -85,19 +85,39 @@ class NewNotification:
     data: dict[str, Any]
 
 
-def insert_notifications(items: Sequence[NewNotification]) -> list[Notification]:
-    """Add a batch to the session in one flush; the caller commits."""
+@dataclass(frozen=True)
+class InsertedNotification:
+    """A row as inserted: enough to answer the producer and build the emitted payload
+    without reading the row back."""
+
+    id: int
+    user_id: str
+    type: str
+    title: str
+    body: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "title": self.title, "body": self.body,
+                "data": self.data if self.data is not None else {},
+                "created_at": isoformat(self.created_at), "read_at": None}
+
+
+def insert_notifications(items: Sequence[NewNotification]) -> list[InsertedNotification]:
+    """One executemany INSERT ... RETURNING id for the batch, ids in the items' order;
+    the caller commits. Core rather than ORM objects: for a batch of 1,000 the unit
+    of work cost about twice the insert itself (docs/BENCHMARKS.md)."""
+    if not items:
+        return []
     now = utcnow()
-    rows = [
-        Notification(
-            user_id=item.user_id, type=item.type, title=item.title, body=item.body,
-            data=item.data, created_at=now,
-        )
-        for item in items
-    ]
-    db.session.add_all(rows)
-    db.session.flush()
-    return rows
+    params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
+               "body": item.body, "data": item.data, "created_at": now} for item in items]
+    statement = sa.insert(Notification).returning(Notification.id,
+                                                  sort_by_parameter_order=True)
+    ids = db.session.execute(statement, params).scalars().all()
+    return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
+                                 item.data, now) for id_, item in zip(ids, items)]
 
 
 def unread_count(user_id: str) -> int:
