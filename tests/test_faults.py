@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 import requests
+import socketio
 
 from tests.support.cluster import (
     Cluster,
@@ -218,11 +219,20 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
         for node in (a, b):
             response = post_notification(node.url, users, "while down")
             assert response.status_code == 503
+            assert response.headers.get("Retry-After")
             assert response.json() == {"error": {
                 "code": "database_unavailable",
                 "message": "the database is unavailable; retry later"}}
             ready = requests.get(node.url + "/readyz", timeout=10)
             assert ready.status_code == 503 and ready.json()["database"] == "error"
+        # A new socket is refused with a code, not left hanging.
+        newcomer = Recorder(users[0], transports=["websocket"], reconnection=False)
+        made.append(newcomer)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            newcomer.connect(a.url, timeout=5)
+        assert wait_for(lambda: newcomer.errors, 5)
+        assert newcomer.errors[0] == {"message": "unavailable",
+                                      "data": {"code": "server_unavailable"}}
         time.sleep(6)  # longer than PING_INTERVAL + PING_TIMEOUT's first round
         assert all(len(c.ids) == 1 for c in clients), "emitted what it could not store"
         assert all(c.sio.connected and not c.disconnects for c in clients)

@@ -15,6 +15,7 @@ from tests.support.cluster import (
     Cluster,
     Recorder,
     post_notification,
+    tls_redis,
     wait_for,
 )
 from tests.support.servers import ROOT, VENV_BIN, free_port, gunicorn, migrate, server_env
@@ -158,6 +159,29 @@ def test_a_rediss_url_is_accepted_and_speaks_tls(tmp_path, shared_redis):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert result(out) == ["SSLConnection", "error"], out.stderr
+
+
+def test_two_nodes_on_a_tls_redis_over_rediss(tmp_path, recorders):
+    """A real TLS Redis (private redis-server, self-signed certificate): the
+    rediss:// URL carries the queue between nodes and readiness says ok."""
+    redis, url = tls_redis(tmp_path)
+    redis.start()
+    cluster = Cluster(tmp_path, url, n=2).start()
+    try:
+        a, b = cluster.nodes
+        name = user()
+        on_a = recorders(name).connect(a.url)
+        on_b = recorders(name, transports=["websocket"]).connect(b.url)
+        response = post_notification(a.url, [name], "over TLS")
+        assert response.status_code == 201
+        sent = [response.json()["notifications"][0]["id"]]
+        for recorder in (on_a, on_b):
+            assert wait_for(lambda r=recorder: r.ids == sent, 10), recorder.ids
+        for node in (a, b):
+            assert requests.get(node.url + "/readyz", timeout=5).json()["message_queue"] == "ok"
+    finally:
+        cluster.stop()
+        redis.stop()
 
 
 def result(out: subprocess.CompletedProcess) -> list[str]:

@@ -97,6 +97,26 @@ def private_redis(tmp_path: Path, port: int | None = None) -> Proc:
     return Proc(argv, tmp_path / f"redis-{port}.log", port)
 
 
+def tls_redis(tmp_path: Path) -> tuple[Proc, str]:
+    """A private redis-server speaking only TLS, with a throwaway self-signed
+    certificate; returns it (not started) and the rediss:// URL that trusts it."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is not installed") if _ci() else pytest.skip(
+            "openssl is not installed")
+    cert, key = tmp_path / "redis-cert.pem", tmp_path / "redis-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = private_redis(tmp_path)
+    port = server.port
+    server.argv[server.argv.index("--port") + 1] = "0"
+    server.argv += ["--tls-port", str(port), "--tls-cert-file", str(cert),
+                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                    "--tls-auth-clients", "no"]
+    return server, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+
+
 def _ci() -> bool:
     from tests.support.services import in_ci
 
@@ -196,6 +216,14 @@ def post_notification(base_url: str, user_ids: list[str], title: str,
                          headers={"Authorization": f"Bearer {API_KEY}"})
 
 
+def _allow_long_replays() -> None:
+    # python-engineio's client decodes at most 16 packets per polling response; a
+    # replay after a fault is one response of up to 102 (see the README).
+    from engineio.payload import Payload
+
+    Payload.max_decode_packets = 500
+
+
 class Recorder:
     """A python-socketio client that records every notification; it reconnects by
     itself and then asks for what it missed with ``last_id``."""
@@ -204,6 +232,7 @@ class Recorder:
                  reconnection: bool = True) -> None:
         import socketio
 
+        _allow_long_replays()
         self.user_id = user_id
         self.transports = transports
         self.ids: list[int] = []
