@@ -34,6 +34,9 @@ CHROMIUM_ARGS = [
 ]
 
 
+ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element identifier
+
+
 class WebDriverError(RuntimeError):
     pass
 
@@ -91,7 +94,7 @@ def start_xvfb(log_dir: Path) -> tuple[Process, str]:
     pipe stays open while Xvfb lives: it may write the number again, and a closed
     pipe is fatal to it."""
     read_fd, write_fd = os.pipe()
-    xvfb = Process(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x2000x24",
+    xvfb = Process(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x2200x24",
                     "-nolisten", "tcp", "-noreset"], log_dir / "xvfb.log",
                    pass_fds=(write_fd,))
     os.close(write_fd)
@@ -152,6 +155,8 @@ class Browser:
 
     def _call(self, method: str, path: str, payload: dict | None = None,
               timeout: float = 60) -> Any:
+        if method == "POST" and payload is None:
+            payload = {}  # WebDriver wants a JSON object on every POST, even an empty one
         response = requests.request(method, self.driver_url + path, json=payload,
                                     timeout=timeout)
         value = response.json().get("value")
@@ -182,6 +187,22 @@ class Browser:
                 raise AssertionError(f"{self.engine.name}: timed out after {timeout}s waiting "
                                      f"for {what or expression}")
             time.sleep(0.1)
+
+    def element(self, css: str) -> str:
+        found = self.command("POST", "/element", {"using": "css selector", "value": css})
+        return found[ELEMENT_KEY]
+
+    def click(self, css: str) -> None:
+        """A real click, as a user's tap: the element must be visible and enabled."""
+        self.command("POST", f"/element/{self.element(css)}/click")
+
+    def type(self, css: str, text: str) -> None:
+        element = self.element(css)
+        self.command("POST", f"/element/{element}/clear")
+        self.command("POST", f"/element/{element}/value", {"text": text})
+
+    def text(self, css: str) -> str:
+        return self.command("GET", f"/element/{self.element(css)}/text")
 
     def set_window(self, width: int, height: int) -> None:
         self.command("POST", "/window/rect", {"width": width, "height": height})

@@ -1,0 +1,70 @@
+"""GET /debug in WebKit and Chromium, on a phone-sized window: it loads under the
+server's Content-Security-Policy, reports the server and the origin check, explains
+a refused token in plain words, mints a token, connects, shows the transport and its
+upgrade, the ping round trip and a test notification. A screenshot of each engine
+goes to test-artifacts/."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.browser.helpers import ARTIFACTS, REPORT, NotifyServer, new_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+PHONE = (430, 2000)
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
+    """Development mode, where the page can mint tokens and send a test notification."""
+    instance = NotifyServer(tmp_path_factory.mktemp("debug-server"), page_origin,
+                            APP_ENV="development")
+    yield instance
+    instance.stop()
+
+
+def shown(browser, css: str, expected: str, timeout: float = 15) -> str:
+    browser.wait_for("(document.querySelector(arguments[0]) || {}).textContent"
+                     "?.includes(arguments[1])", css, expected, timeout=timeout,
+                     what=f"{css} to show {expected!r}")
+    return browser.text(css)
+
+
+def test_debug_page_diagnoses_a_connection(browser, dev_server):
+    browser.set_window(*PHONE)
+    try:
+        browser.get(dev_server.url + "/debug")
+        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        shown(browser, "#fact-async_mode", "eventlet")
+        shown(browser, "#origin-line", "is allowed to connect")
+
+        browser.type("#origin-input", "https://evil.example")
+        browser.click("#origin-form button")
+        shown(browser, "#origin-other", "https://evil.example is NOT allowed")
+
+        browser.type("#token", "not-a-token")
+        browser.click("#connect")
+        shown(browser, "#error", "token_invalid: The token was not accepted")
+
+        user = new_user(browser, "debug")
+        browser.type("#mint-user", user)
+        browser.click("#mint")
+        browser.wait_for("document.getElementById('token').value.split('.').length === 3",
+                         what="a minted token")
+        browser.click("#connect")
+        shown(browser, "#state", "connected")
+        shown(browser, "#user", user)
+        transport = shown(browser, "#transport", "websocket (upgraded from polling)")
+
+        browser.click("#notify")
+        shown(browser, "#events", '"title": "Test notification"')
+        rtt = shown(browser, "#rtt", " ms")
+        browser.run("window.scrollTo(0, 0);")
+        path = browser.screenshot(ARTIFACTS / f"debug-{browser.engine.name}.png")
+        REPORT.append(f"{browser.engine.name} /debug: {transport}, ping {rtt}; "
+                      f"screenshot {path.relative_to(ARTIFACTS.parent)}")
+    finally:
+        browser.run("document.getElementById('disconnect').click();")
