@@ -40,16 +40,20 @@ def mint(user_id: str, ttl: int = 3600) -> str:
     return token
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("security-server")
-    env = server_env(tmp, JWT_SECRET_KEY=JWT_SECRET, NOTIFY_API_KEY=API_KEY,
+@pytest.fixture(scope="module", params=["eventlet", "gevent"])
+def server(request, tmp_path_factory):
+    """The Procfile's eventlet worker, and gevent, the maintained alternative."""
+    worker = request.param
+    tmp = tmp_path_factory.mktemp(f"security-server-{worker}")
+    env = server_env(tmp, ASYNC_MODE=worker, JWT_SECRET_KEY=JWT_SECRET, NOTIFY_API_KEY=API_KEY,
                      SOCKETIO_LOGGER="1", TRUSTED_PROXIES="127.0.0.1",
                      CONNECT_RATE_PER_IP="4", MAX_SOCKETS_PER_USER="2",
                      RATE_LIMIT_HTTP="20/minute", PING_INTERVAL="2", PING_TIMEOUT="3",
                      MAX_HTTP_BUFFER_SIZE="4096")
     migrate(env)
-    proc = gunicorn(tmp, env, extra=["--access-logfile", "-"], name="security").start()
+    proc = gunicorn(tmp, env, worker=worker, extra=["--access-logfile", "-"],
+                    name="security").start()
+    proc.worker = worker
     yield proc
     proc.stop()
 

@@ -17,7 +17,7 @@ What it stops, found by sending raw Engine.IO (tests/test_security_server.py):
   transports feed one session. The guard refuses the second with 400.
 - A WebSocket frame that is not an Engine.IO packet (``garbage``) raises out of
   python-engineio's WebSocket handler after the 101, and gunicorn writes an HTTP 500
-  page into the WebSocket stream. Under eventlet the guard closes the connection.
+  page into the WebSocket stream. The guard closes the connection instead.
 """
 
 from __future__ import annotations
@@ -59,18 +59,20 @@ def payload_problem(body: bytes) -> str | None:
     return None
 
 
-def _eventlet_wsgi_local(environ: dict[str, Any]) -> Any:
-    """eventlet.wsgi's per-request flag, when eventlet serves this request (gunicorn's
-    eventlet worker or eventlet's own server); None under gevent or threads."""
-    if "gunicorn.socket" not in environ and "eventlet.input" not in environ:
-        return None
-    try:
-        from eventlet import patcher, wsgi
-    except ImportError:  # pragma: no cover - eventlet is a runtime dependency
-        return None
-    if not patcher.is_monkey_patched("socket"):
-        return None
-    return getattr(wsgi, "WSGI_LOCAL", None)
+def _end_taken_over_connection(environ: dict[str, Any]) -> Iterable[bytes] | None:
+    """Tell the server the connection was taken over and must just be closed.
+
+    gunicorn's async workers (eventlet and gevent) close on StopIteration, the signal
+    simple-websocket itself uses; eventlet's own server reads a flag. None elsewhere.
+    """
+    if "gunicorn.socket" in environ:
+        raise StopIteration()
+    if "eventlet.input" in environ:
+        from eventlet import wsgi
+
+        wsgi.WSGI_LOCAL.already_handled = True
+        return []
+    return None
 
 
 class EngineIOGuard:
@@ -108,18 +110,19 @@ class EngineIOGuard:
                    start_response: Callable) -> Iterable[bytes]:
         """A frame Engine.IO cannot decode makes its WebSocket handler raise after the
         101 was sent; gunicorn then writes an HTTP 500 page into the WebSocket stream.
-        Under eventlet the guard ends the connection quietly instead."""
+        Under gunicorn (eventlet or gevent) the guard ends the connection quietly."""
         try:
             if sid is None:
                 return self.app(environ, start_response)
             return self._exclusive(sid, "websocket", environ, start_response)
+        except (StopIteration, ConnectionError):
+            raise  # simple-websocket's own "the socket is done" signals
         except Exception as exc:
-            local = _eventlet_wsgi_local(environ)
-            if local is None:
-                raise
             log.warning("closed a WebSocket after a bad frame (%s)", type(exc).__name__)
-            local.already_handled = True  # gunicorn's eventlet worker then just closes
-            return []
+            handled = _end_taken_over_connection(environ)
+            if handled is None:
+                raise
+            return handled
 
     def _post(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         raw_length = environ.get("CONTENT_LENGTH") or ""
