@@ -107,3 +107,31 @@ def test_becoming_visible_reconnects_at_once(page, server):
     assert took < 5, f"reconnected only after {took:.1f}s"
     REPORT.append(f"{page.engine.name} visibilitychange: reconnected {took:.2f}s after "
                   "becoming visible (back-off was 30 s)")
+
+
+def test_token_expiry_mid_session_renews_through_the_app(page, server):
+    user = new_user(page, "expiry")
+    start_reference(page, server, user, f"last_id:{user}")
+    page.run("window.harness.token = arguments[0];", server.token(user, ttl=3))
+    # Reconnect with the short-lived token, then let the app hold a fresh one.
+    page.run("window.harness.client.socket.disconnect(); window.harness.client.connect();")
+    wait_event(page, "client:auth_success", count=2)
+    page.run("window.harness.token = arguments[0];", server.token(user))
+
+    wait_event(page, "client:state", match={"state": "disconnected",
+                                            "reason": "io server disconnect"}, timeout=15)
+    wait_event(page, "client:auth_success", count=3, timeout=10)
+    requests_made = page.run("return window.harness.tokenRequests;")
+    assert requests_made[-1] == {"expired": True}
+    assert page.run("return window.harness.client.connected;") is True
+
+
+def test_expired_token_at_connect_is_renewed_once(page, server):
+    user = new_user(page, "stale")
+    page.run("window.harness.tokenQueue = [arguments[0]];", server.token(user, ttl=-120))
+    start_reference(page, server, user, f"last_id:{user}")
+    errors = [e["data"]["code"] for e in events(page, "client:error")]
+    assert errors == ["token_expired"]
+    assert len(events(page, "client:auth_success")) == 1
+    assert page.run("return window.harness.tokenRequests;") == [{"expired": False},
+                                                                  {"expired": True}]

@@ -46,7 +46,7 @@ function reference(url, options) {
     url,
     getToken: (info) => {
       harness.tokenRequests.push(info);
-      return harness.token;
+      return harness.tokenQueue.length ? harness.tokenQueue.shift() : harness.token;
     },
     ...options,
   });
@@ -73,7 +73,8 @@ function setVisibility(state) {
 }
 
 const harness = {
-  events, open, reference, close, setVisibility, token: null, tokenRequests: [],
+  events, open, reference, close, setVisibility, token: null, tokenQueue: [],
+  tokenRequests: [],
   get socket() { return socket || (client && client.socket); },
   get client() { return client; },
   named: (name) => events.filter((e) => e.name === name),
