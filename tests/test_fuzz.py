@@ -42,9 +42,14 @@ def fuzz_app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_counts():
+def report_counts(request):
+    """Shows, in the test run's own output, how many examples each property ran."""
     yield
-    print("\nHypothesis examples run: " + ", ".join(f"{k}={v}" for k, v in RAN.items()))
+    line = "Hypothesis examples run: " + ", ".join(f"{k}={v}" for k, v in RAN.items())
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_line(line)
 
 
 # JSON-like values, deep and wide enough to reach every branch of the validators.

@@ -150,10 +150,14 @@ def test_redis_storage_is_the_default_when_redis_url_is_set(tmp_path):
 @pytest.mark.parametrize("route, headers", [
     ("/api/notifications", "producer"),
     ("/api/notifications/read", "user"),
+    ("/debug/token", "none"),  # the development page's token helper
 ])
 def test_every_rest_body_limit_is_413(app, client, make_token, route, headers):
-    sent = producer_headers() if headers == "producer" else {
-        "Authorization": f"Bearer {make_token()}", "Content-Type": "application/json"}
+    sent = {"Content-Type": "application/json"}
+    if headers == "producer":
+        sent = producer_headers()
+    elif headers == "user":
+        sent["Authorization"] = f"Bearer {make_token()}"
     big = '{"ids": [' + ",".join(["1"] * 140_000) + "]}"  # > 256 KiB
     response = client.post(route, data=big, headers=sent)
     assert response.status_code == 413
