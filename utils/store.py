@@ -113,8 +113,8 @@ def insert_notifications(items: Sequence[NewNotification]) -> list[InsertedNotif
     now = utcnow()
     params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
                "body": item.body, "data": item.data, "created_at": now} for item in items]
-    statement = sa.insert(Notification).returning(Notification.id,
-                                                  sort_by_parameter_order=True)
+    table = Notification.__table__  # the table, not the entity: skips the ORM bulk path
+    statement = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
     ids = db.session.execute(statement, params).scalars().all()
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
                                  item.data, now) for id_, item in zip(ids, items)]
