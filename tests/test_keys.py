@@ -282,3 +282,31 @@ def test_jwks_token_connects_a_socket(tmp_path, clock, monkeypatch):
         forged = socketio.test_client(app, auth={"token": signed(rsa_key(), "k1")},
                                       headers={"Origin": TEST_ORIGIN})
         assert not forged.is_connected()
+
+
+def test_token_headers_cannot_point_at_another_key_set(tmp_path, clock):
+    """jku / x5u / jwk in a token header are ignored: keys come from JWT_JWKS_URL only,
+    so a token cannot make the server fetch from (or trust) an attacker's URL."""
+    real, attacker = rsa_key(), rsa_key()
+    with JwksServer() as ours, JwksServer() as theirs:
+        ours.keys = [public_jwk(real, "k1")]
+        theirs.keys = [public_jwk(attacker, "k1")]
+        tokens = jwks_service(tmp_path, ours.url)
+        forged = jwt.encode(claims(), attacker, algorithm="RS256", headers={
+            "kid": "k1", "jku": theirs.url, "x5u": theirs.url,
+            "jwk": public_jwk(attacker, "k1")})
+        assert code_of(tokens, forged) == "token_invalid"
+        assert theirs.fetches == 0
+
+
+@pytest.mark.parametrize("kid", ["../../../etc/passwd", "' OR 1=1 --", "k1\x00", "x" * 5000,
+                                 "", "__proto__", "k1 "])
+def test_strange_kids_are_refused_without_trouble(tmp_path, clock, kid):
+    k1 = rsa_key()
+    with JwksServer() as server:
+        server.keys = [public_jwk(k1, "k1")]
+        tokens = jwks_service(tmp_path, server.url)
+        assert code_of(tokens, signed(k1, kid)) == "token_invalid"
+        shared = service(tmp_path, JWT_SECRET_KEY=f"k1:{NEW}")
+        hs = jwt.encode(claims(), OLD, algorithm="HS256", headers={"kid": kid})
+        assert code_of(shared, hs) == "token_invalid"

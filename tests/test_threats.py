@@ -78,3 +78,21 @@ def test_removing_a_key_revokes_every_token_it_signed(tmp_path):
     assert not refused.is_connected()
     assert rotated.test_client().get("/api/notifications/unread-count", headers={
         "Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_producers_cannot_set_server_owned_fields(client, make_token):
+    """Mass assignment: id, created_at, read_at and the like are the server's."""
+    body = {"user_id": "alice", "type": "t", "title": "x", "id": 999999,
+            "created_at": "1999-01-01T00:00:00Z", "read_at": "1999-01-01T00:00:00Z",
+            "user_ids_extra": ["bob"]}
+    response = client.post("/api/notifications", json=body, headers={
+        "Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 201
+    created = response.get_json()["notifications"]
+    assert [n["user_id"] for n in created] == ["alice"] and created[0]["id"] != 999999
+    inbox = client.get("/api/notifications", headers={
+        "Authorization": f"Bearer {make_token('alice')}"}).get_json()["notifications"]
+    assert inbox[0]["read_at"] is None and not inbox[0]["created_at"].startswith("1999")
+    bob = client.get("/api/notifications", headers={
+        "Authorization": f"Bearer {make_token('bob')}"}).get_json()["notifications"]
+    assert bob == []
