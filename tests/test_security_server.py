@@ -170,6 +170,29 @@ def test_connection_attempts_per_ip_over_the_wire(server):
     assert code_of(refused(server, {"token": "not-a-token"}, new_ip())) == "token_invalid"
 
 
+def test_an_event_flood_is_acked_then_disconnected(server):
+    """The defaults over the wire: a burst of 20, then rate_limited acks, then after 50
+    refusals in a row the server ends the socket."""
+    flooder = Recorder().connect(server.url, auth={"token": mint("flooder")},
+                                 transports=["websocket"], headers={"X-Forwarded-For": new_ip()})
+    acks: list[dict] = []
+    try:
+        flooder.wait_for("auth_success")
+        for _ in range(120):
+            if not flooder.client.connected:
+                break
+            flooder.client.emit("sync", {"after_id": 0}, callback=acks.append)
+        deadline = time.monotonic() + 10
+        while flooder.client.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not flooder.client.connected
+        codes = [a["error"]["code"] if "error" in a else "ok" for a in acks]
+        assert codes.count("ok") >= 20 and "rate_limited" in codes
+    finally:
+        flooder.disconnect()
+    healthy(server)
+
+
 # ---------------------------------------------------------------- raw Engine.IO
 
 def eio_url(server, **params) -> str:
