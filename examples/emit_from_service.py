@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import socketio
@@ -38,9 +38,14 @@ def make_emitter(redis_url: str) -> socketio.RedisManager:
     return socketio.RedisManager(redis_url, channel=CHANNEL, write_only=True)
 
 
-def emit_notification(emitter: socketio.RedisManager, user_id: str, title: str,
-                      type: str = "service", body: str | None = None,
-                      data: dict[str, Any] | None = None) -> dict[str, Any]:
+def emit_notification(
+    emitter: socketio.RedisManager,
+    user_id: str,
+    title: str,
+    type: str = "service",
+    body: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Publish one ``notification`` event in the contract's shape; returns it.
 
     Its ``id`` is null, because no row exists: clients must advance their replay
@@ -51,8 +56,7 @@ def emit_notification(emitter: socketio.RedisManager, user_id: str, title: str,
         "title": title,
         "body": body,
         "data": data or {},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z"),
+        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "read_at": None,
     }
     emitter.emit("notification", payload, to=user_room(user_id), namespace="/")

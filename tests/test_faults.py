@@ -51,8 +51,12 @@ def stored_ids(base_url: str, user_id: str) -> list[int]:
     before = None
     while True:
         params = {"limit": 100, **({"before": before} if before else {})}
-        body = requests.get(f"{base_url}/api/notifications", params=params, timeout=5,
-                            headers={"Authorization": f"Bearer {token(user_id)}"}).json()
+        body = requests.get(
+            f"{base_url}/api/notifications",
+            params=params,
+            timeout=5,
+            headers={"Authorization": f"Bearer {token(user_id)}"},
+        ).json()
         ids += [n["id"] for n in body["notifications"]]
         before = body["next_before"]
         if before is None:
@@ -62,8 +66,9 @@ def stored_ids(base_url: str, user_id: str) -> list[int]:
 class Producer(threading.Thread):
     """POSTs notifications for ``users`` at a steady pace, bounded in count and time."""
 
-    def __init__(self, url: str, users: list[str], rate: float = 20, limit: int = 400,
-                 seconds: float = 30) -> None:
+    def __init__(
+        self, url: str, users: list[str], rate: float = 20, limit: int = 400, seconds: float = 30
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.users, self.rate, self.limit, self.seconds = url, users, rate, limit, seconds
         self.accepted = 0
@@ -94,9 +99,11 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, m
     try:
         prefix = uuid.uuid4().hex[:8]
         users = [f"kill-{prefix}-{i}" for i in range(4)]
-        clients = (connect(made, proxy.url, users, ["websocket"])
-                   + connect(made, proxy.url, users, ["polling"])
-                   + connect(made, proxy.url, users, None))
+        clients = (
+            connect(made, proxy.url, users, ["websocket"])
+            + connect(made, proxy.url, users, ["polling"])
+            + connect(made, proxy.url, users, None)
+        )
         producer = Producer(proxy.url, users)
         producer.start()
         time.sleep(2)
@@ -113,8 +120,11 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, m
         for client in clients:
             want = stored_ids(survivor.url, client.user_id)
             assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 20), (
-                client.user_id, len(client.ids), len(want),
-                sorted(set(want) - set(client.ids)))
+                client.user_id,
+                len(client.ids),
+                len(want),
+                sorted(set(want) - set(client.ids)),
+            )
             assert client.duplicates() == []
             assert client.sio.connected
         # Everyone who lost the node is back, on the survivor.
@@ -133,9 +143,11 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, ma
         a, b = cluster.nodes
         pids = [a.pid, b.pid]
         users = [f"redis-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
-        clients = (connect(made, a.url, users, ["websocket"])
-                   + connect(made, b.url, users, ["polling"])
-                   + connect(made, b.url, users, None))
+        clients = (
+            connect(made, a.url, users, ["websocket"])
+            + connect(made, b.url, users, ["polling"])
+            + connect(made, b.url, users, None)
+        )
         before = post_notification(a.url, users, "before")
         assert before.status_code == 201
         assert wait_for(lambda: all(len(c.ids) == 1 for c in clients), 10)
@@ -161,8 +173,10 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, ma
         # back with last_id and replay what the outage held back.
         for client in clients:
             want = stored_ids(a.url, client.user_id)
-            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w and c.sio.connected,
-                            20), (client.ids, want)
+            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w and c.sio.connected, 20), (
+                client.ids,
+                want,
+            )
         assert all(c.disconnects for c in clients)
         after = post_notification(b.url, users, "after")
         assert after.status_code == 201
@@ -190,8 +204,9 @@ def own_database():
     def lock(allow: bool) -> None:
         admin.run(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
         if not allow:
-            admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      "WHERE datname = :n", n=name)
+            admin.run(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n", n=name
+            )
 
     try:
         yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}", lock
@@ -202,15 +217,17 @@ def own_database():
 
 
 def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
-        tmp_path, made, own_database):
+    tmp_path, made, own_database
+):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     url, lock = own_database
     cluster = Cluster(tmp_path, SHARED_REDIS, database_url=url, n=2).start()
     try:
         a, b = cluster.nodes
         users = [f"db-{uuid.uuid4().hex[:8]}"]
-        clients = connect(made, a.url, users, ["websocket"]) + connect(made, b.url, users,
-                                                                      ["polling"])
+        clients = connect(made, a.url, users, ["websocket"]) + connect(
+            made, b.url, users, ["polling"]
+        )
         first = post_notification(a.url, users, "before")
         assert first.status_code == 201
         assert wait_for(lambda: all(len(c.ids) == 1 for c in clients), 10)
@@ -220,9 +237,12 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
             response = post_notification(node.url, users, "while down")
             assert response.status_code == 503
             assert response.headers.get("Retry-After")
-            assert response.json() == {"error": {
-                "code": "database_unavailable",
-                "message": "the database is unavailable; retry later"}}
+            assert response.json() == {
+                "error": {
+                    "code": "database_unavailable",
+                    "message": "the database is unavailable; retry later",
+                }
+            }
             ready = requests.get(node.url + "/readyz", timeout=10)
             assert ready.status_code == 503 and ready.json()["database"] == "error"
         # A new socket is refused with a code, not left hanging.
@@ -231,15 +251,16 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
         with pytest.raises(socketio.exceptions.ConnectionError):
             newcomer.connect(a.url, timeout=5)
         assert wait_for(lambda: newcomer.errors, 5)
-        assert newcomer.errors[0] == {"message": "unavailable",
-                                      "data": {"code": "server_unavailable"}}
+        assert newcomer.errors[0] == {
+            "message": "unavailable",
+            "data": {"code": "server_unavailable"},
+        }
         time.sleep(6)  # longer than PING_INTERVAL + PING_TIMEOUT's first round
         assert all(len(c.ids) == 1 for c in clients), "emitted what it could not store"
         assert all(c.sio.connected and not c.disconnects for c in clients)
 
         lock(True)
-        assert wait_for(lambda: requests.get(a.url + "/readyz", timeout=10).status_code == 200,
-                        15)
+        assert wait_for(lambda: requests.get(a.url + "/readyz", timeout=10).status_code == 200, 15)
         again = post_notification(b.url, users, "after")
         assert again.status_code == 201
         ids = [first.json()["notifications"][0]["id"], again.json()["notifications"][0]["id"]]
@@ -257,9 +278,11 @@ def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_
     try:
         prefix = uuid.uuid4().hex[:8]
         users = [f"term-{prefix}-{i}" for i in range(4)]
-        clients = (connect(made, proxy.url, users, ["websocket"])
-                   + connect(made, proxy.url, users, ["polling"])
-                   + connect(made, proxy.url, users, None))
+        clients = (
+            connect(made, proxy.url, users, ["websocket"])
+            + connect(made, proxy.url, users, ["polling"])
+            + connect(made, proxy.url, users, None)
+        )
         leaving, staying = cluster.nodes
         started = time.monotonic()
         os.kill(leaving.pid, signal.SIGTERM)  # what a platform sends: to the master
@@ -286,4 +309,3 @@ def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_
     finally:
         proxy.stop()
         cluster.stop()
-

@@ -37,9 +37,11 @@ def shared_redis():
     return SHARED_REDIS
 
 
-@pytest.fixture
-def two_nodes(tmp_path, shared_redis):
-    cluster = Cluster(tmp_path, shared_redis, n=2).start()
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """Shared by this module's tests: each one uses users of its own."""
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    cluster = Cluster(tmp_path_factory.mktemp("two-nodes"), SHARED_REDIS, n=2).start()
     yield cluster
     cluster.stop()
 
@@ -118,29 +120,45 @@ print(json.dumps(sorted(m for m in sys.modules
 def test_without_redis_url_nothing_imports_redis(tmp_path):
     env = server_env(tmp_path, APP_ENV="development")
     env.pop("REDIS_URL", None)
-    out = subprocess.run([sys.executable, "-c", NO_REDIS_CHECK], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_REDIS_CHECK],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 def test_python_socketio_alone_would_import_redis(tmp_path):
     """The finding behind utils/imports.py: the check above can fail."""
     code = "import sys, socketio; print('redis' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert out.stdout.strip() == "True"
 
 
 def test_with_redis_url_the_manager_uses_redis(tmp_path, shared_redis):
-    code = ("from app import create_app\n"
-            "from utils.extensions import socketio\n"
-            f"create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{shared_redis}'}})\n"
-            "m = socketio.server.manager\n"
-            "m._redis_connect()\n"
-            "print('RESULT', type(m).__name__, m.channel, m.redis.ping())\n")
+    code = (
+        "from app import create_app\n"
+        "from utils.extensions import socketio\n"
+        f"create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{shared_redis}'}})\n"
+        "m = socketio.server.manager\n"
+        "m._redis_connect()\n"
+        "print('RESULT', type(m).__name__, m.channel, m.redis.ping())\n"
+    )
     env = server_env(tmp_path, APP_ENV="development")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result(out) == ["GuardedRedisManager", "notifications", "True"], out.stderr
 
 
@@ -148,16 +166,19 @@ def test_a_rediss_url_is_accepted_and_speaks_tls(tmp_path, shared_redis):
     """rediss:// selects redis-py's TLS connection. Against the plain shared Redis
     the TLS handshake fails, so readiness says error instead of hanging."""
     url = f"rediss://{REDIS_HOST}:{REDIS_PORT}/0"
-    code = ("from app import create_app\n"
-            "from utils.extensions import socketio\n"
-            f"app = create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{url}'}})\n"
-            "m = socketio.server.manager\n"
-            "m._redis_connect()\n"
-            "ready = app.test_client().get('/readyz').get_json()['message_queue']\n"
-            "print('RESULT', m.redis.connection_pool.connection_class.__name__, ready)\n")
+    code = (
+        "from app import create_app\n"
+        "from utils.extensions import socketio\n"
+        f"app = create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{url}'}})\n"
+        "m = socketio.server.manager\n"
+        "m._redis_connect()\n"
+        "ready = app.test_client().get('/readyz').get_json()['message_queue']\n"
+        "print('RESULT', m.redis.connection_pool.connection_class.__name__, ready)\n"
+    )
     env = server_env(tmp_path, APP_ENV="development")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result(out) == ["SSLConnection", "error"], out.stderr
 
 
@@ -196,9 +217,23 @@ def test_flask_notify_in_another_process_reaches_running_servers(two_nodes, reco
     on_a = recorders(name).connect(a.url)
     on_b = recorders(name, transports=["websocket"]).connect(b.url)
     out = subprocess.run(
-        [str(VENV_BIN / "flask"), "--app", "app", "notify", name, "--type", "cli",
-         "--title", "from the command line"],
-        env=two_nodes.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [
+            str(VENV_BIN / "flask"),
+            "--app",
+            "app",
+            "notify",
+            name,
+            "--type",
+            "cli",
+            "--title",
+            "from the command line",
+        ],
+        env=two_nodes.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     stored = json.loads(out.stdout.strip().splitlines()[-1])["notifications"][0]["id"]
     for recorder in (on_a, on_b):
@@ -218,14 +253,20 @@ def test_a_write_only_emitter_in_another_service_reaches_every_node(two_nodes, r
     env = {**two_nodes.env, "PYTHONPATH": ""}
     out = subprocess.run(
         [sys.executable, "examples/emit_from_service.py", name, "from a service"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     for recorder in (on_a, on_b):
         assert wait_for(lambda r=recorder: r.unstored, 10)
         assert [(n["title"], n["id"]) for n in recorder.unstored] == [("from a service", None)]
     # Not stored: nothing to replay.
-    listing = requests.get(a.url + "/api/notifications", timeout=5,
-                           headers={"Authorization": f"Bearer {_token(name)}"}).json()
+    listing = requests.get(
+        a.url + "/api/notifications", timeout=5, headers={"Authorization": f"Bearer {_token(name)}"}
+    ).json()
     assert listing["notifications"] == []
 
 

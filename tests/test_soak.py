@@ -25,7 +25,10 @@ from tests.support.servers import ROOT
 from tests.support.services import REDIS_HOST, REDIS_PORT, require_service
 
 pytestmark = [
-    pytest.mark.slow, pytest.mark.server, pytest.mark.redis, pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.server,
+    pytest.mark.redis,
+    pytest.mark.postgres,
     pytest.mark.skipif(os.environ.get("RUN_SOAK") != "1", reason="set RUN_SOAK=1 to run"),
     pytest.mark.timeout(600),
 ]
@@ -51,8 +54,14 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
         pytest.skip("node is not installed")
     raise_fd_limit(SOCKETS * 3 + 1000)
     cluster = Cluster(
-        tmp_path, f"redis://{REDIS_HOST}:{REDIS_PORT}/0", database_url=postgres_url, n=2,
-        PING_INTERVAL="25", PING_TIMEOUT="20", RATE_LIMIT_HTTP="0", RATE_LIMIT_API_KEY="0",
+        tmp_path,
+        f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+        database_url=postgres_url,
+        n=2,
+        PING_INTERVAL="25",
+        PING_TIMEOUT="20",
+        RATE_LIMIT_HTTP="0",
+        RATE_LIMIT_API_KEY="0",
         LOG_LEVEL="WARNING",
     ).start()
     proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
@@ -60,17 +69,30 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
         prefix = uuid.uuid4().hex[:8]
         users = [f"soak-{prefix}-{i}" for i in range(SOCKETS)]
         config = {
-            "url": proxy.url, "apiKey": API_KEY, "origin": ORIGIN, "users": users,
-            "tokens": [token(u, ttl=3600) for u in users], "sockets": SOCKETS,
-            "rate": RATE, "seconds": SECONDS, "producers": 16,
-            "connectSeconds": 90, "connectBatch": 50, "connectPauseMs": 100,
+            "url": proxy.url,
+            "apiKey": API_KEY,
+            "origin": ORIGIN,
+            "users": users,
+            "tokens": [token(u, ttl=3600) for u in users],
+            "sockets": SOCKETS,
+            "rate": RATE,
+            "seconds": SECONDS,
+            "producers": 16,
+            "connectSeconds": 90,
+            "connectBatch": 50,
+            "connectPauseMs": 100,
             "drainSeconds": 15,
         }
         config_path = tmp_path / "soak-config.json"
         config_path.write_text(json.dumps(config))
         timeout = SECONDS + config["connectSeconds"] + config["drainSeconds"] + 90
-        out = subprocess.run(["node", str(ROOT / "tests/support/soak.js"), str(config_path)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(
+            ["node", str(ROOT / "tests/support/soak.js"), str(config_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         figures["sessions_per_node"] = {n: int(r["stot"]) for n, r in proxy.stats().items()}

@@ -10,13 +10,15 @@ socket.io-client, and python-socketio's client, reconnects on its own, with its
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def close_transports(eio_server: Any, sleep: Callable[[float], None],
-                     batch: int = 200, pause: float = 0.02) -> int:
+def close_transports(
+    eio_server: Any, sleep: Callable[[float], None], batch: int = 200, pause: float = 0.02
+) -> int:
     """Abort every Engine.IO session of this process, ``batch`` at a time so the
     reconnect wave reaches the other nodes spread out; returns how many."""
     sessions = list(eio_server.sockets.items())
@@ -51,7 +53,8 @@ def drain_on_sigterm(worker: Any) -> None:
             socketio.sleep(WATCH_INTERVAL)
         socketio.sleep(DRAIN_DELAY)
         count = close_transports(socketio.server.eio, socketio.sleep)
-        log.warning("shutting down: closed %d transport(s); their clients reconnect "
-                    "elsewhere", count)
+        log.warning(
+            "shutting down: closed %d transport(s); their clients reconnect elsewhere", count
+        )
 
     socketio.start_background_task(watch)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import importlib.abc
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 # Optional back-ends python-socketio probes for at import time.
 SOCKETIO_OPTIONAL = ("redis", "valkey", "aioredis")

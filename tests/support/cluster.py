@@ -13,8 +13,9 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 import pytest
@@ -63,12 +64,15 @@ class Proc:
 
     def start(self) -> Proc:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         if not wait_port(self.port):
             self.stop()
-            raise RuntimeError(f"{self.argv[0]} did not listen on {self.port}:\n"
-                               + self.log_path.read_text(errors="replace"))
+            raise RuntimeError(
+                f"{self.argv[0]} did not listen on {self.port}:\n"
+                + self.log_path.read_text(errors="replace")
+            )
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -90,10 +94,24 @@ def private_redis(tmp_path: Path, port: int | None = None) -> Proc:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed") if _ci() else pytest.skip(
-            "redis-server is not installed")
+            "redis-server is not installed"
+        )
     port = port or free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--daemonize", "no", "--dir", str(tmp_path)]
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
     return Proc(argv, tmp_path / f"redis-{port}.log", port)
 
 
@@ -102,18 +120,47 @@ def tls_redis(tmp_path: Path) -> tuple[Proc, str]:
     certificate; returns it (not started) and the rediss:// URL that trusts it."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl is not installed") if _ci() else pytest.skip(
-            "openssl is not installed")
+            "openssl is not installed"
+        )
     cert, key = tmp_path / "redis-cert.pem", tmp_path / "redis-key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     server = private_redis(tmp_path)
     port = server.port
     server.argv[server.argv.index("--port") + 1] = "0"
-    server.argv += ["--tls-port", str(port), "--tls-cert-file", str(cert),
-                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-                    "--tls-auth-clients", "no"]
+    server.argv += [
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(cert),
+        "--tls-key-file",
+        str(key),
+        "--tls-ca-cert-file",
+        str(cert),
+        "--tls-auth-clients",
+        "no",
+    ]
     return server, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
 
 
@@ -131,7 +178,8 @@ def render(template: str, port: int, nodes: list[ServerProcess], stats: Path) ->
     servers = "\n".join(
         f"    server node{i} 127.0.0.1:{n.port} check inter 300ms fall 2 rise 1"
         + (f" cookie node{i}" if sticky else "")
-        for i, n in enumerate(nodes, 1))
+        for i, n in enumerate(nodes, 1)
+    )
     text = template.replace(block.group(0), f"# BEGIN SERVERS\n{servers}\n    # END SERVERS")
     text = re.sub(r"(?m)^    bind :\d+$", f"    bind 127.0.0.1:{port}", text)
     text = re.sub(r"(?m)^    # stats socket .*$", f"    stats socket {stats} level admin", text)
@@ -148,14 +196,13 @@ class HAProxy(Proc):
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not Path(binary).exists():
             pytest.fail("haproxy is not installed") if _ci() else pytest.skip(
-                "haproxy is not installed")
+                "haproxy is not installed"
+            )
         port = free_port()
         self.stats_path = tmp_path / f"haproxy-{port}.sock"
         config = tmp_path / f"haproxy-{port}.cfg"
-        config.write_text(render((DEPLOY / config_name).read_text(), port, nodes,
-                                 self.stats_path))
-        super().__init__([binary, "-db", "-f", str(config)], tmp_path / f"haproxy-{port}.log",
-                         port)
+        config.write_text(render((DEPLOY / config_name).read_text(), port, nodes, self.stats_path))
+        super().__init__([binary, "-db", "-f", str(config)], tmp_path / f"haproxy-{port}.log", port)
         self.url = f"http://127.0.0.1:{port}"
 
     def stats(self) -> dict[str, dict[str, str]]:
@@ -168,9 +215,12 @@ class HAProxy(Proc):
                 data += chunk
         lines = data.decode().splitlines()
         header = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
-        return {r["svname"]: r for r in rows if r["pxname"] == "nodes"
-                and r["svname"] not in ("BACKEND", "FRONTEND")}
+        rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+        return {
+            r["svname"]: r
+            for r in rows
+            if r["pxname"] == "nodes" and r["svname"] not in ("BACKEND", "FRONTEND")
+        }
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -179,14 +229,25 @@ class HAProxy(Proc):
 class Cluster:
     """``n`` gunicorn eventlet nodes sharing one database and one Redis."""
 
-    def __init__(self, tmp_path: Path, redis_url: str, database_url: str | None = None,
-                 n: int = 2, **env: str) -> None:
-        overrides = {"REDIS_URL": redis_url, "PING_INTERVAL": "5", "PING_TIMEOUT": "5",
-                     # Per-node limiter counters: every test here connects from
-                     # 127.0.0.1, and a budget kept in the shared Redis would be
-                     # spent by other test runs too.
-                     "RATE_LIMIT_STORAGE_URL": "memory://", "CONNECT_RATE_PER_IP": "0",
-                     **env}
+    def __init__(
+        self,
+        tmp_path: Path,
+        redis_url: str,
+        database_url: str | None = None,
+        n: int = 2,
+        **env: str,
+    ) -> None:
+        overrides = {
+            "REDIS_URL": redis_url,
+            "PING_INTERVAL": "5",
+            "PING_TIMEOUT": "5",
+            # Per-node limiter counters: every test here connects from
+            # 127.0.0.1, and a budget kept in the shared Redis would be
+            # spent by other test runs too.
+            "RATE_LIMIT_STORAGE_URL": "memory://",
+            "CONNECT_RATE_PER_IP": "0",
+            **env,
+        }
         if database_url:
             overrides["DATABASE_URL"] = database_url
         self.env = server_env(tmp_path, **overrides)
@@ -202,6 +263,9 @@ class Cluster:
         return self
 
     def stop(self) -> None:
+        # Signal every node first, so their graceful shutdowns overlap.
+        for node in self.nodes:
+            node.kill(signal.SIGTERM)
         for node in self.nodes:
             node.stop()
 
@@ -209,11 +273,16 @@ class Cluster:
         return "\n".join(node.output() for node in self.nodes)
 
 
-def post_notification(base_url: str, user_ids: list[str], title: str,
-                      timeout: float = 5, **fields: Any) -> requests.Response:
+def post_notification(
+    base_url: str, user_ids: list[str], title: str, timeout: float = 5, **fields: Any
+) -> requests.Response:
     body = {"user_ids": user_ids, "type": "test", "title": title, **fields}
-    return requests.post(f"{base_url}/api/notifications", json=body, timeout=timeout,
-                         headers={"Authorization": f"Bearer {API_KEY}"})
+    return requests.post(
+        f"{base_url}/api/notifications",
+        json=body,
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
 
 
 def _allow_long_replays() -> None:
@@ -228,8 +297,9 @@ class Recorder:
     """A python-socketio client that records every notification; it reconnects by
     itself and then asks for what it missed with ``last_id``."""
 
-    def __init__(self, user_id: str, transports: list[str] | None = None,
-                 reconnection: bool = True) -> None:
+    def __init__(
+        self, user_id: str, transports: list[str] | None = None, reconnection: bool = True
+    ) -> None:
         import socketio
 
         _allow_long_replays()
@@ -244,10 +314,14 @@ class Recorder:
         self.synced = threading.Event()
         self.last_id: int | None = None
         self._lock = threading.Lock()
-        self.sio = socketio.Client(reconnection=reconnection, reconnection_delay=0.2,
-                                   reconnection_delay_max=1, randomization_factor=0.2,
-                                   # websocket-client adds an Origin of its own beside ours
-                                   websocket_extra_options={"suppress_origin": True})
+        self.sio = socketio.Client(
+            reconnection=reconnection,
+            reconnection_delay=0.2,
+            reconnection_delay_max=1,
+            randomization_factor=0.2,
+            # websocket-client adds an Origin of its own beside ours
+            websocket_extra_options={"suppress_origin": True},
+        )
         self.sio.on("auth_success", self._on_welcome)
         self.sio.on("notification", self._on_notification)
         self.sio.on("sync_complete", self._on_sync)
@@ -281,8 +355,11 @@ class Recorder:
         self.disconnected_at.append(time.monotonic())
 
     def connect(self, url: str, timeout: float = 10) -> Recorder:
-        kwargs: dict[str, Any] = {"headers": {"Origin": ORIGIN}, "auth": self._auth,
-                                  "wait_timeout": timeout}
+        kwargs: dict[str, Any] = {
+            "headers": {"Origin": ORIGIN},
+            "auth": self._auth,
+            "wait_timeout": timeout,
+        }
         if self.transports:
             kwargs["transports"] = self.transports
         # Start the cursor at 0 so even the first connection replays (idempotent).
