@@ -256,3 +256,20 @@ def test_refusal_codes_for_caps():
     with pytest.raises(ConnectionRefusedError) as excinfo:
         limits.check_connect(env)
     assert excinfo.value.error_args["data"] == {"code": "too_many_attempts"}
+
+
+def test_engineio_handshakes_per_ip_are_capped(tmp_path):
+    """Sessions that never send a Socket.IO CONNECT: twice the connect budget."""
+    app = build_app(tmp_path, CONNECT_RATE_PER_IP="2")
+    client = app.test_client()
+
+    def handshake(ip):
+        return client.get("/socket.io/?EIO=4&transport=polling", headers={"Origin": ORIGIN},
+                          environ_base={"REMOTE_ADDR": ip})
+
+    assert [handshake("10.7.7.7").status_code for _ in range(4)] == [200] * 4
+    refused = handshake("10.7.7.7")
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "rate_limited"
+    assert refused.headers["Retry-After"] == "60"
+    assert handshake("10.7.7.8").status_code == 200

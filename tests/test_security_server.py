@@ -58,13 +58,19 @@ def server(request, tmp_path_factory):
     proc.stop()
 
 
-_ips = iter(range(1, 250))
+_ips = iter(range(1, 250 * 250))
 
 
 def new_ip() -> str:
     """A client address of its own per test, passed through the trusted proxy hop,
     so the per-address limits of one test never spill into another."""
-    return f"198.51.100.{next(_ips)}"
+    n = next(_ips)
+    return f"10.99.{n // 250}.{n % 250 + 1}"
+
+
+def fresh() -> dict[str, str]:
+    """Headers for a raw Engine.IO request from an address of its own."""
+    return {"Origin": ORIGIN, "X-Forwarded-For": new_ip()}
 
 
 def no_traceback(text: str) -> None:
@@ -83,7 +89,7 @@ def test_security_headers_and_no_server_version(server):
         requests.get(server.url + "/healthz", timeout=5),
         requests.get(server.url + "/api/notifications", timeout=5),  # 401
         requests.get(server.url + "/nope", timeout=5),  # 404
-        requests.get(eio, headers={"Origin": ORIGIN}, timeout=5),  # Engine.IO handshake
+        requests.get(eio, headers=fresh(), timeout=5),  # Engine.IO handshake
         requests.get(eio + "&sid=unknown", headers={"Origin": ORIGIN}, timeout=5),  # 400
     ]
     for response in responses:
@@ -195,6 +201,14 @@ def test_an_event_flood_is_acked_then_disconnected(server):
 
 # ---------------------------------------------------------------- raw Engine.IO
 
+
+def test_engineio_handshake_flood_gets_429(server):
+    """Bare Engine.IO sessions (no Socket.IO connect): twice CONNECT_RATE_PER_IP."""
+    headers = fresh()
+    codes = [requests.get(eio_url(server), headers=headers, timeout=5).status_code
+             for _ in range(9)]
+    assert codes == [200] * 8 + [429]
+
 def eio_url(server, **params) -> str:
     query = "&".join(f"{k}={v}" for k, v in {"EIO": "4", "transport": "polling",
                                                **params}.items())
@@ -202,7 +216,7 @@ def eio_url(server, **params) -> str:
 
 
 def handshake(server) -> str:
-    response = requests.get(eio_url(server), headers={"Origin": ORIGIN}, timeout=5)
+    response = requests.get(eio_url(server), headers=fresh(), timeout=5)
     assert response.status_code == 200
     return json.loads(response.text[1:])["sid"]
 
@@ -238,7 +252,7 @@ def test_odd_but_well_framed_packets_are_survived(server, body):
     {"sid": "x" * 5000}, {"j": "abc"},
 ])
 def test_bad_handshakes_are_400(server, params):
-    response = requests.get(eio_url(server, **params), headers={"Origin": ORIGIN}, timeout=5)
+    response = requests.get(eio_url(server, **params), headers=fresh(), timeout=5)
     assert response.status_code == 400
     no_traceback(response.text)
 
@@ -288,7 +302,8 @@ def test_a_second_websocket_for_one_session_is_refused(server):
 
 @pytest.mark.parametrize("frame", ["garbage", "4{bad", "9", "42[", "x" * 5000])
 def test_invalid_websocket_frames_close_the_socket(server, frame):
-    ws = websocket.create_connection(ws_url(server), origin=ORIGIN, timeout=5)
+    ws = websocket.create_connection(ws_url(server), origin=ORIGIN, timeout=5,
+                                     header=[f"X-Forwarded-For: {new_ip()}"])
     try:
         assert ws.recv().startswith("0{")
         ws.send(frame)
@@ -314,7 +329,8 @@ def test_invalid_websocket_frames_close_the_socket(server, frame):
 
 
 def test_binary_junk_over_websocket(server):
-    ws = websocket.create_connection(ws_url(server), origin=ORIGIN, timeout=5)
+    ws = websocket.create_connection(ws_url(server), origin=ORIGIN, timeout=5,
+                                     header=[f"X-Forwarded-For: {new_ip()}"])
     try:
         ws.recv()
         ws.send_binary(b"\x00\xff\xfe" * 10)
@@ -362,7 +378,7 @@ def exercise(server) -> list[str]:
                        headers={"X-Forwarded-For": new_ip()}).disconnect()
     expired = mint("late", ttl=-600)
     refused(server, {"token": expired}, new_ip(), transports=("polling",))
-    raw = requests.get(eio_url(server, token=by_query), headers={"Origin": ORIGIN}, timeout=5)
+    raw = requests.get(eio_url(server, token=by_query), headers=fresh(), timeout=5)
     sid = json.loads(raw.text[1:])["sid"]
     requests.post(eio_url(server, sid=sid, token=by_query),
                   data="40" + json.dumps({"token": by_auth}), headers={"Origin": ORIGIN},
@@ -370,7 +386,7 @@ def exercise(server) -> list[str]:
     requests.get(eio_url(server, sid=sid, token=by_query), headers={"Origin": ORIGIN},
                  timeout=5)
     ws = websocket.create_connection(ws_url(server) + f"&token={by_query}", origin=ORIGIN,
-                                     timeout=5)
+                                     timeout=5, header=[f"X-Forwarded-For: {new_ip()}"])
     ws.recv()
     ws.send("garbage")  # makes gunicorn log "Error handling request <uri>"
     ws.close()

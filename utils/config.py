@@ -51,7 +51,7 @@ Security (see SECURITY.md):
     RATE_LIMIT_API_KEY      limit per producer API key (default "6000/minute"); 0 off.
     RATE_LIMIT_STORAGE_URL  limits' storage; default REDIS_URL when set, else memory://.
     CONNECT_RATE_PER_IP     Socket.IO connection attempts per client IP per minute
-                            (default 300); 0 turns it off.
+                            (default 300; new Engine.IO sessions: twice that); 0 off.
     MAX_SOCKETS_PER_USER    concurrent sockets one user may hold, per process (default
                             20); 0 turns it off.
     SOCKET_EVENT_RATE       events per second a socket may send, sustained (default 5).

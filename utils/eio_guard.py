@@ -15,6 +15,9 @@ What it stops, found by sending raw Engine.IO (tests/test_security_server.py):
   the reference server answers the overlap with 400 (socketio/engine.io#363).
 - A second WebSocket for a session still upgrading is accepted too, so two
   transports feed one session. The guard refuses the second with 400.
+- New Engine.IO sessions are not limited by Engine.IO at all, and one that never
+  sends a Socket.IO CONNECT lives as long as it answers pings; the guard caps
+  handshakes per client address (twice CONNECT_RATE_PER_IP a minute) with a 429.
 - A WebSocket frame that is not an Engine.IO packet (``garbage``) raises out of
   python-engineio's WebSocket handler after the 101, and gunicorn writes an HTTP 500
   page into the WebSocket stream. The guard closes the connection instead.
@@ -38,10 +41,11 @@ SEPARATOR = "\x1e"
 log = logging.getLogger(__name__)
 
 
-def _refuse(start_response: Callable, status: str, code: str, message: str) -> list[bytes]:
+def _refuse(start_response: Callable, status: str, code: str, message: str,
+            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body)))])
+                            ("Content-Length", str(len(body))), *(headers or [])])
     return [body]
 
 
@@ -78,10 +82,12 @@ def _end_taken_over_connection(environ: dict[str, Any]) -> Iterable[bytes] | Non
 class EngineIOGuard:
     """Validates polling POST bodies and refuses overlapping polls and WebSockets."""
 
-    def __init__(self, app: Callable, max_buffer: int, path: str = "/socket.io") -> None:
+    def __init__(self, app: Callable, max_buffer: int, path: str = "/socket.io",
+                 allow_handshake: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.app = app
         self.max_buffer = max_buffer
         self.path = path
+        self.allow_handshake = allow_handshake
         self._busy: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -96,6 +102,11 @@ class EngineIOGuard:
         sid = (query.get("sid") or [None])[0]
         method = environ.get("REQUEST_METHOD")
         upgrade = str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket"
+        if sid is None and method == "GET" and self.allow_handshake is not None \
+                and not self.allow_handshake(environ):
+            return _refuse(start_response, "429 Too Many Requests", "rate_limited",
+                           "too many new connections from this address; retry later",
+                           [("Retry-After", "60")])
         if method == "GET" and upgrade:
             return self._websocket(sid, environ, start_response)
         if sid is None:

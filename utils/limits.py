@@ -169,6 +169,8 @@ class SocketLimits:
         self._lock = threading.Lock()
         self._connect_limit = (parse_limit(f"{settings.connect_rate_per_ip}/minute")
                                if settings.connect_rate_per_ip else None)
+        self._handshake_limit = (parse_limit(f"{2 * settings.connect_rate_per_ip}/minute")
+                                 if settings.connect_rate_per_ip else None)
         self._window = None
         if self._connect_limit is not None:
             storage = storage_from_string(settings.rate_limit_storage_url)
@@ -186,6 +188,18 @@ class SocketLimits:
             return
         if not allowed:
             raise ConnectionRefusedError("rate_limited", {"code": "too_many_attempts"})
+
+    def allow_handshake(self, environ: Mapping[str, Any]) -> bool:
+        """Engine.IO handshakes (a session without a Socket.IO connect yet) per client
+        address per minute: twice the connect budget, so only abuse reaches it."""
+        if self._window is None:
+            return True
+        ip = client_ip(environ, self.settings.trusted_proxies)
+        try:
+            return self._window.hit(self._handshake_limit, "notif-handshake", ip)
+        except Exception:
+            log.warning("connection-rate storage unavailable; not limiting")
+            return True
 
     def check_user_cap(self, current: int) -> None:
         """Refuses a user's socket beyond MAX_SOCKETS_PER_USER (``current`` open)."""

@@ -88,7 +88,8 @@ def register_security(app: Flask, settings: Settings) -> None:
     from utils.limits import register_limits, register_socket_limits
 
     register_limits(app, settings)
-    register_socket_limits(app, settings)
-    app.wsgi_app = EngineIOGuard(app.wsgi_app, settings.max_http_buffer_size)
+    socket_limits = register_socket_limits(app, settings)
+    app.wsgi_app = EngineIOGuard(app.wsgi_app, settings.max_http_buffer_size,
+                                 allow_handshake=socket_limits.allow_handshake)
     scripts = script_origin(getattr(settings, "socketio_client_url", None))
     app.wsgi_app = SecurityHeaders(app.wsgi_app, settings.is_production, scripts)
