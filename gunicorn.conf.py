@@ -15,14 +15,18 @@ worker_connections = 20000
 
 def post_worker_init(worker) -> None:
     """In each worker, once the app is loaded: the GC settings for many sockets
-    (utils/gctune.py), and GC pause recording when GC_PAUSE_LOG is set (the
-    benchmark's probe; nothing is installed otherwise). SIGTERM closes the
-    worker's sockets so clients reconnect to other nodes (utils/drain.py)."""
+    (utils/gctune.py), one task for every socket's pings (utils/pinger.py), and GC
+    pause recording when GC_PAUSE_LOG is set (the benchmark's probe; nothing is
+    installed otherwise). SIGTERM closes the worker's sockets so clients reconnect
+    to other nodes (utils/drain.py)."""
     from utils.drain import drain_on_sigterm
+    from utils.extensions import socketio
     from utils.gcpauses import install_from_env
     from utils.gctune import tune_after_start
+    from utils.pinger import install as install_pinger
 
     tune_after_start()
+    install_pinger(socketio.start_background_task, socketio.sleep)
     install_from_env()
     drain_on_sigterm(worker)
 

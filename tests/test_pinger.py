@@ -1,0 +1,91 @@
+"""One task sends every socket's Engine.IO pings (utils/pinger.py): unit rules with a
+fake clock, and a real gunicorn worker whose websocket client is pinged on time."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+import jwt
+import pytest
+import websocket
+
+from tests.conftest import ORIGIN
+from tests.support.servers import gunicorn, migrate, server_env
+from utils.pinger import Pinger
+
+
+class FakeSocket:
+    def __init__(self, interval: float = 25) -> None:
+        self.server = SimpleNamespace(ping_interval=interval)
+        self.last_ping = 1.0  # engineio sets it at creation: the first ping may be scheduled
+        self.closing = self.closed = False
+        self.sent: list = []
+
+    def send(self, pkt) -> None:
+        self.sent.append(pkt.encode())
+
+
+def test_a_ping_goes_out_when_due_and_not_before():
+    now = [100.0]
+    pinger = Pinger(clock=lambda: now[0])
+    sock = FakeSocket(interval=25)
+    pinger.schedule(sock)
+    now[0] = 124.9
+    assert pinger.send_due() == 0 and sock.sent == []
+    now[0] = 125.0
+    assert pinger.send_due() == 1 and sock.sent == ["2"]
+    assert sock.last_ping and len(pinger) == 0
+
+
+def test_no_second_ping_is_scheduled_before_the_pong():
+    now = [0.0]
+    pinger = Pinger(clock=lambda: now[0])
+    sock = FakeSocket(interval=1)
+    pinger.schedule(sock)
+    now[0] = 1
+    pinger.send_due()
+    sock.last_ping = None  # as if a PONG rescheduled already
+    pinger.schedule(sock)
+    assert len(pinger) == 0
+
+
+def test_a_closed_socket_is_dropped_without_a_ping():
+    now = [0.0]
+    pinger = Pinger(clock=lambda: now[0])
+    sock = FakeSocket(interval=1)
+    pinger.schedule(sock)
+    sock.closed = True
+    now[0] = 2
+    assert pinger.send_due() == 1
+    assert sock.sent == [] and len(pinger) == 0
+
+
+@pytest.mark.server
+def test_a_gunicorn_worker_pings_a_websocket_client_every_interval(tmp_path):
+    env = server_env(tmp_path, PING_INTERVAL="1", PING_TIMEOUT="5")
+    migrate(env)
+    server = gunicorn(tmp_path, env).start()
+    try:
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+            origin=ORIGIN, timeout=5)
+        try:
+            assert json.loads(ws.recv()[1:])["pingInterval"] == 1000
+            token = jwt.encode({"sub": "pinged", "exp": int(time.time()) + 600},
+                               env["JWT_SECRET_KEY"], algorithm="HS256")
+            ws.send("40" + json.dumps({"token": token}))
+            pings, started = [], time.monotonic()
+            while len(pings) < 2 and time.monotonic() - started < 8:
+                msg = ws.recv()
+                if msg == "2":
+                    pings.append(time.monotonic() - started)
+                    ws.send("3")
+            # Due after 1 s, sent on the next 1 s tick: each within about 2 s.
+            assert len(pings) == 2, pings
+            assert pings[0] < 2.5 and pings[1] - pings[0] < 2.5, pings
+        finally:
+            ws.close()
+    finally:
+        server.stop()

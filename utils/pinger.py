@@ -1,0 +1,71 @@
+"""One background task sends every socket's Engine.IO pings.
+
+python-engineio starts a greenthread per socket for each ping: it sleeps
+``ping_interval`` and sends one PING. With 10k sockets that is 10k sleeping
+greenthreads, each with its own stack and hub timer. Here the sockets due for a
+ping wait in one dict and a single task sends the pings that are due, once a
+second.
+
+Only the sending moves. Engine.IO still detects a dead peer the way it always does
+(the writer's ``ping_interval + ping_timeout`` read timeout), and a socket that
+closes is dropped when its ping falls due. A ping goes out up to one tick late,
+well inside the client's ``pingInterval + pingTimeout`` allowance.
+
+Installed per gunicorn worker (gunicorn.conf.py, post_worker_init); tests on the
+threading test client and ``python app.py`` keep python-engineio's own pings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import engineio.socket
+from engineio import packet
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+
+
+class Pinger:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._due: dict[Any, float] = {}
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def schedule(self, sock: Any) -> None:
+        """Engine.IO's ``Socket.schedule_ping``: only after the last ping's PONG."""
+        if sock.last_ping:
+            sock.last_ping = None
+            self._due[sock] = self._clock() + sock.server.ping_interval
+
+    def send_due(self) -> int:
+        now = self._clock()
+        due = [sock for sock, at in self._due.items() if at <= now]
+        for sock in due:
+            del self._due[sock]
+            if sock.closing or sock.closed:
+                continue
+            sock.last_ping = time.time()
+            try:
+                sock.send(packet.Packet(packet.PING))
+            except Exception:
+                log.exception("could not send a ping")
+        return len(due)
+
+    def run(self, sleep: Callable[[float], None]) -> None:
+        while True:
+            sleep(TICK_SECONDS)
+            self.send_due()
+
+
+def install(start_task: Callable[..., Any], sleep: Callable[[float], None]) -> Pinger:
+    """Route every socket's ping through one ``Pinger`` and start its task."""
+    pinger = Pinger()
+    engineio.socket.Socket.schedule_ping = lambda sock: pinger.schedule(sock)
+    start_task(pinger.run, sleep)
+    return pinger
