@@ -8,11 +8,21 @@ development only, and production answers those routes with 404.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from flask import Blueprint, abort, current_app, g, jsonify, render_template, request, send_file
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+    send_file,
+)
 
 from utils.auth import require_user
 from utils.config import Settings

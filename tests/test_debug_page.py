@@ -47,7 +47,26 @@ def test_socketio_client_served_from_node_modules(client):
 def test_configured_client_url_wins(tmp_path):
     url = "https://cdn.example.com/socket.io-4.8.1.min.js"
     client = build_app(tmp_path, SOCKETIO_CLIENT_URL=url).test_client()
-    assert f'src="{url}"' in client.get("/debug").get_data(as_text=True)
+    response = client.get("/debug")
+    assert f'src="{url}"' in response.get_data(as_text=True)
+    # The server's CSP (utils/security.py) lets that one script origin in.
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self' https://cdn.example.com" in policy
+
+
+def test_default_page_keeps_the_servers_csp(client):
+    policy = client.get("/debug").headers["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "style-src 'self'" in policy
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "cdn.example.com/x.js",
+                                 'https://x.example/"><script>'])
+def test_bad_client_url_refuses_to_start(tmp_path, url):
+    from app import create_app
+    from utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="SOCKETIO_CLIENT_URL"):
+        create_app({"INSTANCE_PATH": str(tmp_path), "SOCKETIO_CLIENT_URL": url})
 
 
 def test_page_says_so_without_a_client(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ elsewhere those tests skip with the reason.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -6,7 +6,7 @@ goes to test-artifacts/."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -4,7 +4,8 @@ as the token's user and receives a notification posted through the API."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
