@@ -264,6 +264,14 @@ def meta(args: argparse.Namespace, sizes: list[int], notify_size: int) -> dict[s
     }
 
 
+def _loadavg() -> str:
+    """The machine's 1/5/15-minute load: other work running beside the bench."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -282,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     raise_nofile()
     ensure_node_deps()
+    load_before = _loadavg()
     data = run(args)
+    data["meta"]["loadavg_before_after"] = [load_before, _loadavg()]
     data["summary"] = report.summarize(data)
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

@@ -148,7 +148,10 @@ def conditions(data: dict[str, Any]) -> str:
             f" {mach['cpu']}, {mach['cores']} cores, Linux {mach['kernel']}, Python "
             f"{mach['python']}, Node {mach['node']}; {vers}. {m['reps']} repetitions, servers "
             f"interleaved; clients {'offer' if m['deflate_offered'] else 'do not offer'} "
-            f"permessage-deflate; product worker: {m['product_worker']}.")
+            f"permessage-deflate; product worker: {m['product_worker']}"
+            f"{'; product env ' + ' '.join(m['product_env']) if m.get('product_env') else ''}."
+            f" Machine load average (1/5/15 min) before and after the run: "
+            f"{' / '.join(m.get('loadavg_before_after', ['?', '?']))}.")
 
 
 def write_docs(data: dict[str, Any], docs: Path) -> None:
@@ -176,6 +179,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     for name in names:
         mem.plot([int(x) for x in sizes], [s[name].get(f"kb_per_conn@{x}") for x in sizes],
                  marker="o", label=name)
+    mem.axhline(45, linestyle="--", color="grey", linewidth=1, label="target (45 KB)")
     mem.set(xlabel="connected sockets", ylabel="RSS per connection (KB)",
             title="Memory per connection")
     mem.set_ylim(bottom=0)
