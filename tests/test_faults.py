@@ -300,6 +300,9 @@ def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_
         assert all(c.connects >= 2 for c in moved)
         assert "reconnect elsewhere" in leaving.output()
         leaving.proc.wait(15)
+        # Its connections ended, the worker had nothing left to wait for.
+        exited = time.monotonic() - started
+        assert exited < 5, f"the node took {exited:.1f}s, its whole graceful timeout"
         # They are on the survivor now, and get what is produced there.
         response = post_notification(staying.url, users, "after the drain")
         assert response.status_code == 201
