@@ -211,6 +211,31 @@ def result(out: subprocess.CompletedProcess) -> list[str]:
     return lines[-1].split()[1:] if lines else [out.stdout, out.stderr]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "rediss://default:pw@redis.example.com:6380/0",
+        "REDISS://host:6380",
+        "unix:///run/redis.sock",
+    ],
+)
+def test_config_accepts_redis_and_rediss_urls(tmp_path, url):
+    from utils.config import load_settings
+
+    assert load_settings({"REDIS_URL": url}, tmp_path).redis_url == url
+
+
+@pytest.mark.parametrize("url", ["http://redis:6379", "s3cr3t-password", "redis:6379"])
+def test_config_refuses_other_redis_urls_without_echoing_them(tmp_path, url):
+    from utils.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings({"REDIS_URL": url}, tmp_path)
+    assert "REDIS_URL must start with redis://" in str(excinfo.value)
+    assert url not in str(excinfo.value)
+
+
 def test_flask_notify_in_another_process_reaches_running_servers(two_nodes, recorders):
     a, b = two_nodes.nodes
     name = user()

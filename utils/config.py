@@ -253,6 +253,19 @@ def _client_url(env: Mapping[str, str]) -> str | None:
     return url
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    """The message queue's URL; rediss:// is Redis over TLS (redis-py reads TLS
+    options such as ssl_ca_certs from the query string)."""
+    url = (env.get("REDIS_URL") or "").strip()
+    if url and not url.lower().startswith(REDIS_SCHEMES):
+        # The value may hold a password: name the rule, not the value.
+        raise ConfigError(f"REDIS_URL must start with {', '.join(REDIS_SCHEMES)}")
+    return url or None
+
+
 def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
     url = (env.get("DATABASE_URL") or "").strip()
     if not url:
@@ -329,7 +342,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         jwt_leeway=_int(env, "JWT_LEEWAY", 10, 0, MAX_LEEWAY_SECONDS),
         frontend_urls=_frontend_urls(env, production),
         database_url=_database_url(env, instance_path),
-        redis_url=(env.get("REDIS_URL") or "").strip() or None,
+        redis_url=_redis_url(env),
         notify_api_key=api_key,
         async_mode=async_mode,
         ping_interval=_int(env, "PING_INTERVAL", 25, 1, 3600),
