@@ -135,3 +135,23 @@ def test_expired_token_at_connect_is_renewed_once(page, server):
     assert len(events(page, "client:auth_success")) == 1
     assert page.run("return window.harness.tokenRequests;") == [{"expired": False},
                                                                   {"expired": True}]
+
+
+def test_more_than_one_replay_is_paged_with_sync(page, server, page_origin):
+    user = new_user(page, "paged")
+    key = f"last_id:{user}"
+    start_reference(page, server, user, key)
+    first = server.notify(user, "before")
+    wait_event(page, "client:notification", match={"id": first})
+
+    page.get("about:blank")
+    missed = [server.notify(user, f"missed {i}") for i in range(105)]  # replay caps at 100
+
+    open_page(page, page_origin)
+    start_reference(page, server, user, key)
+    assert events(page, "client:sync_complete")[0]["data"]["has_more"] is True
+    wait_event(page, "client:notification", count=105, timeout=20)
+    live = server.notify(user, "after")
+    wait_event(page, "client:notification", match={"id": live})
+    assert delivered(page) == [*missed, live]
+    assert stored_last_id(page, key) == live
