@@ -13,6 +13,20 @@ graceful_timeout = 20
 worker_connections = 20000
 
 
+def _raise_open_file_limit() -> None:
+    """Each socket is a descriptor, and many containers start processes with a soft
+    limit of 1024: raise it to the hard limit, for the master and so its workers."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+_raise_open_file_limit()
+
+
 def post_worker_init(worker) -> None:
     """In each worker, once the app is loaded: the GC settings for many sockets
     (utils/gctune.py), one task for every socket's pings (utils/pinger.py), and GC
