@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true", help="write the table into "
                    "docs/BENCHMARKS.md and the plot to docs/bench.png (default for full runs)")
     p.add_argument("--no-docs", action="store_true", help="never touch docs/")
+    p.add_argument("--docs-block", default="table", help="which generated block of "
+                   "docs/BENCHMARKS.md to replace (e.g. 'gevent' for --async-mode gevent)")
     p.add_argument("--profile", action="store_true", help="py-spy record the product worker "
                    "during each scenario (collapsed stacks beside the JSON)")
     p.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.markdown_table(data))
     print(f"[bench] results: {out}", file=sys.stderr)
     if (args.write_docs or not args.quick) and not args.no_docs:
-        report.write_docs(data, ROOT / "docs")
+        report.write_docs(data, ROOT / "docs", args.docs_block)
     return 0 if report.lossless(data) else 1
 
 

@@ -6,7 +6,6 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-START, END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
 PLOT = "bench.png"
 
 
@@ -154,16 +153,20 @@ def conditions(data: dict[str, Any]) -> str:
             f"{' / '.join(m.get('loadavg_before_after', ['?', '?']))}.")
 
 
-def write_docs(data: dict[str, Any], docs: Path) -> None:
-    """Replace the generated block of docs/BENCHMARKS.md and redraw the plot."""
+def write_docs(data: dict[str, Any], docs: Path, block_name: str = "table") -> None:
+    """Replace one generated block of docs/BENCHMARKS.md and redraw its plot."""
+    start, end = f"<!-- bench:{block_name}:start -->", f"<!-- bench:{block_name}:end -->"
+    image = PLOT if block_name == "table" else f"bench-{block_name}.png"
     docs.mkdir(exist_ok=True)
-    plot(data, docs / PLOT)
-    block = "\n".join([START, "", conditions(data), "", markdown_table(data), "",
-                       f"![latency and memory per connection]({PLOT})", "", END])
+    plot(data, docs / image)
+    block = "\n".join([start, "", conditions(data), "", markdown_table(data), "",
+                       f"![latency and memory per connection]({image})", "", end])
     path = docs / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start not in text:
+        text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
     path.write_text(head + block + tail)
 
 
