@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="N=200, one repetition (CI)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma list of " + "/".join(SERVERS))
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help="comma list of " + "/".join(SERVERS))
     p.add_argument("--sizes", default="1000,5000,10000", help="connect sizes; the middle one "
                    "(or the only one) also runs the notify scenarios")
     p.add_argument("--notify-at", type=int, default=None, help="connected sockets during "
@@ -256,7 +257,8 @@ def meta(args: argparse.Namespace, sizes: list[int], notify_size: int) -> dict[s
         "label": args.label, "quick": args.quick, "reps": args.reps, "sizes": sizes,
         "notify_size": notify_size, "rate": args.rate, "seconds": args.seconds,
         "batch": args.batch, "batch_repeat": args.batch_repeat, "fanout": args.fanout,
-        "deflate_offered": not args.no_deflate, "product_env": args.product_env, "product_worker": args.async_mode,
+        "deflate_offered": not args.no_deflate, "product_env": args.product_env,
+        "product_worker": args.async_mode,
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version(), "node": version(["node", "--version"])},
         "versions": {p: pkg(p) for p in ("Flask-SocketIO", "python-socketio", "python-engineio",

@@ -44,7 +44,7 @@ def metrics(data: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
     m["targeted_max_ms"] = lambda r: r[mid]["targeted"]["max_ms"]
     m["targeted_lost"] = lambda r: r[mid]["targeted"]["lost"]
     m["targeted_duplicates"] = lambda r: r[mid]["targeted"]["duplicates"]
-    m["single_cpu_us"] = lambda r: 1e6 * r[mid]["targeted"]["cpu_s"] / r[mid]["targeted"]["received"]
+    m["single_cpu_us"] = lambda r: _batch_cpu_us([r[mid]["targeted"]])
     m["batch_all_received_ms"] = lambda r: _median([b["all_received_ms"] for b in r[mid]["batch"]])
     m["batch_cpu_us"] = lambda r: _batch_cpu_us(r[mid]["batch"])
     m["batch_lost"] = lambda r: sum(b["lost"] for b in r[mid]["batch"])
