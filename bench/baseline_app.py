@@ -11,7 +11,7 @@ user's room. This is what the product is compared against, so it stays stock.
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -42,7 +42,7 @@ def healthz():
 def create_notifications():
     body = request.get_json(silent=True) or {}
     users = body.get("user_ids") or [body.get("user_id")]
-    created_at = datetime.now(timezone.utc).isoformat()
+    created_at = datetime.now(UTC).isoformat()
     out = []
     for user in users:
         payload = {"id": next(_ids), "type": body.get("type"), "title": body.get("title"),

@@ -19,7 +19,8 @@ import os
 import signal
 import time
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ENV_VAR = "GC_PAUSE_LOG"
 NOTABLE_SECONDS = 0.001

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 ENV_VAR = "GC_TUNING"
 THRESHOLDS = (20_000, 5, 100)
