@@ -205,6 +205,29 @@ def test_two_nodes_on_a_tls_redis_over_rediss(tmp_path, recorders):
         redis.stop()
 
 
+def test_an_ipv6_redis_url_works_under_eventlet(tmp_path, recorders):
+    """Railway's private network is IPv6: the queue must reach Redis over it."""
+    import socket
+
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    try:
+        socket.create_connection(("::1", REDIS_PORT), timeout=0.5).close()
+    except OSError:
+        pytest.skip("the shared Redis does not listen on [::1]")
+    cluster = Cluster(tmp_path, f"redis://[::1]:{REDIS_PORT}/0", n=2).start()
+    try:
+        a, b = cluster.nodes
+        name = user()
+        on_b = recorders(name, transports=["websocket"]).connect(b.url)
+        assert requests.get(a.url + "/readyz", timeout=5).json()["message_queue"] == "ok"
+        response = post_notification(a.url, [name], "over IPv6")
+        assert response.status_code == 201
+        sent = [response.json()["notifications"][0]["id"]]
+        assert wait_for(lambda: on_b.ids == sent, 10), on_b.ids
+    finally:
+        cluster.stop()
+
+
 def result(out: subprocess.CompletedProcess) -> list[str]:
     """The words of the child's ``RESULT ...`` line (its log lines share stdout)."""
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
