@@ -176,6 +176,12 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, ma
         assert len(ack["notifications"]) == 1 + len(during) // len(users)
         # Nothing live during the outage: the replay after it brings those.
         assert all(len(c.ids) == 1 for c in clients)
+        # A socket connecting meanwhile still gets its replay from the database.
+        newcomer = Recorder(users[0], transports=["websocket"])
+        made.append(newcomer)
+        newcomer.connect(a.url)
+        assert sorted(newcomer.ids) == stored_ids(a.url, users[0])
+        clients.append(newcomer)
 
         redis = private_redis(tmp_path, port=redis.port).start()
         # Back: each node resubscribes and closes its transports; clients come

@@ -119,6 +119,11 @@ class GuardedRedisManager(socketio.RedisManager, GuardedManager):
         if kwargs.get("ignore_queue") or callback is not None or event != NOTIFICATION_EVENT:
             return super().emit(event, data, namespace=namespace, room=room,
                                 skip_sid=skip_sid, callback=callback, **kwargs)
+        if room in self.rooms.get(namespace or "/", {}).get(None, {}):
+            # A socket of this process (a replay's own send): no other process has
+            # it, so it goes straight out, Redis or not.
+            return super().emit(event, data, namespace=namespace, room=room,
+                                skip_sid=skip_sid, ignore_queue=True)
         # The message python-socketio's other processes expect (PubSubManager.emit),
         # published first: local sockets only get what the others can get too.
         message = {"method": "emit", "event": event, "data": [data], "binary": False,
