@@ -93,19 +93,28 @@ class Producer(threading.Thread):
             time.sleep(1 / self.rate)
 
 
-def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, made):
+TOPOLOGIES = {
+    # config, node environment, client transports
+    "sticky": ("haproxy-sticky.cfg", {}, [["websocket"], ["polling"], None]),
+    "websocket-only": (
+        "haproxy-websocket.cfg",
+        {"SOCKETIO_TRANSPORTS": "websocket"},
+        [["websocket"], ["websocket"]],
+    ),
+}
+
+
+@pytest.mark.parametrize("topology", list(TOPOLOGIES))
+def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, made, topology):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, SHARED_REDIS, n=2).start()
-    proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    config, env, transports = TOPOLOGIES[topology]
+    cluster = Cluster(tmp_path, SHARED_REDIS, n=2, **env).start()
+    proxy = HAProxy(tmp_path, config, cluster.nodes).start()
     producer = None
     try:
         prefix = uuid.uuid4().hex[:8]
         users = [f"kill-{prefix}-{i}" for i in range(4)]
-        clients = (
-            connect(made, proxy.url, users, ["websocket"])
-            + connect(made, proxy.url, users, ["polling"])
-            + connect(made, proxy.url, users, None)
-        )
+        clients = [c for t in transports for c in connect(made, proxy.url, users, t)]
         producer = Producer(proxy.url, users)
         producer.start()
         time.sleep(2)
