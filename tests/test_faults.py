@@ -109,9 +109,10 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, m
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     config, env, transports = TOPOLOGIES[topology]
     cluster = Cluster(tmp_path, SHARED_REDIS, n=2, **env).start()
-    proxy = HAProxy(tmp_path, config, cluster.nodes).start()
+    proxy = None
     producer = None
     try:
+        proxy = HAProxy(tmp_path, config, cluster.nodes).start()
         prefix = uuid.uuid4().hex[:8]
         users = [f"kill-{prefix}-{i}" for i in range(4)]
         clients = [c for t in transports for c in connect(made, proxy.url, users, t)]
@@ -150,14 +151,16 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, m
     finally:
         if producer:
             producer.halt.set()
-        proxy.stop()
+        if proxy:
+            proxy.stop()
         cluster.stop()
 
 
 def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, made):
     redis = private_redis(tmp_path).start()
-    cluster = Cluster(tmp_path, f"redis://127.0.0.1:{redis.port}/0", n=2).start()
+    cluster = None
     try:
+        cluster = Cluster(tmp_path, f"redis://127.0.0.1:{redis.port}/0", n=2).start()
         a, b = cluster.nodes
         pids = [a.pid, b.pid]
         users = [f"redis-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
@@ -211,7 +214,8 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, ma
         assert [a.pid, b.pid] == pids and a.proc.poll() is None and b.proc.poll() is None
         assert requests.get(a.url + "/readyz", timeout=10).json()["message_queue"] == "ok"
     finally:
-        cluster.stop()
+        if cluster:
+            cluster.stop()
         redis.stop()
 
 
@@ -298,8 +302,9 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
 def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_path, made):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     cluster = Cluster(tmp_path, SHARED_REDIS, n=2).start()
-    proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    proxy = None
     try:
+        proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
         prefix = uuid.uuid4().hex[:8]
         users = [f"term-{prefix}-{i}" for i in range(4)]
         clients = (
@@ -334,5 +339,6 @@ def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_
             want = stored_ids(staying.url, client.user_id)
             assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 10)
     finally:
-        proxy.stop()
+        if proxy:
+            proxy.stop()
         cluster.stop()

@@ -187,8 +187,9 @@ def test_two_nodes_on_a_tls_redis_over_rediss(tmp_path, recorders):
     rediss:// URL carries the queue between nodes and readiness says ok."""
     redis, url = tls_redis(tmp_path)
     redis.start()
-    cluster = Cluster(tmp_path, url, n=2).start()
+    cluster = None
     try:
+        cluster = Cluster(tmp_path, url, n=2).start()
         a, b = cluster.nodes
         name = user()
         on_a = recorders(name).connect(a.url)
@@ -201,7 +202,8 @@ def test_two_nodes_on_a_tls_redis_over_rediss(tmp_path, recorders):
         for node in (a, b):
             assert requests.get(node.url + "/readyz", timeout=5).json()["message_queue"] == "ok"
     finally:
-        cluster.stop()
+        if cluster:
+            cluster.stop()
         redis.stop()
 
 

@@ -64,8 +64,9 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
         RATE_LIMIT_API_KEY="0",
         LOG_LEVEL="WARNING",
     ).start()
-    proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    proxy = None
     try:
+        proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
         prefix = uuid.uuid4().hex[:8]
         users = [f"soak-{prefix}-{i}" for i in range(SOCKETS)]
         config = {
@@ -107,5 +108,6 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
         assert "Invalid session" not in cluster.logs()
         assert all(v > 0 for v in figures["sessions_per_node"].values()), figures
     finally:
-        proxy.stop()
+        if proxy:
+            proxy.stop()
         cluster.stop()

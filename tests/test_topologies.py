@@ -81,8 +81,9 @@ def assert_no_broken_sessions(recorders: list[Recorder], cluster: Cluster) -> No
 def test_sticky_proxy_spreads_every_transport_and_loses_nothing(tmp_path, made):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     cluster = Cluster(tmp_path, REDIS_URL, n=3).start()
-    proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    proxy = None
     try:
+        proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
         prefix = uuid.uuid4().hex[:8]
         users = [f"sticky-{prefix}-{i}" for i in range(6)]
         # WebSocket-only first, so the proxy's open connections show their spread.
@@ -104,15 +105,17 @@ def test_sticky_proxy_spreads_every_transport_and_loses_nothing(tmp_path, made):
         # The proxy never answered 400 (what "Invalid session" is on the wire).
         assert bad_requests(proxy) == []
     finally:
-        proxy.stop()
+        if proxy:
+            proxy.stop()
         cluster.stop()
 
 
 def test_round_robin_proxy_with_websocket_only_nodes(tmp_path, made):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     cluster = Cluster(tmp_path, REDIS_URL, n=3, SOCKETIO_TRANSPORTS="websocket").start()
-    proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
+    proxy = None
     try:
+        proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
         prefix = uuid.uuid4().hex[:8]
         users = [f"rr-{prefix}-{i}" for i in range(6)]
         first = connect_all(made, proxy.url, users, ["websocket"])
@@ -124,7 +127,8 @@ def test_round_robin_proxy_with_websocket_only_nodes(tmp_path, made):
         assert_all_delivered_once(first + second, expected)
         assert_no_broken_sessions(first + second, cluster)
     finally:
-        proxy.stop()
+        if proxy:
+            proxy.stop()
         cluster.stop()
 
 
@@ -132,8 +136,9 @@ def test_round_robin_breaks_polling_which_is_why_it_needs_websocket_only(tmp_pat
     """The control: the same non-sticky proxy with polling left on does fail."""
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     cluster = Cluster(tmp_path, REDIS_URL, n=2).start()
-    proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
+    proxy = None
     try:
+        proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
         answers = []
         for _ in range(3):
             # An Engine.IO handshake, then the session's next two polls, each on a
@@ -157,5 +162,6 @@ def test_round_robin_breaks_polling_which_is_why_it_needs_websocket_only(tmp_pat
         assert any(code == 400 and "Invalid session" in text for code, text in answers), answers
         assert bad_requests(proxy) != []
     finally:
-        proxy.stop()
+        if proxy:
+            proxy.stop()
         cluster.stop()

@@ -256,10 +256,14 @@ class Cluster:
         self.nodes = [gunicorn(tmp_path, self.env, name=f"node{i}") for i in range(1, n + 1)]
 
     def start(self) -> Cluster:
-        for node in self.nodes:
-            node.start(wait=False)
-        for node in self.nodes:
-            node.wait_ready()
+        try:
+            for node in self.nodes:
+                node.start(wait=False)
+            for node in self.nodes:
+                node.wait_ready()
+        except BaseException:
+            self.stop()  # no node outlives a failed start
+            raise
         return self
 
     def stop(self) -> None:
