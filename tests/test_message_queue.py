@@ -84,8 +84,9 @@ def test_readyz_reports_the_message_queue_ok(two_nodes):
 def test_readyz_reports_a_closed_redis_port_as_error(tmp_path):
     env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     migrate(env)
-    server = gunicorn(tmp_path, env).start()
+    server = gunicorn(tmp_path, env)
     try:
+        server.start()
         response = requests.get(server.url + "/readyz", timeout=10)
         assert response.status_code == 503
         assert response.json()["message_queue"] == "error"
@@ -97,8 +98,9 @@ def test_readyz_reports_a_closed_redis_port_as_error(tmp_path):
 def test_readyz_says_disabled_without_redis(tmp_path):
     env = server_env(tmp_path)
     migrate(env)
-    server = gunicorn(tmp_path, env).start()
+    server = gunicorn(tmp_path, env)
     try:
+        server.start()
         response = requests.get(server.url + "/readyz", timeout=10)
         assert response.status_code == 200
         assert response.json()["message_queue"] == "disabled"
