@@ -124,6 +124,23 @@ def sio_client(app):
             test_client.disconnect()
 
 
+@pytest.fixture
+def clients():
+    """``clients(origin=...)``: real python-socketio clients (tests/support/clients.py),
+    each disconnected at teardown."""
+    from tests.support.clients import Recorder
+
+    made = []
+
+    def _make(**kwargs):
+        made.append(Recorder(**kwargs))
+        return made[-1]
+
+    yield _make
+    for recorder in made:
+        recorder.disconnect()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL database for this run, dropped at the end."""

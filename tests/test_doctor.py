@@ -21,6 +21,7 @@ import requests
 
 from tests.support.servers import (
     ROOT,
+    SERVER_API_KEY,
     VENV_BIN,
     ServerProcess,
     free_port,
@@ -34,7 +35,7 @@ from utils.doctor import main
 pytestmark = pytest.mark.server
 
 ALLOWED = "http://localhost:3000"  # server_env's FRONTEND_URLS
-API_KEY = "test-api-key-" + "a" * 30  # server_env's NOTIFY_API_KEY
+API_KEY = SERVER_API_KEY
 TIMEOUT = "3"
 
 

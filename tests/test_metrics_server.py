@@ -20,11 +20,18 @@ import requests
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.servers import free_port, gunicorn, migrate, server_env
+from tests.support.servers import (
+    SERVER_API_KEY,
+    SERVER_JWT_SECRET,
+    free_port,
+    gunicorn,
+    migrate,
+    server_env,
+)
 from tests.support.services import in_ci
 
-SECRET = "test-secret-" + "k" * 40  # server_env's JWT_SECRET_KEY
-API_KEY = "test-api-key-" + "a" * 30  # server_env's NOTIFY_API_KEY
+SECRET = SERVER_JWT_SECRET
+API_KEY = SERVER_API_KEY
 ORIGIN = "http://localhost:3000"
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,10 +10,8 @@ import pg8000.native
 import pytest
 import requests
 
-from tests.support.clients import Recorder
-from tests.support.servers import gunicorn, migrate, server_env
+from tests.support.servers import gunicorn, migrate, mint, notify, post, server_env
 from tests.support.services import PG_HOST, PG_PORT
-from tests.test_server import mint, notify, post
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
@@ -28,19 +26,6 @@ def pg_server(postgres_url, tmp_path_factory):
     proc.database = postgres_url.rsplit("/", 1)[1]
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def clients():
-    made: list[Recorder] = []
-
-    def _make(**kwargs) -> Recorder:
-        made.append(Recorder(**kwargs))
-        return made[-1]
-
-    yield _make
-    for recorder in made:
-        recorder.disconnect()
 
 
 def test_migrations_created_the_schema_on_postgres(pg_server):

@@ -7,29 +7,18 @@ import base64
 import os
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
 import requests
 import socketio
 
-from tests.support.clients import ORIGIN, Recorder
-from tests.support.servers import free_port, gunicorn, migrate, server_env
+from tests.support.clients import ORIGIN
+from tests.support.servers import SERVER_API_KEY as API_KEY
+from tests.support.servers import SERVER_JWT_SECRET as JWT_SECRET
+from tests.support.servers import free_port, gunicorn, migrate, mint, notify, post, server_env
 
 pytestmark = pytest.mark.server
-
-JWT_SECRET = "test-secret-" + "k" * 40
-API_KEY = "test-api-key-" + "a" * 30
-
-
-def mint(user_id: str, ttl: int = 3600) -> str:
-    import jwt
-
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl}, JWT_SECRET,
-                      algorithm="HS256")
-
 
 @pytest.fixture(scope="module", params=["eventlet", "gevent"])
 def server(request, tmp_path_factory):
@@ -42,31 +31,6 @@ def server(request, tmp_path_factory):
     proc.worker = worker
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def clients():
-    made: list[Recorder] = []
-
-    def _make(**kwargs) -> Recorder:
-        recorder = Recorder(**kwargs)
-        made.append(recorder)
-        return recorder
-
-    yield _make
-    for recorder in made:
-        recorder.disconnect()
-
-
-def post(server, body, key=API_KEY, **headers):
-    return requests.post(server.url + "/api/notifications", json=body, timeout=10,
-                         headers={"Authorization": f"Bearer {key}", **headers})
-
-
-def notify(server, user_id, **fields):
-    response = post(server, {"user_id": user_id, "type": "test", "title": "hi", **fields})
-    assert response.status_code == 201, response.text
-    return response.json()["notifications"][0]["id"]
 
 
 def test_healthz_reports_the_real_worker(server):

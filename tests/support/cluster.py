@@ -21,10 +21,19 @@ import jwt
 import pytest
 import requests
 
-from tests.support.servers import ROOT, ServerProcess, free_port, gunicorn, migrate, server_env
+from tests.support.servers import (
+    ROOT,
+    SERVER_API_KEY,
+    SERVER_JWT_SECRET,
+    ServerProcess,
+    free_port,
+    gunicorn,
+    migrate,
+    server_env,
+)
 
-SECRET = "test-secret-" + "k" * 40  # server_env's JWT_SECRET_KEY
-API_KEY = "test-api-key-" + "a" * 30  # server_env's NOTIFY_API_KEY
+SECRET = SERVER_JWT_SECRET
+API_KEY = SERVER_API_KEY
 ORIGIN = "http://localhost:3000"
 DEPLOY = ROOT / "deploy"
 

@@ -13,6 +13,9 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
+# The secrets every real test server runs with (server_env), for minting and posting.
+SERVER_JWT_SECRET = "test-secret-" + "k" * 40
+SERVER_API_KEY = "test-api-key-" + "a" * 30
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -99,8 +102,8 @@ def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     }
     env.update({
         "APP_ENV": "production",
-        "JWT_SECRET_KEY": "test-secret-" + "k" * 40,
-        "NOTIFY_API_KEY": "test-api-key-" + "a" * 30,
+        "JWT_SECRET_KEY": SERVER_JWT_SECRET,
+        "NOTIFY_API_KEY": SERVER_API_KEY,
         "FRONTEND_URLS": "http://localhost:3000",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}",
         "INSTANCE_PATH": str(tmp_path / "instance"),
@@ -125,3 +128,26 @@ def migrate(env: dict[str, str]) -> None:
     """``flask --app app db upgrade``, as Railway's preDeployCommand runs it."""
     subprocess.run([str(VENV_BIN / "flask"), "--app", "app", "db", "upgrade"], env=env,
                    cwd=ROOT, check=True, capture_output=True)
+
+
+def mint(user_id: str, ttl: int = 3600) -> str:
+    """A user token a server started with server_env accepts."""
+    import jwt
+
+    now = int(time.time())
+    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl}, SERVER_JWT_SECRET,
+                      algorithm="HS256")
+
+
+def post(server: ServerProcess, body: dict, key: str = SERVER_API_KEY,
+         **headers: str) -> requests.Response:
+    """POST /api/notifications as a producer."""
+    return requests.post(server.url + "/api/notifications", json=body, timeout=10,
+                         headers={"Authorization": f"Bearer {key}", **headers})
+
+
+def notify(server: ServerProcess, user_id: str, **fields) -> int:
+    """Store and deliver one notification; returns its id."""
+    response = post(server, {"user_id": user_id, "type": "test", "title": "hi", **fields})
+    assert response.status_code == 201, response.text
+    return response.json()["notifications"][0]["id"]
