@@ -20,8 +20,9 @@ if __name__ == "__main__":
 
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Mapping  # noqa: E402
+from typing import Any
 
 from flask import Flask  # noqa: E402
 
@@ -71,6 +72,10 @@ def register_logging(app: Flask, settings: Settings) -> None:
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
+    # Handlers must be declared before the first init_app: Flask-SocketIO keeps
+    # handlers declared before it for every server it builds, but binds later ones
+    # to the current server only, which a second app (every test) would lack.
+    import routes.events  # noqa: F401
     from utils.delivery import ReplayGuard, make_manager
     from utils.logs import socketio_loggers
     from utils.middleware import NoWebSocketCompression
@@ -78,11 +83,6 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     from utils.realtime import Realtime
     from utils.sessions import ExpirySweeper, SocketRegistry
     from utils.token import EXTENSION_KEY, TokenService
-
-    # Handlers must be declared before the first init_app: Flask-SocketIO keeps
-    # handlers declared before it for every server it builds, but binds later ones
-    # to the current server only, which a second app (every test) would lack.
-    import routes.events  # noqa: F401
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))

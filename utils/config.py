@@ -67,9 +67,9 @@ import ipaddress
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 ASYNC_MODES = ("eventlet", "gevent", "threading")
 TRANSPORT_CHOICES = ("polling", "websocket")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 # A JWT anywhere (header.payload.signature, base64url), a token= query value, a
 # Bearer credential, and any "token" key in JSON (Engine.IO packet logs).

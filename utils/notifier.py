@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -83,7 +84,7 @@ def notify_users(
         rows = store.insert_notifications(items)
         payloads = [row.to_dict() for row in rows]
         response = {"notifications": [{"id": p["id"], "user_id": u}
-                                      for p, u in zip(payloads, users)]}
+                                      for p, u in zip(payloads, users, strict=True)]}
         if idempotency_key:
             db.session.add(store.IdempotencyKey(
                 key=idempotency_key, fingerprint=request_fingerprint or "",
@@ -101,7 +102,7 @@ def notify_users(
     except Exception:
         db.session.rollback()
         raise
-    for user_id, payload in zip(users, payloads):
+    for user_id, payload in zip(users, payloads, strict=True):
         emit_notification(user_id, payload, started)
     return Delivery(response, replayed=False)
 

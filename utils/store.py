@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,7 +18,7 @@ PAGE_MAX = 100
 
 def utcnow() -> datetime:
     """Naive UTC: SQLite keeps no zone, so every database stores UTC without one."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -117,7 +118,7 @@ def insert_notifications(items: Sequence[NewNotification]) -> list[InsertedNotif
     statement = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
     ids = db.session.execute(statement, params).scalars().all()
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
-                                 item.data, now) for id_, item in zip(ids, items)]
+                                 item.data, now) for id_, item in zip(ids, items, strict=True)]
 
 
 def unread_count(user_id: str) -> int:
