@@ -122,10 +122,15 @@ def insert_notifications(items: Sequence[NewNotification]) -> list[InsertedNotif
 
 
 def unread_count(user_id: str) -> int:
-    query = sa.select(sa.func.count()).select_from(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None)
+    table = Notification.__table__
+    query = sa.select(sa.func.count()).select_from(table).where(
+        table.c.user_id == user_id, table.c.read_at.is_(None)
     )
-    return int(db.session.execute(query).scalar_one())
+    # Every socket connect runs this: on the session's connection (same transaction)
+    # it skips the ORM execute path and costs about half (docs/BENCHMARKS.md).
+    if db.session.new or db.session.dirty or db.session.deleted:
+        db.session.flush()  # what session.execute's autoflush would have done
+    return int(db.session.connection().execute(query).scalar_one())
 
 
 def after(user_id: str, after_id: int, limit: int) -> tuple[list[Notification], bool]:
