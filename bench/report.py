@@ -96,7 +96,8 @@ def targets(meta: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         ("single_cpu_us", "CPU per delivered, single notify, ratio to Node", "xnode", 2.5),
         ("fanout_all_received_ms", f"fan-out to {meta['fanout']}: all delivered (ms)", "<=", 400),
         (f"gc_max_pause_ms@{top}", f"GC max pause connecting {top} (ms)", "<=", 50),
-        (f"gc_forced_full_ms@{top}", f"one full GC pass with {top} connected (ms)", "<=", 50),
+        (f"gc_forced_full_ms@{top}", f"one forced full GC pass with {top} connected (ms); "
+         "not a target: what a full pass costs when one happens", "info", 0),
     ]
 
 
@@ -125,6 +126,8 @@ def markdown_table(data: dict[str, Any]) -> str:
         value = ratio if op == "xnode" else prod
         met = "n/a" if value is None else ("yes" if value <= limit else "**no**")
         limit_txt = f"≤ {limit:g}× Node" if op == "xnode" else f"≤ {limit:g}"
+        if op == "info":
+            met, limit_txt = "—", "—"
         cells = [_fmt(s[n].get(key)) for n in names]
         lines.append(f"| {desc} | {limit_txt} | " + " | ".join(cells)
                      + f" | {_fmt(ratio)} | {met} |")
