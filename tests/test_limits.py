@@ -65,6 +65,28 @@ def test_x_forwarded_for_is_ignored_without_trusted_proxies(limited):
     assert_rate_limited(unread(client, token, **{"X-Forwarded-For": "203.0.113.99"}))
 
 
+@pytest.mark.parametrize("forwarded, peer, expected", [
+    ("203.0.113.7", "10.0.0.1", "203.0.113.7"),
+    ("198.51.100.1, 203.0.113.7", "10.0.0.1", "203.0.113.7"),  # a spoofed first entry
+    ("", "10.0.0.1", "10.0.0.1"),  # the edge appended nothing: the peer stands
+])
+def test_a_hop_count_trusts_the_nearest_proxy_whatever_its_address(forwarded, peer, expected):
+    from utils.limits import client_ip
+
+    environ = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
+    assert client_ip(environ, (), hops=1) == expected
+    assert client_ip(environ, ()) == peer
+
+
+def test_trusted_proxies_hop_count_is_parsed(tmp_path):
+    from utils.config import ConfigError, load_settings
+
+    settings = load_settings({"TRUSTED_PROXIES": "1"}, tmp_path)
+    assert (settings.trusted_proxy_hops, settings.trusted_proxies) == (1, ())
+    with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
+        load_settings({"TRUSTED_PROXIES": "0"}, tmp_path)
+
+
 def test_x_forwarded_for_is_honoured_from_a_trusted_proxy(tmp_path):
     app = build_app(tmp_path, RATE_LIMIT_HTTP="2/minute", TRUSTED_PROXIES="10.0.0.0/8")
     client, token = app.test_client(), token_for(app)

@@ -58,7 +58,9 @@ Security (see SECURITY.md):
     SOCKET_EVENT_BURST      events a socket may send at once (default 20).
     SOCKET_FLOOD_LIMIT      refused events in a row that end the socket (default 50).
     TRUSTED_PROXIES         IPs or CIDRs of proxies whose X-Forwarded-For is believed
-                            (default none: the peer address is the client).
+                            (default none: the peer address is the client), or a bare
+                            number N: the nearest N proxies, whatever their addresses
+                            (TRUSTED_PROXIES=1 on Railway, whose edge appends the client).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class Settings:
     socket_event_burst: int = 20
     socket_flood_limit: int = 50
     trusted_proxies: tuple[str, ...] = ()
+    trusted_proxy_hops: int = 0
     generated: tuple[str, ...] = field(default=())
 
     @property
@@ -407,7 +410,19 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str | None:
     return raw
 
 
+def _proxy_hops(env: Mapping[str, str]) -> int:
+    raw = (env.get("TRUSTED_PROXIES") or "").strip()
+    if not raw.isdigit():
+        return 0
+    hops = int(raw)
+    if not 1 <= hops <= 10:
+        raise ConfigError(f"TRUSTED_PROXIES as a hop count must be 1 to 10, got {hops}")
+    return hops
+
+
 def _networks(env: Mapping[str, str]) -> tuple[str, ...]:
+    if (env.get("TRUSTED_PROXIES") or "").strip().isdigit():
+        return ()  # a hop count, parsed by _proxy_hops
     nets = []
     for item in _split(env.get("TRUSTED_PROXIES")):
         try:
@@ -448,6 +463,7 @@ def _limit_settings(env: Mapping[str, str]) -> dict[str, object]:
         "socket_event_burst": _int(env, "SOCKET_EVENT_BURST", 20, 1, 100_000),
         "socket_flood_limit": _int(env, "SOCKET_FLOOD_LIMIT", 50, 1, 1_000_000),
         "trusted_proxies": _networks(env),
+        "trusted_proxy_hops": _proxy_hops(env),
     }
 
 

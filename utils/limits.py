@@ -43,10 +43,17 @@ class RateLimited(ValidationError):
 
 # ---------------------------------------------------------------- client address
 
-def client_ip(environ: Mapping[str, Any], trusted: tuple[str, ...]) -> str:
+def client_ip(environ: Mapping[str, Any], trusted: tuple[str, ...], hops: int = 0) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy, in which
-    case X-Forwarded-For is walked from the right past every trusted hop."""
+    case X-Forwarded-For is walked from the right past every trusted hop. With
+    ``hops`` the nearest that many proxies are trusted whatever their addresses: the
+    client is the entry the outermost of them appended."""
     peer = str(environ.get("REMOTE_ADDR") or "unknown")
+    if hops:
+        forwarded = [h.strip() for h in str(environ.get("HTTP_X_FORWARDED_FOR") or "")
+                     .split(",") if h.strip()]
+        chain = [*forwarded, peer]
+        return chain[-(hops + 1)] if len(chain) > hops else chain[0]
     if not trusted:
         return peer
     networks = [ipaddress.ip_network(n) for n in trusted]
@@ -74,7 +81,8 @@ def _settings() -> Settings:
 
 
 def _request_ip() -> str:
-    return client_ip(request.environ, _settings().trusted_proxies)
+    settings = _settings()
+    return client_ip(request.environ, settings.trusted_proxies, settings.trusted_proxy_hops)
 
 
 def _offered_key() -> str:
@@ -180,7 +188,8 @@ class SocketLimits:
         """Refuses an address that opened too many sockets in the last minute."""
         if self._window is None:
             return
-        ip = client_ip(environ, self.settings.trusted_proxies)
+        ip = client_ip(environ, self.settings.trusted_proxies,
+                       self.settings.trusted_proxy_hops)
         try:
             allowed = self._window.hit(self._connect_limit, "notif-connect", ip)
         except Exception:  # the storage (Redis) is down: fail open, but say so
@@ -194,7 +203,8 @@ class SocketLimits:
         address per minute: twice the connect budget, so only abuse reaches it."""
         if self._window is None:
             return True
-        ip = client_ip(environ, self.settings.trusted_proxies)
+        ip = client_ip(environ, self.settings.trusted_proxies,
+                       self.settings.trusted_proxy_hops)
         try:
             return self._window.hit(self._handshake_limit, "notif-handshake", ip)
         except Exception:
