@@ -169,7 +169,7 @@ function percentile(sorted, p) {
 // Collects receipts of one run: first arrival per (seq, user), duplicates counted.
 function receiptsFor(run) {
   const seen = new Map();
-  const r = { latencies: [], duplicates: 0, stray: 0, unique: 0, lastArrival: 0 };
+  const r = { latencies: [], samples: [], duplicates: 0, stray: 0, unique: 0, lastArrival: 0 };
   onNotification = (sock, payload, arrived) => {
     const d = payload && payload.data;
     if (!d || d.run !== run) return void r.stray++;
@@ -179,6 +179,7 @@ function receiptsFor(run) {
     r.unique++;
     r.lastArrival = arrived;
     r.latencies.push(arrived - d.sched);
+    r.samples.push([d.sched, arrived - d.sched]);
   };
   return r;
 }
@@ -191,10 +192,20 @@ function waitFor(cond, timeoutMs) {
   });
 }
 
+// The slowest deliveries, as [ms since the first scheduled send, latency ms]: whether
+// the tail is a few stalls (clustered) or spread out.
+function slowest(r, count) {
+  if (!r.samples.length) return [];
+  const first = Math.min(...r.samples.map((x) => x[0]));
+  return r.samples.sort((a, b) => b[1] - a[1]).slice(0, count)
+    .map(([sched, lat]) => [Math.round(sched - first), Math.round(lat * 10) / 10]);
+}
+
 function summary(r, expected, extra) {
   const lat = r.latencies.sort((a, b) => a - b);
   onNotification = null;
   return {
+    slowest: slowest(r, 200),
     expected, received: r.unique, lost: expected - r.unique, duplicates: r.duplicates,
     p50_ms: percentile(lat, 50), p99_ms: percentile(lat, 99), max_ms: lat.length ? lat[lat.length - 1] : null,
     ...extra,

@@ -89,3 +89,16 @@ def test_a_gunicorn_worker_pings_a_websocket_client_every_interval(tmp_path):
             ws.close()
     finally:
         server.stop()
+
+
+def test_a_burst_of_due_pings_yields_to_other_greenthreads():
+    now = [0.0]
+    pauses: list[float] = []
+    pinger = Pinger(clock=lambda: now[0], pause=pauses.append)
+    socks = [FakeSocket(interval=1) for _ in range(250)]
+    for sock in socks:
+        pinger.schedule(sock)
+    now[0] = 1
+    assert pinger.send_due() == 250
+    assert all(sock.sent == ["2"] for sock in socks)
+    assert len(pauses) == 2  # after the 100th and the 200th ping
