@@ -45,6 +45,9 @@ echo "== pip-audit -r requirements.txt"
 audit_status=0
 .venv/bin/python scripts/audit.py || audit_status=$?
 
+echo "== ruff check"
+.venv/bin/ruff check .
+
 echo "== pytest"
 test_status=0
 .venv/bin/python -m pytest "$@" || test_status=$?

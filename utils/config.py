@@ -61,6 +61,11 @@ Security (see SECURITY.md):
                             (default none: the peer address is the client), or a bare
                             number N: the nearest N proxies, whatever their addresses
                             (TRUSTED_PROXIES=1 on Railway, whose edge appends the client).
+
+Read outside this module, by gunicorn.conf.py's worker hook before the app loads:
+
+    GC_TUNING               0 turns off gc.freeze() and the tuned GC thresholds.
+    GC_PAUSE_LOG            a file each worker appends its GC pauses to (bench only).
 """
 
 from __future__ import annotations
