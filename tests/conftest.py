@@ -141,6 +141,15 @@ def clients():
         recorder.disconnect()
 
 
+@pytest.fixture
+def made():
+    """Cluster recorders (tests/support/cluster.py) a test creates, closed at teardown."""
+    recorders = []
+    yield recorders
+    for recorder in recorders:
+        recorder.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL database for this run, dropped at the end."""

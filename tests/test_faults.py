@@ -17,6 +17,7 @@ from tests.support.cluster import (
     Cluster,
     HAProxy,
     Recorder,
+    connect_all,
     post_notification,
     private_redis,
     token,
@@ -27,22 +28,6 @@ from tests.support.services import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, req
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
 SHARED_REDIS = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-
-
-@pytest.fixture
-def made():
-    recorders: list[Recorder] = []
-    yield recorders
-    for recorder in recorders:
-        recorder.close()
-
-
-def connect(made: list[Recorder], url: str, users: list[str], transports) -> list[Recorder]:
-    batch = [Recorder(u, transports=transports) for u in users]
-    made.extend(batch)
-    for recorder in batch:
-        recorder.connect(url)
-    return batch
 
 
 def stored_ids(base_url: str, user_id: str) -> list[int]:
@@ -115,7 +100,7 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, m
         proxy = HAProxy(tmp_path, config, cluster.nodes).start()
         prefix = uuid.uuid4().hex[:8]
         users = [f"kill-{prefix}-{i}" for i in range(4)]
-        clients = [c for t in transports for c in connect(made, proxy.url, users, t)]
+        clients = [c for t in transports for c in connect_all(made, proxy.url, users, t)]
         producer = Producer(proxy.url, users)
         producer.start()
         time.sleep(2)
@@ -165,9 +150,9 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, ma
         pids = [a.pid, b.pid]
         users = [f"redis-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
         clients = (
-            connect(made, a.url, users, ["websocket"])
-            + connect(made, b.url, users, ["polling"])
-            + connect(made, b.url, users, None)
+            connect_all(made, a.url, users, ["websocket"])
+            + connect_all(made, b.url, users, ["polling"])
+            + connect_all(made, b.url, users, None)
         )
         before = post_notification(a.url, users, "before")
         assert before.status_code == 201
@@ -253,7 +238,7 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
     try:
         a, b = cluster.nodes
         users = [f"db-{uuid.uuid4().hex[:8]}"]
-        clients = connect(made, a.url, users, ["websocket"]) + connect(
+        clients = connect_all(made, a.url, users, ["websocket"]) + connect_all(
             made, b.url, users, ["polling"]
         )
         first = post_notification(a.url, users, "before")
@@ -308,9 +293,9 @@ def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_
         prefix = uuid.uuid4().hex[:8]
         users = [f"term-{prefix}-{i}" for i in range(4)]
         clients = (
-            connect(made, proxy.url, users, ["websocket"])
-            + connect(made, proxy.url, users, ["polling"])
-            + connect(made, proxy.url, users, None)
+            connect_all(made, proxy.url, users, ["websocket"])
+            + connect_all(made, proxy.url, users, ["polling"])
+            + connect_all(made, proxy.url, users, None)
         )
         leaving, staying = cluster.nodes
         started = time.monotonic()

@@ -9,17 +9,14 @@ import signal
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import jwt
 import pytest
 import requests
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cluster import wait_for
 from tests.support.servers import (
     SERVER_API_KEY,
     SERVER_JWT_SECRET,
@@ -28,6 +25,9 @@ from tests.support.servers import (
     migrate,
     server_env,
 )
+from tests.support.servers import (
+    mint as token,
+)
 from tests.support.services import in_ci
 
 SECRET = SERVER_JWT_SECRET
@@ -35,20 +35,6 @@ API_KEY = SERVER_API_KEY
 ORIGIN = "http://localhost:3000"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def token(user_id: str, ttl: int = 3600) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl}, SECRET, algorithm="HS256")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 Samples = dict[tuple[str, tuple], float]

@@ -15,6 +15,7 @@ from tests.support.cluster import (
     Cluster,
     HAProxy,
     Recorder,
+    connect_all,
     invalid_session_lines,
     post_notification,
     wait_for,
@@ -24,22 +25,6 @@ from tests.support.services import REDIS_HOST, REDIS_PORT, require_service
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-
-
-@pytest.fixture
-def made():
-    recorders: list[Recorder] = []
-    yield recorders
-    for recorder in recorders:
-        recorder.close()
-
-
-def connect_all(made: list[Recorder], url: str, users: list[str], transports) -> list[Recorder]:
-    batch = [Recorder(u, transports=transports) for u in users]
-    made.extend(batch)
-    for recorder in batch:
-        recorder.connect(url)
-    return batch
 
 
 def bad_requests(proxy: HAProxy) -> list[str]:

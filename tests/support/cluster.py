@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 import requests
 
@@ -29,6 +28,7 @@ from tests.support.servers import (
     free_port,
     gunicorn,
     migrate,
+    mint,
     server_env,
 )
 
@@ -38,9 +38,7 @@ ORIGIN = "http://localhost:3000"
 DEPLOY = ROOT / "deploy"
 
 
-def token(user_id: str, ttl: int = 3600) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl}, SECRET, algorithm="HS256")
+token = mint  # a user token every node accepts
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
@@ -398,3 +396,13 @@ class Recorder:
 
 def invalid_session_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "Invalid session" in line]
+
+
+def connect_all(made: list[Recorder], url: str, users: list[str],
+                transports: list[str] | None) -> list[Recorder]:
+    """One connected Recorder per user, all with the same transports."""
+    batch = [Recorder(u, transports=transports) for u in users]
+    made.extend(batch)
+    for recorder in batch:
+        recorder.connect(url)
+    return batch
