@@ -16,7 +16,7 @@ import requests
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import wait_for
+from tests.support.cluster import wait_for, wait_port
 from tests.support.servers import (
     SERVER_API_KEY,
     SERVER_JWT_SECRET,
@@ -253,14 +253,7 @@ def private_redis(tmp_path):
                              "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-                    return True
-            except OSError:
-                return False
-
-        assert wait_for(answers, 10), "private redis-server did not start"
+        assert wait_port(port, 10), "private redis-server did not start"
         yield proc, f"redis://127.0.0.1:{port}/0"
     finally:
         if proc.poll() is None:

@@ -165,19 +165,6 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not 0.05 <= value <= 60:
-        raise ConfigError(f"{name} must be between 0.05 and 60 seconds, got {value}")
-    return value
-
-
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -357,7 +344,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         ping_timeout=_int(env, "PING_TIMEOUT", 60, 1, 3600),
         transports=_transports(env),
         max_http_buffer_size=_int(env, "MAX_HTTP_BUFFER_SIZE", 64 * 1024, 1024, 16 * 1024**2),
-        token_sweep_interval=_float(env, "TOKEN_SWEEP_INTERVAL", 1.0),
+        token_sweep_interval=_seconds(env, "TOKEN_SWEEP_INTERVAL", 1.0, 0.05, 60),
         retention_days=_int(env, "NOTIFICATION_RETENTION_DAYS", 90, 1, 36500),
         debug_page=_flag(env, "DEBUG_PAGE", True),
         socketio_client_url=_client_url(env),
