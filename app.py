@@ -21,6 +21,7 @@ if __name__ == "__main__":
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any
 
@@ -57,9 +58,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
+        from utils.sqlite_locks import busy_timeout
+
         # Greenthreads share pooled connections, so sqlite3's same-thread check would
-        # misfire; the busy timeout lets the CLI and the server write side by side.
-        return {"connect_args": {"check_same_thread": False, "timeout": 15}}
+        # misfire. The busy timeout is a few milliseconds under eventlet/gevent, whose
+        # hub sqlite3's C wait would block; writes wait for a lock in
+        # utils/sqlite_locks.py instead, cooperatively.
+        return {"connect_args": {"check_same_thread": False, "timeout": busy_timeout()}}
     return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 10}
 
 
@@ -76,10 +81,17 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     # handlers declared before it for every server it builds, but binds later ones
     # to the current server only, which a second app (every test) would lack.
     import routes.events  # noqa: F401
+    from utils.admission import Admission
     from utils.delivery import ReplayGuard, make_manager
+    from utils.limits import client_ip
     from utils.logs import socketio_loggers
     from utils.middleware import NoWebSocketCompression
     from utils.origins import OriginPolicy
+    from utils.patches import (
+        bound_websocket_messages,
+        guard_socketio_server,
+        patch_eventlet_websocket,
+    )
     from utils.realtime import Realtime
     from utils.sessions import ExpirySweeper, SocketRegistry
     from utils.token import EXTENSION_KEY, TokenService
@@ -109,6 +121,14 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         http_compression=True,
         always_connect=False,
     )
+    admission = Admission(settings.connect_timeout, settings.max_pending_sessions_per_ip)
+    app.extensions[Admission.KEY] = admission
+    address_of = partial(client_ip, trusted=settings.trusted_proxies,
+                         hops=settings.trusted_proxy_hops)
+    guard_socketio_server(socketio.server, admission, address_of)
+    bound_websocket_messages(socketio.server.eio)
+    if settings.async_mode == "eventlet":
+        patch_eventlet_websocket()
     registry = SocketRegistry()
 
     def end_expired(sid: str) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, NoReturn
 
 from flask import Blueprint, g, jsonify, request
 
@@ -23,11 +24,24 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_IDEMPOTENCY_KEY = 255
 
 
+def _not_json(constant: str) -> NoReturn:
+    # Python's json reads NaN, Infinity and -Infinity; JSON and browsers have no such values.
+    raise ValidationError(f"the body holds {constant}, which JSON does not allow; "
+                          "send a number or null")
+
+
 def json_body() -> Any:
     """The request's JSON body, or a contract-shaped 400/415."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = json.loads(request.get_data(), parse_constant=_not_json)
+    except ValidationError as exc:
+        raise ApiError(400, exc.code, exc.message) from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    except ValueError:  # not JSON, or not UTF-8
+        body = None
     if body is None:
         raise ApiError(400, "invalid_json", "the body is not valid JSON")
     return body

@@ -24,6 +24,7 @@ from flask import (
     send_file,
 )
 
+from routes.api import json_body
 from utils.auth import require_user
 from utils.config import Settings
 from utils.errors import ApiError
@@ -105,7 +106,9 @@ def origin_check():
 @development_only
 def mint_token():
     """The page, in development only: a one-hour token for a test user."""
-    body: Any = request.get_json(silent=True) or {}
+    body: Any = json_body() if request.content_length else {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "validation_error", 'send {"user_id": "..."}')
     user_id = str(body.get("user_id") or "debug-user").strip()
     if not 0 < len(user_id) <= MAX_USER_ID or not user_id.isprintable():
         raise ApiError(400, "validation_error", f"user_id must be 1 to {MAX_USER_ID} characters")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, emit, join_room
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import defer
 
 from utils import metrics, store
 from utils.auth import authenticate_socket
@@ -15,7 +17,7 @@ from utils.extensions import db, socketio
 from utils.limits import socket_limits, throttled
 from utils.notifier import NOTIFICATION_EVENT, push_unread_count, user_room
 from utils.realtime import Realtime
-from utils.validation import ValidationError, page_limit, positive_id, read_request
+from utils.validation import ValidationError, check_data, page_limit, positive_id, read_request
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +84,49 @@ def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:
         emit("sync_complete", {"last_id": None, "replayed": 0, "has_more": False,
                                "gap": False})
         return
-    rows, has_more = store.after(user_id, last_id, REPLAY_LIMIT)
+    payloads, upto, has_more = _deliverable_after(user_id, last_id, REPLAY_LIMIT)
     gap = last_id < store.pruned_through()
     db.session.rollback()  # end the read transaction before emitting
-    upto = last_id
-    for row in rows:
-        emit(NOTIFICATION_EVENT, row.to_dict(), to=sid)
-        upto = row.id
-    metrics.replayed(len(rows))
-    cursor = upto
+    for payload in payloads:
+        emit(NOTIFICATION_EVENT, payload, to=sid)
+    metrics.replayed(len(payloads))
+    cursor = upto  # past the skipped ones too
     for held in rt.guard.finish(sid, upto):
         emit(NOTIFICATION_EVENT, held, to=sid)
         if not has_more:
             cursor = held["id"]
-    emit("sync_complete", {"last_id": cursor, "replayed": len(rows), "has_more": has_more,
-                           "gap": gap})
+    emit("sync_complete", {"last_id": cursor, "replayed": len(payloads),
+                           "has_more": has_more, "gap": gap})
+
+
+def _deliverable_after(user_id: str, after_id: int,
+                       limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """store.after() as payloads, with the id read up to and whether more remain. A
+    stored row that cannot be delivered (data too deep to load, or refused by today's
+    check_data: NaN, too deep, not Unicode), written by an older version or straight
+    into the database, is logged and skipped: it never blocks the rows after it."""
+    try:
+        rows, has_more = store.after(user_id, after_id, limit)
+    except (RecursionError, ValueError):
+        # Some row's data cannot even be loaded: load each row's data on its own.
+        db.session.rollback()
+        table = store.Notification
+        query = (sa.select(table).options(defer(table.data))
+                 .where(table.user_id == user_id, table.id > after_id)
+                 .order_by(table.id).limit(limit + 1))
+        rows = list(db.session.execute(query).scalars())
+        rows, has_more = rows[:limit], len(rows) > limit
+    payloads, upto = [], after_id
+    for row in rows:
+        upto = row.id
+        try:
+            payload = row.to_dict()
+            check_data(payload["data"])
+        except (RecursionError, ValueError) as exc:  # a ValidationError is a ValueError
+            log.warning("notification %s cannot be delivered, skipped: %s", upto, exc)
+            continue
+        payloads.append(payload)
+    return payloads, upto, has_more
 
 
 @socketio.on("disconnect")
@@ -135,10 +165,9 @@ def on_sync(payload: Any = None) -> dict[str, Any]:
         raise ValidationError('send {"after_id": <int>, "limit": <int>}')
     after_id = positive_id(payload.get("after_id", 0), "after_id", allow_zero=True)
     limit = page_limit(payload.get("limit"), default=REPLAY_LIMIT)
-    rows, has_more = store.after(user_id, after_id, limit)
-    result = {"notifications": [row.to_dict() for row in rows], "has_more": has_more}
+    payloads, _upto, has_more = _deliverable_after(user_id, after_id, limit)
     db.session.rollback()
-    return result
+    return {"notifications": payloads, "has_more": has_more}
 
 
 @socketio.on("*")

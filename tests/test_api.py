@@ -101,6 +101,90 @@ def test_limits_are_inclusive(client, api_headers):
     assert client.post("/api/notifications", headers=api_headers, json=body).status_code == 201
 
 
+def nested(levels):
+    """A ``data`` object ``levels`` deep, itself included."""
+    value = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"user_id": "a", "type": "t", "title": "x", "data": nested(33)}, "deeper than 32"),
+    ({"user_id": "a", "type": "t", "title": "x", "data": {"k": [nested(32)]}},
+     "deeper than 32"),
+    ({"user_id": "\ud800", "type": "t", "title": "x"}, "user_id must be valid Unicode"),
+    ({"user_ids": ["a", "\udfff"], "type": "t", "title": "x"},
+     "user_ids[] must be valid Unicode"),
+    ({"user_id": "a", "type": "t\ud800", "title": "x"}, "type must be valid Unicode"),
+    ({"user_id": "a", "type": "t", "title": "bad \ud800 title"},
+     "title must be valid Unicode"),
+    ({"user_id": "a", "type": "t", "title": "x", "body": "\udc00"},
+     "body must be valid Unicode"),
+    ({"user_id": "a", "type": "t", "title": "x", "data": {"k": ["\ud800"]}},
+     "data must be valid Unicode"),
+    ({"user_id": "a", "type": "t", "title": "x", "data": {"\ud800": 1}},
+     "data must be valid Unicode"),
+])
+def test_data_that_would_break_delivery_is_refused(client, api_headers, body, fragment):
+    """F4: before, the lone surrogates were a 500 with a traceback and the deep data
+    was stored (201), then broke the emit and every replay of that user."""
+    response = client.post("/api/notifications", headers=api_headers, json=body)
+    assert response.status_code == 400
+    assert error_of(response) == "validation_error"
+    assert fragment in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("path, template", [
+    ("/api/notifications", '{"user_id": "a", "type": "t", "title": "x", "data": {"v": %s}}'),
+    ("/api/notifications", '{"user_id": "a", "type": "t", "title": "x", "extra": [%s]}'),
+    ("/api/notifications/read", '{"all": true, "extra": %s}'),
+], ids=["data", "unknown key", "read"])
+def test_nan_and_infinity_are_refused_in_any_body(client, api_headers, make_token, literal,
+                                                 path, template):
+    """Python's json reads them; JSON has no such values and browsers' JSON.parse throws
+    on the feed that carries them (before: 201 and 200)."""
+    headers = api_headers if path == "/api/notifications" else {
+        **bearer(make_token()), "Content-Type": "application/json"}
+    response = client.post(path, headers=headers, data=template % literal)
+    assert response.status_code == 400
+    assert error_of(response) == "validation_error"
+    assert f"the body holds {literal}," in response.get_json()["error"]["message"]
+
+
+def test_data_check_refuses_nan_and_depth_from_any_caller():
+    """The CLI's --data reaches the same check without the HTTP parser; the depth check
+    loops, so a structure far deeper than Python's recursion limit is refused too."""
+    from utils.validation import ValidationError, notification_request
+
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    for data, fragment in [({"v": [1.5, float("nan")]}, "NaN"), ({"v": deep}, "deeper")]:
+        with pytest.raises(ValidationError, match=fragment):
+            notification_request({"user_id": "a", "type": "t", "title": "x", "data": data})
+
+
+def test_data_nested_32_levels_is_stored_and_served(client, api_headers, make_token):
+    data = nested(32)
+    response = client.post("/api/notifications", headers=api_headers,
+                           json={"user_id": "alice", "type": "t", "title": "x", "data": data})
+    assert response.status_code == 201
+    inbox = client.get("/api/notifications", headers=bearer(make_token("alice"))).get_json()
+    assert inbox["notifications"][0]["data"] == data
+
+
+@pytest.mark.parametrize("path", ["/api/notifications", "/api/notifications/read"])
+def test_json_nested_past_the_parsers_depth_is_400(client, api_headers, make_token, path):
+    """F6: 5,000 ``[`` made the parser's RecursionError escape: a 500 with a traceback."""
+    headers = api_headers if path == "/api/notifications" else {
+        **bearer(make_token()), "Content-Type": "application/json"}
+    response = client.post(path, headers=headers, data="[" * 5000)
+    assert response.status_code == 400
+    assert error_of(response) == "invalid_json"
+
+
 def test_bad_json_is_400(client, api_headers):
     response = client.post("/api/notifications", headers=api_headers, data="{not json")
     assert response.status_code == 400

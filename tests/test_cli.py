@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -89,9 +90,57 @@ def test_db_upgrade_creates_the_schema_from_nothing(tmp_path):
 
 def test_cli_in_production_without_secret_fails_with_one_line(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "APP_ENV": "production", "INSTANCE_PATH": str(tmp_path),
-           "FRONTEND_URLS": "https://app.example.com", "PYTHONWARNINGS": "ignore"}
+           "FRONTEND_URLS": "https://app.example.com", "PYTHONWARNINGS": "ignore",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'volume.db'}"}
     result = subprocess.run([FLASK, "--app", "app", "create-token", "alice"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "configuration error: JWT_SECRET_KEY is required in production" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predeploy_in_production_without_database_url_fails_with_one_line(tmp_path):
+    """Railway's preDeployCommand (db upgrade) is the first to load the app: without
+    DATABASE_URL the deploy stops there, saying what to set."""
+    env = {"PATH": "/usr/bin:/bin", "RAILWAY_ENVIRONMENT": "production",
+           "INSTANCE_PATH": str(tmp_path), "JWT_SECRET_KEY": "c" * 40,
+           "FRONTEND_URLS": "https://app.example.com", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([FLASK, "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: DATABASE_URL is required in production: a PostgreSQL URL "
+        "(on Railway, ${{Postgres.DATABASE_URL}}), or sqlite:////path/notifications.db "
+        "on a persistent volume"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_prune_waits_for_a_writer_in_another_process(app, runner):
+    """The CLI has no hub to block: sqlite3 waits in its busy handler, as before."""
+    from tests.test_sqlite_locks import WriteLockHolder
+
+    database = Path(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"))
+    with WriteLockHolder(database, 0.5):
+        started = time.monotonic()
+        result = runner.invoke(args=["prune"])
+        took = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("deleted 0") and took >= 0.3
+
+
+def test_a_write_locked_past_the_deadline_fails_with_one_line(tmp_path, monkeypatch):
+    from tests.conftest import build_app
+    from tests.test_sqlite_locks import WriteLockHolder
+    from utils import sqlite_locks
+
+    monkeypatch.setattr(sqlite_locks, "WRITE_DEADLINE_SECONDS", 0.3)
+    app = build_app(tmp_path)
+    database = Path(app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///"))
+    with WriteLockHolder(database, 1.5):
+        notify = app.test_cli_runner().invoke(args=["notify", "alice", "--type", "t",
+                                                    "--title", "x"])
+        prune = app.test_cli_runner().invoke(args=["prune"])
+    for result in (notify, prune):
+        assert result.exit_code == 1
+        assert result.output == ("Error: the database is unavailable (database is locked); "
+                                 "retry later\n")

@@ -9,7 +9,8 @@ GOOD_SECRET = "p" * 40
 
 def prod(**env):
     return {"APP_ENV": "production", "JWT_SECRET_KEY": GOOD_SECRET,
-            "FRONTEND_URLS": "https://app.example.com", **env}
+            "FRONTEND_URLS": "https://app.example.com",
+            "DATABASE_URL": "postgresql://u:p@db.example.com:5432/notifications", **env}
 
 
 def test_development_works_with_no_environment(tmp_path):
@@ -19,7 +20,7 @@ def test_development_works_with_no_environment(tmp_path):
     assert settings.database_url == f"sqlite:///{tmp_path / 'notifications.db'}"
     assert settings.async_mode == "eventlet"
     assert (settings.ping_interval, settings.ping_timeout) == (25, 60)
-    assert settings.max_http_buffer_size == 64 * 1024
+    assert settings.max_http_buffer_size == 32 * 1024
     assert settings.transports == ("polling", "websocket")
     assert set(settings.generated) == {"JWT_SECRET_KEY", "NOTIFY_API_KEY"}
     assert (tmp_path / "jwt_secret_key.txt").stat().st_mode & 0o077 == 0
@@ -53,6 +54,8 @@ def test_railway_environment_implies_production(tmp_path):
     ({"PING_INTERVAL": "soon"}, "PING_INTERVAL"),
     ({"JWT_LEEWAY": "300"}, "JWT_LEEWAY"),
     ({"APP_ENV": "staging"}, "APP_ENV"),
+    ({"DATABASE_URL": None}, "DATABASE_URL"),
+    ({"DATABASE_URL": " "}, "DATABASE_URL"),
 ])
 def test_production_refuses_to_start_naming_the_variable(tmp_path, env, variable):
     config = prod(**env)
@@ -69,6 +72,24 @@ def test_production_generates_nothing(tmp_path):
     assert settings.generated == ()
     assert settings.notify_api_key == ""
     assert not (tmp_path / "jwt_secret_key.txt").exists()
+
+
+def test_production_has_no_default_database(tmp_path):
+    """A default SQLite file would sit in the deploy's filesystem, which Railway
+    replaces on every deploy: production names DATABASE_URL and what to set."""
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings({"RAILWAY_ENVIRONMENT": "production", "JWT_SECRET_KEY": GOOD_SECRET,
+                       "FRONTEND_URLS": "https://app.example.com"}, tmp_path)
+    message = str(excinfo.value)
+    assert message.startswith("DATABASE_URL is required in production")
+    assert "PostgreSQL" in message and "${{Postgres.DATABASE_URL}}" in message
+    assert "sqlite:////" in message and "volume" in message
+    assert not list(tmp_path.iterdir()), "nothing may be created on the way out"
+
+
+def test_production_accepts_an_explicit_sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'volume' / 'notifications.db'}"
+    assert load_settings(prod(DATABASE_URL=url), tmp_path).database_url == url
 
 
 def test_postgres_urls_get_a_cooperative_driver(tmp_path):

@@ -120,3 +120,10 @@ def test_production_has_no_minting_or_test_button(prod_client):
 def test_debug_page_off(tmp_path, path):
     client = build_app(tmp_path, DEBUG_PAGE="0").test_client()
     assert_not_found(client.get(path))
+
+
+@pytest.mark.parametrize("body", ["[" * 5000, "[1]", '"x"', "NaN"])
+def test_mint_token_refuses_bodies_that_are_not_an_object(client, body):
+    response = client.post("/debug/token", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] in ("invalid_json", "validation_error")

@@ -1,5 +1,7 @@
 """Socket events: replay on connect, sync, mark_read, error acks, token expiry."""
 
+import logging
+
 import pytest
 
 from utils.delivery import ReplayGuard
@@ -140,6 +142,62 @@ def test_mark_read_cannot_touch_other_users(sio_client, make_token, notify):
     bobs = notify("bob")
     alice = connect(sio_client, make_token)
     assert alice.emit("mark_read", {"ids": bobs}, callback=True)["updated"] == 0
+
+
+# --- stored notifications that cannot be delivered ----------------------------------
+
+def store_raw(app, user_id, data_json):
+    """A notification written straight into the database (as an older version or a
+    manual fix could have), its ``data`` column holding ``data_json`` as it is."""
+    import sqlalchemy as sa
+
+    from utils.extensions import db
+
+    with app.app_context():
+        row_id = db.session.execute(sa.text(
+            "INSERT INTO notifications (user_id, type, title, data, created_at) "
+            "VALUES (:user_id, 't', 'raw', :data, CURRENT_TIMESTAMP) RETURNING id"),
+            {"user_id": user_id, "data": data_json}).scalar_one()
+        db.session.commit()
+    return row_id
+
+
+UNDELIVERABLE = {
+    "nested 1000 deep": "[" * 1000 + "]" * 1000,  # too deep to load at all
+    "nested 600 deep": "[" * 600 + "]" * 600,  # loads, then breaks the emit
+    "NaN": '{"score": NaN}',  # emitted as "NaN": JSON.parse throws in browsers
+    "Infinity": '{"scores": [1, -Infinity]}',
+}
+
+
+@pytest.mark.parametrize("data_json", UNDELIVERABLE.values(), ids=UNDELIVERABLE)
+def test_replay_and_sync_skip_a_stored_notification_that_cannot_be_delivered(
+        app, sio_client, make_token, notify, caplog, data_json):
+    before = notify("alice")[0]
+    bad = store_raw(app, "alice", data_json)
+    after = notify("alice")[0]
+    caplog.set_level(logging.WARNING, logger="routes.events")
+    socket = connect(sio_client, make_token, last_id=0)
+    assert [n["id"] for n in events(socket, "notification")] == [before, after]
+    assert events(socket, "sync_complete") == [
+        {"last_id": after, "replayed": 2, "has_more": False, "gap": False}]
+    ack = socket.emit("sync", {"after_id": 0}, callback=True)
+    assert [n["id"] for n in ack["notifications"]] == [before, after]
+    # One warning line per pass (the replay, then the sync), with the id, no traceback.
+    logged = [(r.levelno, f"notification {bad} " in r.getMessage(), r.exc_info)
+              for r in caplog.records if r.name == "routes.events"]
+    assert logged == [(logging.WARNING, True, None)] * 2
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_replay_moves_the_cursor_past_an_undeliverable_last_notification(
+        app, sio_client, make_token, notify):
+    first = notify("alice")[0]
+    bad = store_raw(app, "alice", '{"score": NaN}')
+    socket = connect(sio_client, make_token, last_id=first)
+    assert events(socket, "notification") == []
+    assert events(socket, "sync_complete") == [
+        {"last_id": bad, "replayed": 0, "has_more": False, "gap": False}]
 
 
 # --- the replay guard ---------------------------------------------------------------

@@ -235,6 +235,28 @@ def test_production_start_fails_without_safe_origins(tmp_path, frontend):
     assert "configuration error: FRONTEND_URLS" in proc.output()
 
 
+def test_production_start_fails_without_a_database_url(tmp_path):
+    """No silent SQLite file in the deploy's filesystem (Railway erases it on the next
+    deploy): gunicorn halts with one line naming DATABASE_URL and what to set."""
+    env = server_env(tmp_path)
+    del env["DATABASE_URL"]
+    proc = gunicorn(tmp_path, env).start(wait=False)
+    try:
+        code = proc.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.stop()
+        pytest.fail("gunicorn kept running (respawning workers) without DATABASE_URL")
+    output = proc.output()
+    assert code == 4, output  # gunicorn's "App failed to load": the master halts
+    lines = [line for line in output.splitlines() if "configuration error" in line]
+    assert len(lines) == 1
+    assert "configuration error: DATABASE_URL is required in production" in lines[0]
+    assert "PostgreSQL" in lines[0] and "sqlite:////" in lines[0]
+    assert "Traceback" not in output
+    assert output.count("Booting worker") == 1
+    assert not (tmp_path / "instance" / "notifications.db").exists()
+
+
 def test_replay_survives_a_restart(tmp_path, clients):
     env = server_env(tmp_path)
     migrate(env)

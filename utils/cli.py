@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from sqlalchemy.exc import OperationalError
 
 from utils.notifier import IDEMPOTENCY_TTL, notify_users
 from utils.token import create_access_token
 from utils.validation import ValidationError, notification_request
+
+
+@contextmanager
+def database_errors_in_one_line() -> Iterator[None]:
+    """A database still locked after the write deadline (utils/sqlite_locks.py), or
+    unreachable, ends the command with one line instead of a traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "error"
+        message = f"the database is unavailable ({reason}); retry later"
+        raise click.ClickException(message) from None
 
 
 def register_commands(app: Flask) -> None:
@@ -52,7 +67,8 @@ def notify(user_id: str, type_: str, title: str, body: str | None, data: str | N
         req = notification_request(payload)
     except ValidationError as exc:
         raise click.ClickException(exc.message) from None
-    delivery = notify_users(req.user_ids, req.type, req.title, req.body, req.data)
+    with database_errors_in_one_line():
+        delivery = notify_users(req.user_ids, req.type, req.title, req.body, req.data)
     click.echo(json.dumps(delivery.response))
 
 
@@ -65,7 +81,8 @@ def prune(days: int | None) -> None:
     from utils import store
 
     days = days or current_app.config["SETTINGS"].retention_days
-    deleted = store.prune(timedelta(days=days), IDEMPOTENCY_TTL)
+    with database_errors_in_one_line():
+        deleted = store.prune(timedelta(days=days), IDEMPOTENCY_TTL)
     click.echo(f"deleted {deleted} notification(s) older than {days} day(s)")
 
 

@@ -16,14 +16,18 @@ Variables (see the README's configuration table for the full story):
     JWT_USER_CLAIM          claim that names the user (default ``sub``).
     JWT_LEEWAY              clock skew allowed on exp/nbf/iat, seconds, 0..30 (default 10).
     FRONTEND_URLS           exact allowed origins, comma-separated. Required in production.
-    DATABASE_URL            SQLAlchemy URL; default SQLite under instance/.
+    DATABASE_URL            SQLAlchemy URL. Required in production (PostgreSQL, or
+                            sqlite:////path on a volume); development defaults to
+                            SQLite under instance/.
     REDIS_URL               Socket.IO message queue; unset means a single process.
     NOTIFY_API_KEY          producer key for POST /api/notifications.
     ASYNC_MODE              eventlet (default) or gevent.
     PING_INTERVAL           Engine.IO ping interval, seconds (default 25).
     PING_TIMEOUT            Engine.IO ping timeout, seconds (default 60).
     SOCKETIO_TRANSPORTS     polling,websocket (default) or websocket.
-    MAX_HTTP_BUFFER_SIZE    largest Engine.IO message accepted, bytes (default 65536).
+    MAX_HTTP_BUFFER_SIZE    largest Engine.IO message accepted, and the largest total of
+                            a fragmented WebSocket message, bytes (default 32768: a
+                            mark_read of 1,000 ids is about 21 KB).
     TOKEN_SWEEP_INTERVAL    how often connected sockets are checked for expired tokens,
                             seconds (default 1).
     NOTIFICATION_RETENTION_DAYS  default age for ``flask prune`` (default 90).
@@ -56,7 +60,13 @@ Security (see SECURITY.md):
                             20); 0 turns it off.
     SOCKET_EVENT_RATE       events per second a socket may send, sustained (default 5).
     SOCKET_EVENT_BURST      events a socket may send at once (default 20).
-    SOCKET_FLOOD_LIMIT      refused events in a row that end the socket (default 50).
+    SOCKET_FLOOD_LIMIT      refused events in a row that end the connection (default 50).
+    CONNECT_TIMEOUT         seconds a new Engine.IO session has to send its Socket.IO
+                            CONNECT; it is closed after that (default 10).
+    MAX_PENDING_SESSIONS_PER_IP  Engine.IO sessions one client address may hold open
+                            before their CONNECT (default 30); 0 turns it off.
+    SOCKET_READ_RATE        bytes a second read from one connection, sustained
+                            (default 32768); bursts of two MAX_HTTP_BUFFER_SIZE.
     TRUSTED_PROXIES         IPs or CIDRs of proxies whose X-Forwarded-For is believed
                             (default none: the peer address is the client), or a bare
                             number N: the nearest N proxies, whatever their addresses
@@ -108,7 +118,7 @@ class Settings:
     ping_interval: int = 25
     ping_timeout: int = 60
     transports: tuple[str, ...] = ("polling", "websocket")
-    max_http_buffer_size: int = 64 * 1024
+    max_http_buffer_size: int = 32 * 1024
     token_sweep_interval: float = 1.0
     retention_days: int = 90
     debug_page: bool = True
@@ -130,6 +140,9 @@ class Settings:
     socket_event_rate: float = 5.0
     socket_event_burst: int = 20
     socket_flood_limit: int = 50
+    connect_timeout: float = 10.0
+    max_pending_sessions_per_ip: int = 30
+    socket_read_rate: int = 32 * 1024
     trusted_proxies: tuple[str, ...] = ()
     trusted_proxy_hops: int = 0
     generated: tuple[str, ...] = field(default=())
@@ -264,6 +277,14 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
 def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
     url = (env.get("DATABASE_URL") or "").strip()
     if not url:
+        if _app_env(env) == "production":
+            # A default file would live in the deploy's own filesystem, which a platform
+            # such as Railway replaces on the next deploy, notifications and all.
+            raise ConfigError(
+                "DATABASE_URL is required in production: a PostgreSQL URL (on Railway, "
+                "${{Postgres.DATABASE_URL}}), or sqlite:////path/notifications.db on a "
+                "persistent volume"
+            )
         return f"sqlite:///{instance_path / 'notifications.db'}"
     # Railway's and Heroku's plugins hand out postgres://; SQLAlchemy wants a dialect,
     # and pg8000 is pure Python, so it cooperates with eventlet's and gevent's hubs.
@@ -343,7 +364,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         ping_interval=_int(env, "PING_INTERVAL", 25, 1, 3600),
         ping_timeout=_int(env, "PING_TIMEOUT", 60, 1, 3600),
         transports=_transports(env),
-        max_http_buffer_size=_int(env, "MAX_HTTP_BUFFER_SIZE", 64 * 1024, 1024, 16 * 1024**2),
+        max_http_buffer_size=_int(env, "MAX_HTTP_BUFFER_SIZE", 32 * 1024, 1024, 16 * 1024**2),
         token_sweep_interval=_seconds(env, "TOKEN_SWEEP_INTERVAL", 1.0, 0.05, 60),
         retention_days=_int(env, "NOTIFICATION_RETENTION_DAYS", 90, 1, 36500),
         debug_page=_flag(env, "DEBUG_PAGE", True),
@@ -454,6 +475,10 @@ def _limit_settings(env: Mapping[str, str]) -> dict[str, object]:
         "socket_event_rate": _seconds(env, "SOCKET_EVENT_RATE", 5.0, 0.01, 10_000),
         "socket_event_burst": _int(env, "SOCKET_EVENT_BURST", 20, 1, 100_000),
         "socket_flood_limit": _int(env, "SOCKET_FLOOD_LIMIT", 50, 1, 1_000_000),
+        "connect_timeout": _seconds(env, "CONNECT_TIMEOUT", 10.0, 0.5, 300),
+        "max_pending_sessions_per_ip": _int(env, "MAX_PENDING_SESSIONS_PER_IP", 30, 0,
+                                            1_000_000),
+        "socket_read_rate": _int(env, "SOCKET_READ_RATE", 32 * 1024, 1024, 1024**3),
         "trusted_proxies": _networks(env),
         "trusted_proxy_hops": _proxy_hops(env),
     }

@@ -15,9 +15,12 @@ What it stops, found by sending raw Engine.IO (tests/test_security_server.py):
   the reference server answers the overlap with 400 (socketio/engine.io#363).
 - A second WebSocket for a session still upgrading is accepted too, so two
   transports feed one session. The guard refuses the second with 400.
-- New Engine.IO sessions are not limited by Engine.IO at all, and one that never
-  sends a Socket.IO CONNECT lives as long as it answers pings; the guard caps
-  handshakes per client address (twice CONNECT_RATE_PER_IP a minute) with a 429.
+- New Engine.IO sessions are not limited by Engine.IO at all; the guard caps
+  handshakes per client address (twice CONNECT_RATE_PER_IP a minute, and
+  MAX_PENDING_SESSIONS_PER_IP not yet signed in: utils/admission.py) with a 429.
+- Nothing bounds how fast one connection may feed the worker bytes. The guard
+  charges what each WebSocket reads, and each polling POST, to a budget of
+  SOCKET_READ_RATE bytes a second (utils/throttle.py).
 - A WebSocket frame that is not an Engine.IO packet (``garbage``) raises out of
   python-engineio's WebSocket handler after the 101, and gunicorn writes an HTTP 500
   page into the WebSocket stream. The guard closes the connection instead.
@@ -29,13 +32,16 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-# Packet types a client may send over polling (Engine.IO v4): close, pong, message,
-# upgrade, and "b" for a base64 binary message.
-CLIENT_PACKET_TYPES = frozenset("1345b")
+from utils.throttle import MAX_POLL_WAIT, ByteBudget, SessionBudgets, ThrottledSocket
+
+# Packet types a client may send over polling (Engine.IO v4): close, pong, message
+# and upgrade. Not "b", a base64 binary message: this API has no binary payloads.
+CLIENT_PACKET_TYPES = frozenset("1345")
 SEPARATOR = "\x1e"
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,37 @@ def payload_problem(body: bytes) -> str | None:
     return None
 
 
+def is_websocket(environ: dict[str, Any]) -> bool:
+    """Whether Engine.IO will take this request as a WebSocket upgrade: the same test
+    python-engineio's ``Socket.handle_get_request`` makes (both headers)."""
+    connection = str(environ.get("HTTP_CONNECTION", "")).lower()
+    return (str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket"
+            and "upgrade" in (token.strip() for token in connection.split(",")))
+
+
+def _throttle_socket(environ: dict[str, Any], budget: ByteBudget,
+                     sleep: Callable[[float], None]) -> None:
+    """Route the connection's reads through a ThrottledSocket: gunicorn's workers
+    hand the socket over as ``gunicorn.socket``, eventlet's own server inside
+    ``eventlet.input``."""
+    if "gunicorn.socket" in environ:
+        environ["gunicorn.socket"] = ThrottledSocket(environ["gunicorn.socket"], budget, sleep)
+    elif "eventlet.input" in environ:
+        environ["eventlet.input"] = _ThrottledInput(environ["eventlet.input"], budget, sleep)
+
+
+class _ThrottledInput:
+    def __init__(self, wrapped: Any, budget: ByteBudget, sleep: Callable[[float], None]):
+        self._wrapped = wrapped
+        self._socket = ThrottledSocket(wrapped.get_socket(), budget, sleep)
+
+    def get_socket(self) -> ThrottledSocket:
+        return self._socket
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
 def _end_taken_over_connection(environ: dict[str, Any]) -> Iterable[bytes] | None:
     """Tell the server the connection was taken over and must just be closed.
 
@@ -83,11 +120,19 @@ class EngineIOGuard:
     """Validates polling POST bodies and refuses overlapping polls and WebSockets."""
 
     def __init__(self, app: Callable, max_buffer: int, path: str = "/socket.io",
-                 allow_handshake: Callable[[dict[str, Any]], bool] | None = None) -> None:
+                 allow_handshake: Callable[[dict[str, Any]], bool] | None = None,
+                 read_rate: int | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.app = app
         self.max_buffer = max_buffer
         self.path = path
         self.allow_handshake = allow_handshake
+        self.read_rate = read_rate
+        # A budget holds two of the largest messages, so one never waits alone.
+        self.read_burst = 2 * max_buffer
+        self.sleep = sleep
+        self.poll_budgets = (SessionBudgets(read_rate, self.read_burst) if read_rate
+                             else None)
         self._busy: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -101,18 +146,21 @@ class EngineIOGuard:
                            "too many query arguments")
         sid = (query.get("sid") or [None])[0]
         method = environ.get("REQUEST_METHOD")
-        upgrade = str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket"
+        upgrade = is_websocket(environ)
         if sid is None and method == "GET" and self.allow_handshake is not None \
                 and not self.allow_handshake(environ):
             return _refuse(start_response, "429 Too Many Requests", "rate_limited",
                            "too many new connections from this address; retry later",
                            [("Retry-After", "60")])
         if method == "GET" and upgrade:
+            if self.read_rate:
+                budget = ByteBudget(self.read_rate, self.read_burst, time.monotonic())
+                _throttle_socket(environ, budget, self.sleep)
             return self._websocket(sid, environ, start_response)
         if sid is None:
             return self.app(environ, start_response)
         if method == "POST":
-            return self._post(environ, start_response)
+            return self._post(sid, environ, start_response)
         if method == "GET":
             return self._exclusive(sid, "poll", environ, start_response)
         return self.app(environ, start_response)
@@ -135,7 +183,8 @@ class EngineIOGuard:
                 raise
             return handled
 
-    def _post(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def _post(self, sid: str, environ: dict[str, Any],
+              start_response: Callable) -> Iterable[bytes]:
         raw_length = environ.get("CONTENT_LENGTH") or ""
         try:
             length = int(raw_length) if raw_length else None
@@ -152,6 +201,14 @@ class EngineIOGuard:
         problem = payload_problem(body)
         if problem:
             return _refuse(start_response, "400 Bad Request", "bad_packet", problem)
+        if self.poll_budgets is not None:
+            wait = self.poll_budgets.charge(sid, len(body))
+            if wait > MAX_POLL_WAIT:
+                return _refuse(start_response, "429 Too Many Requests", "rate_limited",
+                               "this session sends too much data; slow down",
+                               [("Retry-After", str(int(wait) + 1))])
+            if wait > 0:
+                self.sleep(wait)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)

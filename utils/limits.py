@@ -16,13 +16,15 @@ from typing import Any
 
 from flask import Flask, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
-from flask_socketio import ConnectionRefusedError, disconnect
+from flask_socketio import ConnectionRefusedError
 from limits import parse as parse_limit
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from utils.config import Settings
 from utils.errors import error_response
+from utils.extensions import socketio
+from utils.patches import close_connection
 from utils.validation import ValidationError
 
 log = logging.getLogger(__name__)
@@ -246,14 +248,16 @@ def register_socket_limits(app: Flask, settings: Settings) -> SocketLimits:
 
 def throttled(handler: Callable) -> Callable:
     """Socket event handlers: a token bucket per socket. Over the rate, the event is
-    refused with an error ack; a flood that keeps going ends the socket."""
+    refused with an error ack; a flood that keeps going ends the connection."""
 
     @wraps(handler)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         verdict = socket_limits().allow_event(request.sid)
         if verdict is None:
-            log.warning("socket flood: disconnecting %s", request.sid)
-            disconnect()
+            # The whole Engine.IO session goes, not only the namespace: a new CONNECT
+            # on the same session would start with a fresh bucket.
+            log.warning("socket flood: closing %s", request.sid)
+            close_connection(socketio.server, request.sid)
             return None
         if verdict is False:
             raise RateLimited()

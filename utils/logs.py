@@ -72,12 +72,18 @@ def configure_logging(level: str, secrets: Iterable[str]) -> RedactingFilter:
     return redactor
 
 
-def socketio_loggers(enabled: bool) -> tuple[logging.Logger | bool, logging.Logger | bool]:
-    """The Socket.IO and Engine.IO loggers: off unless asked for; their lines pass
-    through the root handler's redaction like everything else."""
-    if not enabled:
-        return False, False
-    sio, eio = logging.getLogger("socketio.server"), logging.getLogger("engineio.server")
-    sio.setLevel(logging.INFO)
-    eio.setLevel(logging.INFO)
-    return sio, eio
+def socketio_loggers(enabled: bool) -> tuple[logging.Logger, logging.Logger]:
+    """The Socket.IO and Engine.IO loggers, at INFO when asked for and ERROR otherwise.
+
+    Always Logger objects, never False: given a bool, python-socketio and
+    python-engineio attach a StreamHandler of their own to these loggers, and
+    their lines would bypass the redacting handler. Here they have no handler of
+    their own and propagate to the root handler like every other line."""
+    level = logging.INFO if enabled else logging.ERROR
+    loggers = logging.getLogger("socketio.server"), logging.getLogger("engineio.server")
+    for logger in loggers:
+        logger.setLevel(level)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    return loggers

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from utils import metrics, store
 from utils.extensions import db, socketio
+from utils.sqlite_locks import retry_when_locked
 from utils.store import NewNotification
 
 log = logging.getLogger(__name__)
@@ -75,36 +76,47 @@ def notify_users(
     user's room. With an idempotency key, a repeat returns the first answer."""
     started = metrics.producer_started()
     users = [str(u) for u in user_ids]
-    if idempotency_key:
-        earlier = _earlier_answer(idempotency_key, request_fingerprint or "")
-        if earlier is not None:
-            return earlier
     items = [NewNotification(u, type, title, body, data or {}) for u in users]
+    delivery, payloads = _store(items, idempotency_key, request_fingerprint or "")
+    if delivery.replayed:
+        return delivery
+    for user_id, payload in zip(users, payloads, strict=True):
+        emit_notification(user_id, payload, started)
+    return delivery
+
+
+@retry_when_locked
+def _store(items: list[NewNotification], idempotency_key: str | None,
+           request_fingerprint: str) -> tuple[Delivery, list[dict[str, Any]]]:
+    """The unit of work: the idempotency check, the notifications and the key, in one
+    transaction. Run again whole when SQLite is locked (the check included: a
+    duplicate may have committed meanwhile)."""
+    if idempotency_key:
+        earlier = _earlier_answer(idempotency_key, request_fingerprint)
+        if earlier is not None:
+            return earlier, []
     try:
         rows = store.insert_notifications(items)
         payloads = [row.to_dict() for row in rows]
-        response = {"notifications": [{"id": p["id"], "user_id": u}
-                                      for p, u in zip(payloads, users, strict=True)]}
+        response = {"notifications": [{"id": p["id"], "user_id": item.user_id}
+                                      for p, item in zip(payloads, items, strict=True)]}
         if idempotency_key:
             db.session.add(store.IdempotencyKey(
-                key=idempotency_key, fingerprint=request_fingerprint or "",
-                response=response))
+                key=idempotency_key, fingerprint=request_fingerprint, response=response))
         db.session.commit()
         metrics.stored(len(rows))
     except IntegrityError:
         db.session.rollback()
         if idempotency_key:
             # A concurrent request with the same key committed first.
-            earlier = _earlier_answer(idempotency_key, request_fingerprint or "")
+            earlier = _earlier_answer(idempotency_key, request_fingerprint)
             if earlier is not None:
-                return earlier
+                return earlier, []
         raise
     except Exception:
         db.session.rollback()
         raise
-    for user_id, payload in zip(users, payloads, strict=True):
-        emit_notification(user_id, payload, started)
-    return Delivery(response, replayed=False)
+    return Delivery(response, replayed=False), payloads
 
 
 def notify_user(user_id: str, type: str, title: str, body: str | None = None,

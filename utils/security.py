@@ -84,12 +84,21 @@ class SecurityHeaders:
 
 def register_security(app: Flask, settings: Settings) -> None:
     """Rate limits, socket limits and security headers; call after the routes."""
+    from utils.admission import Admission
     from utils.eio_guard import EngineIOGuard
-    from utils.limits import register_limits, register_socket_limits
+    from utils.extensions import socketio
+    from utils.limits import client_ip, register_limits, register_socket_limits
 
     register_limits(app, settings)
     socket_limits = register_socket_limits(app, settings)
+    admission = app.extensions[Admission.KEY]
+
+    def allow_handshake(environ: dict[str, Any]) -> bool:
+        address = client_ip(environ, settings.trusted_proxies, settings.trusted_proxy_hops)
+        return admission.has_room(address) and socket_limits.allow_handshake(environ)
+
     app.wsgi_app = EngineIOGuard(app.wsgi_app, settings.max_http_buffer_size,
-                                 allow_handshake=socket_limits.allow_handshake)
+                                 allow_handshake=allow_handshake,
+                                 read_rate=settings.socket_read_rate, sleep=socketio.sleep)
     scripts = script_origin(getattr(settings, "socketio_client_url", None))
     app.wsgi_app = SecurityHeaders(app.wsgi_app, settings.is_production, scripts)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+# Stale expiry entries tolerated beyond twice the live sockets before a rebuild.
+HEAP_SLACK = 64
+
 
 @dataclass
 class SocketEntry:
@@ -46,7 +49,21 @@ class SocketRegistry:
                     sids.discard(sid)
                     if not sids:
                         del self._by_user[entry.user_id]
+                if len(self._expiry) > 2 * len(self._entries) + HEAP_SLACK:
+                    self._compact()
             return entry
+
+    def _compact(self) -> None:
+        """Drop the heap entries of sockets that are gone. The heap skips them lazily
+        when they come due, but a connect/disconnect loop would otherwise keep one per
+        connect until its token's exp; rebuilding once the heap holds twice the live
+        sockets keeps it within that, at O(1) amortised per removal."""
+        self._expiry = [(entry.expires_at, sid) for sid, entry in self._entries.items()
+                        if entry.expires_at is not None]
+        heapq.heapify(self._expiry)
+
+    def expiry_entries(self) -> int:
+        return len(self._expiry)
 
     def user_of(self, sid: str) -> str | None:
         entry = self._entries.get(sid)

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from utils.extensions import db
+from utils.sqlite_locks import retry_when_locked
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
 IdType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -171,6 +172,11 @@ def mark_read(user_id: str, ids: Iterable[int] | None) -> int:
         if not id_list:
             return 0
         stmt = stmt.where(Notification.id.in_(id_list))
+    return _commit_mark_read(stmt)
+
+
+@retry_when_locked
+def _commit_mark_read(stmt: sa.Update) -> int:
     result = db.session.execute(stmt.values(read_at=utcnow()))
     db.session.commit()
     return int(result.rowcount or 0)
@@ -190,8 +196,10 @@ def pruned_through() -> int:
     return int(row.value) if row else 0
 
 
+@retry_when_locked
 def prune(older_than: timedelta, idempotency_ttl: timedelta) -> int:
-    """Delete notifications older than ``older_than``; remember the highest id removed."""
+    """Delete notifications older than ``older_than``; remember the highest id removed.
+    One transaction, run again whole while SQLite is locked."""
     cutoff = utcnow() - older_than
     highest = db.session.execute(
         sa.select(sa.func.max(Notification.id)).where(Notification.created_at < cutoff)

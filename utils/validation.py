@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from utils.token import MAX_USER_ID_LENGTH
@@ -13,6 +15,7 @@ MAX_TYPE = 64
 MAX_TITLE = 200
 MAX_BODY = 2000
 MAX_DATA_BYTES = 8 * 1024
+MAX_DATA_DEPTH = 32  # nested objects and arrays, data itself included
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
 MAX_IDS = 1000
@@ -41,6 +44,7 @@ def _user_id(value: Any, field: str) -> str:
     text = str(value)
     if not text or len(text) > MAX_USER_ID_LENGTH:
         raise ValidationError(f"{field} must be 1 to {MAX_USER_ID_LENGTH} characters")
+    _check_unicode(text, field)
     return text
 
 
@@ -56,7 +60,37 @@ def _text(body: dict, field: str, limit: int, required: bool) -> str | None:
         raise ValidationError(f"{field} must not be empty")
     if len(value) > limit:
         raise ValidationError(f"{field} must be at most {limit} characters")
+    _check_unicode(value, field)
     return value
+
+
+def _check_unicode(text: str, field: str) -> None:
+    # JSON lets a lone surrogate through as an escape ("\ud800"); it has no UTF-8 form.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field} must be valid Unicode (no lone surrogates)") from None
+
+
+def check_data(data: Any) -> None:
+    """Refuse in a notification's ``data`` what would break its delivery: nesting
+    deeper than MAX_DATA_DEPTH, NaN or Infinity (not JSON), text that is not valid
+    Unicode. A loop with its own stack that stops at the limit, so no input can
+    exhaust Python's."""
+    pending = [([data], 0)]  # (container, depth): data is the one item at depth 0
+    while pending:
+        container, depth = pending.pop()
+        if depth > MAX_DATA_DEPTH:
+            raise ValidationError(f"data is nested deeper than {MAX_DATA_DEPTH} levels")
+        if isinstance(container, dict):
+            container = chain(container, container.values())  # keys are text too
+        for value in container:
+            if isinstance(value, str):
+                _check_unicode(value, "data")
+            elif isinstance(value, (dict, list)):
+                pending.append((value, depth + 1))
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValidationError("data must not contain NaN, Infinity or -Infinity")
 
 
 def notification_request(body: Any) -> NotificationRequest:
@@ -81,6 +115,7 @@ def notification_request(body: Any) -> NotificationRequest:
         data = {}
     if not isinstance(data, dict):
         raise ValidationError("data must be a JSON object")
+    check_data(data)  # first: json.dumps below recurses once per level
     if len(json.dumps(data, separators=(",", ":"))) > MAX_DATA_BYTES:
         raise ValidationError(f"data must be at most {MAX_DATA_BYTES} bytes as JSON")
     return NotificationRequest(
