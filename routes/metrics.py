@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from utils import metrics
-from utils.errors import ApiError
+from utils.auth import require_bearer_secret
 from utils.extensions import socketio
 
 bp = Blueprint("metrics", __name__)
@@ -21,14 +19,8 @@ def _stamp_arrival() -> None:
 
 def _authorize(expected: str | None) -> None:
     """Open unless METRICS_TOKEN is set; then ``Authorization: Bearer <token>``."""
-    if not expected:
-        return
-    scheme, _, offered = (request.headers.get("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not offered.strip():
-        raise ApiError(401, "metrics_token_missing", "send Authorization: Bearer <METRICS_TOKEN>",
-                       {"WWW-Authenticate": 'Bearer realm="metrics"'})
-    if not hmac.compare_digest(offered.strip().encode(), expected.encode()):
-        raise ApiError(403, "metrics_token_invalid", "the metrics token is not valid")
+    if expected:
+        require_bearer_secret(expected, "metrics", "metrics_token", "METRICS_TOKEN")
 
 
 @bp.get("/metrics")

@@ -44,7 +44,7 @@ def test_ids_increase_with_creation(notify):
 
 @pytest.mark.parametrize("headers, status, code", [
     ({}, 401, "api_key_missing"),
-    ({"Authorization": "Bearer wrong-key"}, 403, "api_key_invalid"),
+    ({"Authorization": "Bearer wrong-key"}, 401, "api_key_invalid"),
     ({"Authorization": f"Basic {API_KEY}"}, 401, "api_key_missing"),
 ])
 def test_producer_key_required(client, headers, status, code):
@@ -52,12 +52,16 @@ def test_producer_key_required(client, headers, status, code):
                            json={"user_id": "a", "type": "t", "title": "x"})
     assert response.status_code == status
     assert error_of(response) == code
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="notifications"')
+    # RFC 6750 3.1: wrong credentials are invalid_token; none at all carry no error
+    assert ('error="invalid_token"' in challenge) == (code == "api_key_invalid")
 
 
 def test_user_token_is_not_a_producer_key(client, make_token):
     response = client.post("/api/notifications", headers=bearer(make_token("alice")),
                            json={"user_id": "a", "type": "t", "title": "x"})
-    assert response.status_code == 403
+    assert response.status_code == 401
 
 
 @pytest.mark.parametrize("body, fragment", [

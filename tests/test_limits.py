@@ -124,7 +124,7 @@ def test_wrong_api_keys_are_limited_per_address(limited):
     for i in range(3):
         response = client.post("/api/notifications", json={}, environ_base={
             "REMOTE_ADDR": "10.3.3.3"}, headers=producer_headers(f"guess-{i}"))
-        assert response.status_code == 403
+        assert response.status_code == 401
     assert_rate_limited(client.post("/api/notifications", json={}, environ_base={
         "REMOTE_ADDR": "10.3.3.3"}, headers=producer_headers("guess-x")))
 

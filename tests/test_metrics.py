@@ -61,13 +61,14 @@ def test_metrics_is_prometheus_text_with_a_process_label(client):
 
 @pytest.mark.parametrize("header, status, code", [
     (None, 401, "metrics_token_missing"),
-    ("Bearer wrong-token", 403, "metrics_token_invalid"),
+    ("Bearer wrong-token", 401, "metrics_token_invalid"),
     ("Basic bWV0cmljcw==", 401, "metrics_token_missing"),
 ])
 def test_metrics_token_refuses_in_the_contract_shape(tmp_path, header, status, code):
     client = build_app(tmp_path, METRICS_TOKEN="scrape-secret").test_client()
     response = client.get("/metrics", headers={"Authorization": header} if header else {})
     assert response.status_code == status
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="metrics"')
     assert response.get_json() == {"error": {"code": code, "message": response.get_json()[
         "error"]["message"]}}
     assert "notifier_" not in response.get_data(as_text=True)

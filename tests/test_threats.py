@@ -55,11 +55,12 @@ def test_producer_key_is_not_a_user_token(client):
     assert response.status_code == 401
 
 
-def test_a_near_miss_api_key_is_403(client):
+def test_a_near_miss_api_key_is_401_invalid_token(client):
     almost = API_KEY[:-1] + ("x" if API_KEY[-1] != "x" else "y")
     response = client.post("/api/notifications", json={}, headers={
         "Authorization": f"Bearer {almost}"})
-    assert response.status_code == 403
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
 def test_removing_a_key_revokes_every_token_it_signed(tmp_path):

@@ -17,7 +17,8 @@ from utils.token import TokenError, VerifiedToken, verify_access_token
 REFUSAL_MESSAGE = "unauthorized"
 
 
-def _bearer(value: object) -> str | None:
+def bearer(value: object) -> str | None:
+    """The credentials of an ``Authorization: Bearer <credentials>`` value, or None."""
     if not isinstance(value, str):
         return None
     scheme, _, credentials = value.strip().partition(" ")
@@ -26,12 +27,31 @@ def _bearer(value: object) -> str | None:
     return credentials.strip() or None
 
 
+def same_secret(offered: str | None, expected: str | None) -> bool:
+    """Constant-time comparison; a missing side never matches."""
+    return bool(offered and expected) and hmac.compare_digest(offered.encode(),
+                                                              expected.encode())
+
+
+def require_bearer_secret(expected: str | None, realm: str, code: str, variable: str) -> None:
+    """Checks ``Authorization: Bearer <expected>`` (RFC 6750 §3.1): no credentials is
+    401 ``<code>_missing``; wrong ones are 401 ``<code>_invalid`` with
+    ``error="invalid_token"``. 403 is kept for a valid credential lacking a right."""
+    offered = bearer(request.headers.get("Authorization"))
+    if not offered:
+        raise ApiError(401, f"{code}_missing", f"send Authorization: Bearer <{variable}>",
+                       {"WWW-Authenticate": f'Bearer realm="{realm}"'})
+    if not same_secret(offered, expected):
+        raise ApiError(401, f"{code}_invalid", f"the credentials are not {variable}",
+                       {"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token"'})
+
+
 def extract_token(auth: Any, environ: Mapping[str, Any]) -> object:
     """The token a connecting socket offers: auth.token, then the Authorization
     header, then ?token=. Whatever the client sent for a user id is ignored."""
     if isinstance(auth, dict) and auth.get("token") is not None:
         return auth["token"]
-    header = _bearer(environ.get("HTTP_AUTHORIZATION"))
+    header = bearer(environ.get("HTTP_AUTHORIZATION"))
     if header:
         return header
     query = environ.get("QUERY_STRING")
@@ -60,7 +80,7 @@ def require_user(view: Callable) -> Callable:
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        token = _bearer(request.headers.get("Authorization"))
+        token = bearer(request.headers.get("Authorization"))
         try:
             verified = verify_access_token(token)
         except TokenError as exc:
@@ -78,13 +98,9 @@ def require_api_key(view: Callable) -> Callable:
     @wraps(view)
     def wrapper(*args, **kwargs):
         expected = current_app.config["SETTINGS"].notify_api_key
-        offered = _bearer(request.headers.get("Authorization"))
         if not expected:
             raise ApiError(503, "producer_disabled", "NOTIFY_API_KEY is not configured")
-        if not offered:
-            raise ApiError(401, "api_key_missing", "send Authorization: Bearer <NOTIFY_API_KEY>")
-        if not hmac.compare_digest(offered.encode(), expected.encode()):
-            raise ApiError(403, "api_key_invalid", "the API key is not valid")
+        require_bearer_secret(expected, "notifications", "api_key", "NOTIFY_API_KEY")
         return view(*args, **kwargs)
 
     return wrapper
