@@ -4,6 +4,13 @@ The access log format leaves out the query string: Socket.IO clients may send
 their token as ?token=..., and a token must never reach a log.
 """
 
+import warnings
+
+# eventlet warns on import with a multi-line banner; each worker logs one line about
+# it instead (utils/ops/runtime.py). This file is read before gunicorn imports the
+# worker class.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 # Socket.IO long-polls last up to PING_INTERVAL; the worker must not be killed
 # for a pending long-poll. Eventlet/gevent workers heartbeat independently.
@@ -28,21 +35,13 @@ _raise_open_file_limit()
 
 
 def post_worker_init(worker) -> None:
-    """In each worker, once the app is loaded: the GC settings for many sockets
-    (utils/gctune.py), one task for every socket's pings (utils/pinger.py), and GC
-    pause recording when GC_PAUSE_LOG is set (the benchmark's probe; nothing is
-    installed otherwise). SIGTERM closes the worker's sockets so clients reconnect
-    to other nodes (utils/drain.py)."""
-    from utils.drain import drain_on_sigterm
-    from utils.extensions import socketio
-    from utils.gcpauses import install_from_env
-    from utils.gctune import tune_after_start
-    from utils.pinger import install as install_pinger
+    """In each worker, once the app is loaded: what every server process of the app
+    installs (utils/ops/runtime.py: GC settings, GC pause recording when asked for,
+    and the drain that ends the worker's sockets on SIGTERM so clients reconnect to
+    other nodes)."""
+    from utils.ops.runtime import start_serving
 
-    tune_after_start()
-    install_pinger(socketio.start_background_task, socketio.sleep)
-    install_from_env()
-    drain_on_sigterm(worker)
+    start_serving(worker.wsgi, worker)
 
 
 def on_starting(server) -> None:

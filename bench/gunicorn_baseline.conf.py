@@ -10,6 +10,6 @@ graceful_timeout = 5
 
 
 def post_worker_init(worker) -> None:
-    from utils.gcpauses import install_from_env
+    from utils.ops.gc_pauses import install_from_env
 
     install_from_env()

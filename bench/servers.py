@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from utils.ops.processes import start_group, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -81,6 +82,9 @@ class Server:
             # Every bench client shares 127.0.0.1, where real users come from many
             # addresses, each with a short window: the per-IP connect limit is off.
             "CONNECT_RATE_PER_IP": "0",
+            # Likewise the cap on sessions not yet signed in: thousands of bench
+            # clients open their sessions at once from that one address.
+            "MAX_PENDING_SESSIONS_PER_IP": "0",
             "GC_PAUSE_LOG": str(self.gc_log),
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
@@ -106,9 +110,7 @@ class Server:
             subprocess.run([str(VENV_BIN / "flask"), "--app", "app", "db", "upgrade"], env=env,
                            cwd=ROOT, check=True, capture_output=True)
         self._log = open(self.workdir / f"{self.name}-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(pinned(self.argv(), SERVER_CORE), env=env, cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = start_group(pinned(self.argv(), SERVER_CORE), self._log, env=env, cwd=ROOT)
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -140,13 +142,7 @@ class Server:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc)
         self._log.close()
 
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import socketio
 
-CHANNEL = "notifications"  # utils.delivery: make_manager(..., "notifications")
+CHANNEL = "notifications"  # utils.realtime.replay: make_manager(..., "notifications")
 
 
 def user_room(user_id: str) -> str:
-    """The room every socket of ``user_id`` joins (utils.notifier.user_room)."""
+    """The room every socket of ``user_id`` joins (utils.realtime.protocol.user_room)."""
     return f"user:{user_id}"
 
 

@@ -7,11 +7,16 @@ from typing import Any, NoReturn
 
 from flask import Blueprint, g, jsonify, request
 
-from utils import store
-from utils.auth import require_api_key, require_user
-from utils.errors import ApiError
-from utils.notifier import IdempotencyConflict, fingerprint, notify_users, push_unread_count
-from utils.validation import (
+from utils.auth.access import require_api_key, require_user
+from utils.edge.errors import ApiError
+from utils.notifications import store
+from utils.notifications.notifier import (
+    IdempotencyConflict,
+    fingerprint,
+    notify_users,
+    push_unread_count,
+)
+from utils.notifications.validation import (
     ValidationError,
     notification_request,
     page_limit,

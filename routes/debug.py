@@ -25,18 +25,18 @@ from flask import (
 )
 
 from routes.api import json_body
-from utils.auth import require_user
-from utils.config import Settings
-from utils.errors import ApiError
-from utils.notifier import notify_users
-from utils.token import create_access_token
+from utils.auth.access import require_user
+from utils.auth.tokens import MAX_USER_ID_LENGTH, create_access_token
+from utils.config.settings import Settings
+from utils.edge.errors import ApiError
+from utils.notifications.notifier import notify_users
+from utils.realtime.state import ORIGINS_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
 CLIENT_FILES = ("socket.io.min.js", "socket.io.min.js.map")
 CLIENT_PATH = "/debug/socket.io.min.js"
 MINT_TTL_SECONDS = 3600
-MAX_USER_ID = 128
 
 bp = Blueprint("debug", __name__, url_prefix="/debug")
 
@@ -98,7 +98,7 @@ def origin_check():
     """The page: whether ``?origin=`` may open sockets here (the same test Engine.IO
     applies), so a phone can check the page's own origin or a front end's."""
     origin = request.args.get("origin", "")[:300]
-    policy = current_app.extensions["notifier.origins"]
+    policy = current_app.extensions[ORIGINS_KEY]
     return jsonify({"origin": origin, "allowed": bool(origin) and policy(origin, request.environ)})
 
 
@@ -110,8 +110,9 @@ def mint_token():
     if not isinstance(body, dict):
         raise ApiError(400, "validation_error", 'send {"user_id": "..."}')
     user_id = str(body.get("user_id") or "debug-user").strip()
-    if not 0 < len(user_id) <= MAX_USER_ID or not user_id.isprintable():
-        raise ApiError(400, "validation_error", f"user_id must be 1 to {MAX_USER_ID} characters")
+    if not 0 < len(user_id) <= MAX_USER_ID_LENGTH or not user_id.isprintable():
+        raise ApiError(400, "validation_error",
+                       f"user_id must be 1 to {MAX_USER_ID_LENGTH} printable characters")
     token = create_access_token(user_id, MINT_TTL_SECONDS)
     return jsonify({"token": token, "user_id": user_id, "expires_in": MINT_TTL_SECONDS})
 

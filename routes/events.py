@@ -5,19 +5,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, emit, join_room
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import defer
 
-from utils import metrics, store
-from utils.auth import authenticate_socket
+from utils.auth.access import authenticate_socket
+from utils.edge.errors import error_body
+from utils.edge.limits import socket_limits, throttled
 from utils.extensions import db, socketio
-from utils.limits import socket_limits, throttled
-from utils.notifier import NOTIFICATION_EVENT, push_unread_count, user_room
-from utils.realtime import Realtime
-from utils.validation import ValidationError, check_data, page_limit, positive_id, read_request
+from utils.notifications import store
+from utils.notifications.notifier import push_unread_count
+from utils.notifications.validation import (
+    ValidationError,
+    check_data,
+    page_limit,
+    positive_id,
+    read_request,
+)
+from utils.ops import metrics
+from utils.realtime import protocol
+from utils.realtime.state import Realtime
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +33,6 @@ REPLAY_LIMIT = 100
 
 def realtime() -> Realtime:
     return current_app.extensions[Realtime.KEY]
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
 
 
 def _last_id(auth: Any) -> int | None:
@@ -72,8 +75,8 @@ def _connect(auth: Any) -> None:
     rt.registry.add(sid, user_id, verified.expires_at)
     if last_id is not None:
         rt.guard.begin(sid)
-    join_room(user_room(user_id))
-    emit("auth_success", {"user_id": user_id, "unread_count": unread})
+    join_room(protocol.user_room(user_id))
+    emit(protocol.AUTH_SUCCESS, {"user_id": user_id, "unread_count": unread})
     rt.sweeper.ensure_started()
     _replay(rt, sid, user_id, last_id)
     metrics.connected(socketio.start_background_task, socketio.sleep)  # replay done too
@@ -81,21 +84,21 @@ def _connect(auth: Any) -> None:
 
 def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:
     if last_id is None:
-        emit("sync_complete", {"last_id": None, "replayed": 0, "has_more": False,
+        emit(protocol.SYNC_COMPLETE, {"last_id": None, "replayed": 0, "has_more": False,
                                "gap": False})
         return
     payloads, upto, has_more = _deliverable_after(user_id, last_id, REPLAY_LIMIT)
     gap = last_id < store.pruned_through()
     db.session.rollback()  # end the read transaction before emitting
     for payload in payloads:
-        emit(NOTIFICATION_EVENT, payload, to=sid)
+        emit(protocol.NOTIFICATION, payload, to=sid)
     metrics.replayed(len(payloads))
     cursor = upto  # past the skipped ones too
     for held in rt.guard.finish(sid, upto):
-        emit(NOTIFICATION_EVENT, held, to=sid)
+        emit(protocol.NOTIFICATION, held, to=sid)
         if not has_more:
             cursor = held["id"]
-    emit("sync_complete", {"last_id": cursor, "replayed": len(payloads),
+    emit(protocol.SYNC_COMPLETE, {"last_id": cursor, "replayed": len(payloads),
                            "has_more": has_more, "gap": gap})
 
 
@@ -110,12 +113,7 @@ def _deliverable_after(user_id: str, after_id: int,
     except (RecursionError, ValueError):
         # Some row's data cannot even be loaded: load each row's data on its own.
         db.session.rollback()
-        table = store.Notification
-        query = (sa.select(table).options(defer(table.data))
-                 .where(table.user_id == user_id, table.id > after_id)
-                 .order_by(table.id).limit(limit + 1))
-        rows = list(db.session.execute(query).scalars())
-        rows, has_more = rows[:limit], len(rows) > limit
+        rows, has_more = store.after(user_id, after_id, limit, lazy_data=True)
     payloads, upto = [], after_id
     for row in rows:
         upto = row.id
@@ -174,7 +172,7 @@ def on_sync(payload: Any = None) -> dict[str, Any]:
 @throttled
 def on_unknown(event: str, *_args: Any) -> dict[str, Any]:
     """Browsers: an event this server does not know."""
-    return _error("unknown_event", f"unknown event {str(event)[:64]!r}")
+    return error_body("unknown_event", f"unknown event {str(event)[:64]!r}")
 
 
 @socketio.on_error_default
@@ -182,12 +180,12 @@ def on_event_error(exc: Exception) -> dict[str, Any]:
     """Any handler's failure becomes an error ack; the connection stays up."""
     db.session.rollback()
     if isinstance(exc, ValidationError):
-        return _error(exc.code, exc.message)
+        return error_body(exc.code, exc.message)
     if isinstance(exc, TypeError):
-        return _error("validation_error", "unexpected arguments for this event")
+        return error_body("validation_error", "unexpected arguments for this event")
     if isinstance(exc, SQLAlchemyError):
         log.error("database error in a socket event: %s", type(exc).__name__)
         metrics.database_error("socket")
-        return _error("database_unavailable", "the database is unavailable; retry later")
+        return error_body("database_unavailable", "the database is unavailable; retry later")
     log.exception("socket event failed")
-    return _error("internal_error", "the server failed to handle this event")
+    return error_body("internal_error", "the server failed to handle this event")

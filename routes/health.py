@@ -6,9 +6,10 @@ import logging
 
 from flask import Blueprint, current_app, jsonify
 
-from utils import store
+from utils import __version__
 from utils.extensions import db, socketio
-from utils.version import __version__
+from utils.notifications import store
+from utils.realtime.state import QUEUE_PROBE_KEY
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def readyz():
         db.session.rollback()
         log.warning("readiness: database error: %s", type(exc).__name__)
         checks["database"] = "error"
-    probe = current_app.extensions.get("notifier.queue_probe")
+    probe = current_app.extensions.get(QUEUE_PROBE_KEY)
     if probe is not None:
         checks["message_queue"] = "ok" if probe() else "error"
     ok = all(v in ("ok", "disabled") for v in checks.values())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
-from utils import metrics
-from utils.auth import require_bearer_secret
+from utils.auth.credentials import require_bearer_secret
 from utils.extensions import socketio
+from utils.ops import metrics
 
 bp = Blueprint("metrics", __name__)
 

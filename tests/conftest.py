@@ -61,7 +61,7 @@ def runner(app):
 @pytest.fixture
 def make_token(app):
     """``make_token("alice", ttl=60, **claims)``: a token the app accepts."""
-    from utils.token import create_access_token
+    from utils.auth.tokens import create_access_token
 
     def _make(user_id: str = "alice", ttl: int = 3600, **claims) -> str:
         with app.app_context():
@@ -73,7 +73,7 @@ def make_token(app):
 @pytest.fixture
 def make_token_for():
     """``make_token_for(app, "alice")``: a token for a given app (e.g. ``store_app``)."""
-    from utils.token import create_access_token
+    from utils.auth.tokens import create_access_token
 
     def _make(app, user_id: str, ttl: int = 3600) -> str:
         with app.app_context():
@@ -139,6 +139,13 @@ def clients():
     yield _make
     for recorder in made:
         recorder.disconnect()
+
+
+@pytest.fixture(params=["eventlet", "gevent"])
+def worker(request) -> str:
+    """gunicorn's eventlet worker (the Procfile's) and gevent, the maintained path: a
+    real-server test that takes this runs on both."""
+    return request.param
 
 
 @pytest.fixture

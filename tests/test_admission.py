@@ -1,5 +1,5 @@
 """Unit tests for the hardening pieces that need no server: what an unsigned session
-may send (utils/admission.py), read budgets (utils/throttle.py), the library patches
+may send (utils/realtime/admission.py), read budgets (utils/edge/throttle.py), the library patches
 (utils/patches.py), the expiry heap and the Socket.IO loggers. tests/attacks/ runs
 the same defences against real gunicorn servers."""
 
@@ -11,11 +11,11 @@ import os
 
 import pytest
 
-from utils.admission import Admission, AdmissionSweeper, event_problem, message_problem
-from utils.logs import configure_logging, socketio_loggers
+from utils.edge.throttle import ByteBudget, SessionBudgets, ThrottledSocket
+from utils.ops.logs import configure_logging, socketio_loggers
 from utils.patches import unmask
-from utils.sessions import HEAP_SLACK, SocketRegistry
-from utils.throttle import ByteBudget, SessionBudgets, ThrottledSocket
+from utils.realtime.admission import Admission, AdmissionSweeper, event_problem, message_problem
+from utils.realtime.registry import HEAP_SLACK, SocketRegistry
 
 
 class Clock:

@@ -160,7 +160,7 @@ def test_nan_and_infinity_are_refused_in_any_body(client, api_headers, make_toke
 def test_data_check_refuses_nan_and_depth_from_any_caller():
     """The CLI's --data reaches the same check without the HTTP parser; the depth check
     loops, so a structure far deeper than Python's recursion limit is refused too."""
-    from utils.validation import ValidationError, notification_request
+    from utils.notifications.validation import ValidationError, notification_request
 
     deep = []
     for _ in range(100_000):
@@ -257,7 +257,7 @@ def test_idempotency_key_expires_after_24_hours(app, client, api_headers):
     from datetime import timedelta
 
     from utils.extensions import db
-    from utils.store import IdempotencyKey
+    from utils.notifications.models import IdempotencyKey
 
     headers = {**api_headers, "Idempotency-Key": "old"}
     body = {"user_id": "a", "type": "t", "title": "x"}
@@ -287,7 +287,10 @@ def test_inbox_requires_a_user_token(client):
     assert error_of(client.get("/api/notifications", headers=bearer("junk"))) == "token_invalid"
     response = client.get("/api/notifications/unread-count", headers=bearer(API_KEY))
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.headers["WWW-Authenticate"] == \
+        'Bearer realm="notifications", error="invalid_token"'
+    missing = client.get("/api/notifications/unread-count")
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="notifications"'
 
 
 def test_inbox_newest_first_with_cursor(client, notify, make_token):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from utils.token import verify_access_token
+from utils.auth.tokens import verify_access_token
 
 ROOT = Path(__file__).resolve().parents[1]
 FLASK = str(Path(sys.executable).parent / "flask")
@@ -43,7 +43,7 @@ def test_notify_stores_and_emits_through_the_same_path(app, runner, sio_client, 
 
 
 def test_notify_rejects_bad_data_without_storing(app, runner):
-    from utils import store
+    from utils.notifications import store
 
     bad_json = runner.invoke(args=["notify", "alice", "--type", "t", "--title", "x",
                                    "--data", "{nope"])
@@ -59,9 +59,9 @@ def test_notify_rejects_bad_data_without_storing(app, runner):
 
 
 def test_prune_uses_the_retention_default(app, runner, notify):
-    from utils import store
     from utils.extensions import db
-    from utils.store import Notification
+    from utils.notifications import store
+    from utils.notifications.models import Notification
 
     old, fresh = notify("alice")[0], notify("alice")[0]
     with app.app_context():
@@ -131,7 +131,7 @@ def test_prune_waits_for_a_writer_in_another_process(app, runner):
 def test_a_write_locked_past_the_deadline_fails_with_one_line(tmp_path, monkeypatch):
     from tests.conftest import build_app
     from tests.test_sqlite_locks import WriteLockHolder
-    from utils import sqlite_locks
+    from utils.notifications import sqlite_locks
 
     monkeypatch.setattr(sqlite_locks, "WRITE_DEADLINE_SECONDS", 0.3)
     app = build_app(tmp_path)

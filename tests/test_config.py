@@ -1,8 +1,12 @@
 """Configuration parsing: development defaults and production's fail-fast rules."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from utils.config import ConfigError, load_settings
+from utils.config.values import Env
 
 GOOD_SECRET = "p" * 40
 
@@ -112,3 +116,31 @@ def test_frontend_urls_are_exact_origins(tmp_path):
     settings = load_settings(prod(FRONTEND_URLS="https://a.example.com/, https://b.example.com"),
                              tmp_path)
     assert settings.frontend_urls == ("https://a.example.com", "https://b.example.com")
+
+
+def _readme_variables() -> set[str]:
+    """The variables named in the first column of README's configuration table."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1]))
+    return names
+
+
+def _parsed_variables(tmp_path) -> set[str]:
+    """Every variable load_settings reads, in development and in production."""
+    read: set[str] = set()
+    for environ in ({}, prod()):
+        env = Env(environ)
+        load_settings(env, tmp_path)
+        read |= env.read
+    return read
+
+
+def test_readme_table_and_parsed_settings_agree(tmp_path):
+    documented, parsed = _readme_variables(), _parsed_variables(tmp_path)
+    assert len(documented) > 40
+    assert parsed - documented == set(), "parsed but missing from README's table"
+    assert documented - parsed == set(), "in README's table but never parsed"

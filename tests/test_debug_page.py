@@ -49,7 +49,7 @@ def test_configured_client_url_wins(tmp_path):
     client = build_app(tmp_path, SOCKETIO_CLIENT_URL=url).test_client()
     response = client.get("/debug")
     assert f'src="{url}"' in response.get_data(as_text=True)
-    # The server's CSP (utils/security.py) lets that one script origin in.
+    # The server's CSP (utils/edge/headers.py) lets that one script origin in.
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self' https://cdn.example.com" in policy
 
@@ -63,7 +63,7 @@ def test_default_page_keeps_the_servers_csp(client):
                                  'https://x.example/"><script>'])
 def test_bad_client_url_refuses_to_start(tmp_path, url):
     from app import create_app
-    from utils.config import ConfigError
+    from utils.config.settings import ConfigError
 
     with pytest.raises(ConfigError, match="SOCKETIO_CLIENT_URL"):
         create_app({"INSTANCE_PATH": str(tmp_path), "SOCKETIO_CLIENT_URL": url})

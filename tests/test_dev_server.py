@@ -53,3 +53,28 @@ def test_python_app_py_runs_eventlet_patched_with_generated_secrets(tmp_path):
         assert (tmp_path / "instance" / "notify_api_key.txt").read_text().strip() == key
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize("async_mode", ["eventlet", "gevent"])
+def test_a_second_python_app_py_on_the_same_port_exits_with_one_line(tmp_path, async_mode):
+    """eventlet's listen() sets SO_REUSEPORT by default, so a second server used to bind
+    the same port and the kernel spread connections over both: sessions broke."""
+    first = dev_server(tmp_path, "owner")
+    first.env["ASYNC_MODE"] = async_mode
+    first.start()
+    try:
+        second = dev_server(tmp_path, "intruder")
+        second.env.update(ASYNC_MODE=async_mode, PORT=str(first.port))
+        second.port = first.port
+        second.start(wait=False)
+        assert second.proc.wait(30) == 1
+        lines = [line for line in second.output().splitlines() if line.strip()]
+        assert lines[-1] == (f"port {first.port} is already in use (another server?): "
+                             "stop it, or set PORT")
+        assert "Traceback" not in second.output()
+        health = requests.get(first.url + "/healthz", timeout=5).json()
+        assert health["async_mode"] == async_mode
+        assert "eventlet is deprecated" in first.output() or async_mode == "gevent"
+        assert "Eventlet is deprecated. It is currently" not in first.output()
+    finally:
+        first.stop()

@@ -1,13 +1,15 @@
 """The doctor against real servers on loopback, each scenario started here:
 healthy gunicorn eventlet, the original incident's sync worker, a stock
 Flask-SocketIO app (every origin, no auth), nginx without the upgrade headers, an
-http front that redirects POST, and compression left on."""
+http front that redirects POST, compression left on, and sessions split across
+two processes (round-robin HAProxy, SO_REUSEPORT, and a sticky HAProxy)."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -19,6 +21,8 @@ import jwt
 import pytest
 import requests
 
+from tests.support.cluster import HAProxy
+from tests.support.cluster import wait_for as wait_until
 from tests.support.servers import (
     ROOT,
     SERVER_API_KEY,
@@ -87,13 +91,14 @@ def app_server(tmp: Path, env: dict[str, str], module: str, own_config: bool = T
     return ServerProcess(argv, env, port, tmp / f"{module.replace(':', '-')}-{port}.log")
 
 
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory):
-    """The production set-up: the Procfile's gunicorn eventlet command."""
-    tmp = tmp_path_factory.mktemp("doctor-healthy")
-    env = server_env(tmp)
+@pytest.fixture(scope="module", params=["eventlet", "gevent"])
+def healthy(request, tmp_path_factory):
+    """The production set-up: the Procfile's gunicorn command, on the eventlet worker
+    and on gevent."""
+    tmp = tmp_path_factory.mktemp(f"doctor-healthy-{request.param}")
+    env = server_env(tmp, ASYNC_MODE=request.param)
     migrate(env)
-    server = gunicorn(tmp, env).start()
+    server = gunicorn(tmp, env, worker=request.param).start()
     yield server, env
     server.stop()
 
@@ -120,11 +125,12 @@ def test_healthy_server_passes_every_check(healthy):
     assert report["verdict"] == "pass"
     assert set(statuses(report).values()) == {"pass"}, statuses(report)
     found = checks(report)
-    assert len(found) == 13
+    assert len(found) == 14
+    assert "8 of 8 sessions held" in found["split_sessions"]["evidence"]
     assert "as user doctor-user" in found["auth"]["evidence"]
     assert "polling" in found["round_trip"]["evidence"]
     assert "websocket" in found["round_trip"]["evidence"]
-    assert found["server"]["data"]["async_mode"] == "eventlet"
+    assert found["server"]["data"]["async_mode"] == env["ASYNC_MODE"]
 
 
 def test_table_output_marks_each_check_without_colour_off_a_tty(healthy):
@@ -477,14 +483,100 @@ def test_ping_interval_beyond_proxy_idle_timeouts_warns(tmp_path):
     assert handshake["fix"].startswith("PING_INTERVAL=25")
 
 
-@pytest.mark.parametrize(("url", "origin", "status"), [
-    ("http://notify.example.com", "https://app.example.com", "fail"),  # mixed content
-    ("http://notify.example.com", None, "warn"),  # tokens in clear
-    ("http://127.0.0.1:8000", "https://app.example.com", None),  # a local test set-up
-])
-def test_plain_http_is_judged_by_where_it_is_served(url, origin, status):
-    from utils.doctor import Doctor, Options
+# -- sessions split across processes -----------------------------------------------------
 
-    problems: list = []
-    Doctor(Options(url, origin=origin))._scheme_note(problems)
-    assert [p[0] for p in problems] == ([status] if status else [])
+SPLIT = re.compile(r"✗ split sessions +[1-8] of 8 sessions answered 400 Invalid session by the "
+                   r"URL that issued them: the requests of one session reach different "
+                   r"processes or replicas")
+SPLIT_FIXES = ("run one replica and one process",
+               "SOCKETIO_TRANSPORTS=websocket with REDIS_URL",
+               "a sticky proxy in front (deploy/haproxy-sticky.cfg)")
+NOT_JUDGED = "not judged: polling sessions split across processes (see split sessions)"
+
+
+def two_nodes(tmp: Path, extra: list[str] | None = None) -> tuple[list[ServerProcess], dict]:
+    """Two gunicorn eventlet processes of the app sharing one database and nothing else
+    (no REDIS_URL): each holds its own Engine.IO sessions. Both ready on return."""
+    env = server_env(tmp)
+    migrate(env)
+    nodes = [gunicorn(tmp, env, extra=extra, name=f"node{i}") for i in (1, 2)]
+    try:
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            node.wait_ready()
+    except BaseException:
+        stop_all(nodes)
+        raise
+    return nodes, env
+
+
+def stop_all(nodes: list[ServerProcess]) -> None:
+    for node in nodes:
+        node.stop()
+
+
+def run_doctor_text(url: str, env: dict[str, str]) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([url, "--origin", ALLOWED, "--token", make_token(env), "--api-key", API_KEY,
+                 "--timeout", TIMEOUT], out=out, err=err)
+    print(out.getvalue())  # with -s: the sample in the README
+    return code, out.getvalue()
+
+
+def assert_names_the_split(code: int, text: str) -> None:
+    assert code == 1, text
+    assert SPLIT.search(text), text
+    for fix in SPLIT_FIXES:
+        assert fix in text
+    for check in ("polling → websocket", "round trip"):
+        assert re.search(rf"· {check} +{re.escape(NOT_JUDGED)}", text), text
+    assert "Upgrade header" not in text  # not mistaken for a proxy that drops it
+
+
+def test_round_robin_proxy_splitting_polling_sessions_is_named(tmp_path):
+    """deploy/haproxy-websocket.cfg (round-robin, not sticky) in front of two nodes that
+    leave polling on: the requests of one session alternate between the nodes."""
+    nodes, env = two_nodes(tmp_path)
+    proxy = None
+    try:
+        proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", nodes).start()
+        assert wait_until(lambda: [s["status"] for s in proxy.stats().values()] == ["UP"] * 2,
+                          10), proxy.stats()
+        code, text = run_doctor_text(proxy.url, env)
+    finally:
+        if proxy:
+            proxy.stop()
+        stop_all(nodes)
+    assert_names_the_split(code, text)
+
+
+def test_servers_sharing_one_port_split_sessions_and_are_named(tmp_path):
+    """Two gunicorn servers bound to one port with --reuse-port (SO_REUSEPORT): the
+    kernel spreads connections over both. Each also listens on a port of its own, only
+    so that each one's readiness can be told apart."""
+    shared = free_port()
+    nodes, env = two_nodes(tmp_path, ["--reuse-port", "--bind", f"127.0.0.1:{shared}"])
+    try:
+        code, text = run_doctor_text(f"http://127.0.0.1:{shared}", env)
+    finally:
+        stop_all(nodes)
+    assert_names_the_split(code, text)
+
+
+def test_sticky_proxy_holds_sessions_only_for_clients_that_send_its_cookie(tmp_path):
+    nodes, env = two_nodes(tmp_path)
+    proxy = None
+    try:
+        proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", nodes).start()
+        code, report = run_doctor(proxy.url, "--origin", ALLOWED, "--token", make_token(env))
+    finally:
+        if proxy:
+            proxy.stop()
+        stop_all(nodes)
+    split = checks(report)["split_sessions"]
+    assert code == 0, report
+    assert split["status"] == "warn" and "without the cookie SERVERID" in split["evidence"]
+    assert "withCredentials: true" in split["fix"]
+    # Like a browser with credentials, the doctor sends the cookie: the rest holds.
+    assert statuses(report)["upgrade"] == "pass" and statuses(report)["auth"] == "pass"

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from utils.delivery import ReplayGuard
-from utils.sessions import ExpirySweeper, SocketRegistry
+from utils.realtime.registry import ExpirySweeper, SocketRegistry
+from utils.realtime.replay import ReplayGuard
 
 
 def events(test_client, name=None):
@@ -238,7 +238,7 @@ def test_notification_stored_during_replay_arrives_once_and_in_order(
     """A producer commits and emits while the replay query is running: the socket
     gets it once, after the replayed ones."""
     import routes.events as events_module
-    from utils import store
+    from utils.notifications import store
 
     first = notify("alice")[0]
     real_after = store.after
@@ -261,8 +261,8 @@ def test_notification_stored_during_replay_arrives_once_and_in_order(
 def test_notification_read_by_replay_and_emitted_live_arrives_once(
         app, sio_client, make_token, notify, monkeypatch):
     """The other side of the race: stored before the replay query, emitted after it."""
-    from utils import notifier
-    from utils.realtime import Realtime
+    from utils.notifications import notifier
+    from utils.realtime.state import Realtime
 
     real_emit = notifier.emit_notification
     held_back = []
@@ -291,7 +291,7 @@ def test_expired_token_disconnects_the_socket(app, sio_client, make_token):
     """The sweeper's clock is moved, not waited for."""
     import time
 
-    from utils.realtime import Realtime
+    from utils.realtime.state import Realtime
 
     rt = app.extensions[Realtime.KEY]
     short = sio_client(auth={"token": make_token("alice", ttl=30)})

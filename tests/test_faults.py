@@ -23,11 +23,17 @@ from tests.support.cluster import (
     token,
     wait_for,
 )
-from tests.support.services import PG_HOST, PG_PORT, REDIS_HOST, REDIS_PORT, require_service
+from tests.support.services import (
+    PG_HOST,
+    PG_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    SHARED_REDIS,
+    require_service,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
-SHARED_REDIS = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
 def stored_ids(base_url: str, user_id: str) -> list[int]:
@@ -90,10 +96,11 @@ TOPOLOGIES = {
 
 
 @pytest.mark.parametrize("topology", list(TOPOLOGIES))
-def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, made, topology):
+def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(worker, tmp_path, made,
+                                                                    topology):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     config, env, transports = TOPOLOGIES[topology]
-    cluster = Cluster(tmp_path, SHARED_REDIS, n=2, **env).start()
+    cluster = Cluster(tmp_path, SHARED_REDIS, n=2, ASYNC_MODE=worker, **env).start()
     proxy = None
     producer = None
     try:
@@ -141,11 +148,12 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(tmp_path, m
         cluster.stop()
 
 
-def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(tmp_path, made):
+def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(worker, tmp_path, made):
     redis = private_redis(tmp_path).start()
     cluster = None
     try:
-        cluster = Cluster(tmp_path, f"redis://127.0.0.1:{redis.port}/0", n=2).start()
+        cluster = Cluster(tmp_path, f"redis://127.0.0.1:{redis.port}/0", n=2,
+                          ASYNC_MODE=worker).start()
         a, b = cluster.nodes
         pids = [a.pid, b.pid]
         users = [f"redis-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
@@ -230,11 +238,12 @@ def own_database():
 
 
 def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
-    tmp_path, made, own_database
+    worker, tmp_path, made, own_database
 ):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     url, lock = own_database
-    cluster = Cluster(tmp_path, SHARED_REDIS, database_url=url, n=2).start()
+    cluster = Cluster(tmp_path, SHARED_REDIS, database_url=url, n=2,
+                      ASYNC_MODE=worker).start()
     try:
         a, b = cluster.nodes
         users = [f"db-{uuid.uuid4().hex[:8]}"]
@@ -284,9 +293,9 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
         cluster.stop()
 
 
-def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(tmp_path, made):
+def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(worker, tmp_path, made):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, SHARED_REDIS, n=2).start()
+    cluster = Cluster(tmp_path, SHARED_REDIS, n=2, ASYNC_MODE=worker).start()
     proxy = None
     try:
         proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()

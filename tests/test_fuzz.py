@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import API_KEY, ORIGIN, SECRET, build_app
-from utils.auth import authenticate_socket
+from utils.auth.access import authenticate_socket
 from utils.extensions import socketio
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
@@ -215,7 +215,7 @@ def test_raw_bodies_are_a_contract_4xx(fuzz_app):
 def test_inbox_queries_and_reads_are_200_or_a_contract_4xx(fuzz_app):
     client = fuzz_app.test_client()
     with fuzz_app.app_context():
-        from utils.token import create_access_token
+        from utils.auth.tokens import create_access_token
 
         auth = {"Authorization": f"Bearer {create_access_token('fuzz-user', 3600)}"}
 
@@ -241,7 +241,7 @@ event_names = st.one_of(st.sampled_from(["mark_read", "sync"]), st.text(min_size
 
 def test_socket_events_get_an_ack_and_keep_the_socket(fuzz_app):
     with fuzz_app.app_context():
-        from utils.token import create_access_token
+        from utils.auth.tokens import create_access_token
 
         user_token = create_access_token("fuzz-socket", 3600)
     client = socketio.test_client(fuzz_app, auth={"token": user_token},

@@ -1,5 +1,5 @@
-"""The worker's GC settings (utils/gctune.py) and the bench's pause probe
-(utils/gcpauses.py)."""
+"""The worker's GC settings (utils/ops/gc_tuning.py) and the bench's pause probe
+(utils/ops/gc_pauses.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import gcpauses, gctune
+from utils.ops import gc_pauses as gcpauses
+from utils.ops import gc_tuning as gctune
 
 
 @pytest.fixture
@@ -29,16 +30,21 @@ def restore_gc():
 
 def test_tuning_freezes_start_up_objects_and_raises_thresholds(restore_gc):
     gc.unfreeze()
-    assert gctune.tune_after_start({}) is True
+    assert gctune.tune_after_start() is True
     assert gc.get_freeze_count() > 1000
     assert gc.get_threshold() == gctune.THRESHOLDS
 
 
 @pytest.mark.parametrize("value", ["0", "off", "false"])
-def test_gc_tuning_0_leaves_the_collector_alone(restore_gc, value):
+def test_gc_tuning_0_leaves_the_collector_alone(restore_gc, value, tmp_path):
+    from app import create_app
+
+    settings = create_app({"GC_TUNING": value, "INSTANCE_PATH": str(tmp_path),
+                           "DATABASE_URL": "sqlite://"}).config["SETTINGS"]
+    assert settings.gc_tuning is False
     gc.unfreeze()
     before = gc.get_threshold()
-    assert gctune.tune_after_start({"GC_TUNING": value}) is False
+    assert gctune.tune_after_start(settings.gc_tuning) is False
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
 

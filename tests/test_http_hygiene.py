@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import API_KEY, ORIGIN, build_app
-from utils.security import content_security_policy
+from utils.edge.headers import content_security_policy
 
 FOREIGN = "https://evil.example"
 

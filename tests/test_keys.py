@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from utils.config import ConfigError, load_settings
-from utils.token import TokenError, TokenService
+from utils.auth.tokens import TokenError, TokenService
+from utils.config.settings import ConfigError, load_settings
 
 OLD = "old-secret-" + "o" * 40
 NEW = "new-secret-" + "n" * 40

@@ -11,10 +11,10 @@ import pytest
 from flask_socketio import ConnectionRefusedError
 
 from tests.conftest import API_KEY, ORIGIN, build_app
-from tests.support.services import REDIS_HOST, REDIS_PORT, require_service
-from utils.config import Settings
+from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
+from utils.config.settings import Settings
+from utils.edge.limits import SocketLimits, client_ip
 from utils.extensions import socketio
-from utils.limits import SocketLimits, client_ip
 
 
 def producer_headers(key: str = API_KEY) -> dict:
@@ -40,7 +40,7 @@ def limited(tmp_path):
 
 
 def token_for(app, user="alice"):
-    from utils.token import create_access_token
+    from utils.auth.tokens import create_access_token
 
     with app.app_context():
         return create_access_token(user, 600)
@@ -71,7 +71,7 @@ def test_x_forwarded_for_is_ignored_without_trusted_proxies(limited):
     ("", "10.0.0.1", "10.0.0.1"),  # the edge appended nothing: the peer stands
 ])
 def test_a_hop_count_trusts_the_nearest_proxy_whatever_its_address(forwarded, peer, expected):
-    from utils.limits import client_ip
+    from utils.edge.limits import client_ip
 
     environ = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
     assert client_ip(environ, (), hops=1) == expected
@@ -79,7 +79,7 @@ def test_a_hop_count_trusts_the_nearest_proxy_whatever_its_address(forwarded, pe
 
 
 def test_trusted_proxies_hop_count_is_parsed(tmp_path):
-    from utils.config import ConfigError, load_settings
+    from utils.config.settings import ConfigError, load_settings
 
     settings = load_settings({"TRUSTED_PROXIES": "1"}, tmp_path)
     assert (settings.trusted_proxy_hops, settings.trusted_proxies) == (1, ())
@@ -145,7 +145,7 @@ def test_limits_can_be_turned_off(tmp_path):
 def test_limits_are_shared_through_redis(tmp_path):
     """Two app instances (two processes' worth of state) share one budget in Redis."""
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    url = SHARED_REDIS
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = build_app(tmp_path / "a", RATE_LIMIT_HTTP="3/minute", RATE_LIMIT_STORAGE_URL=url)
@@ -160,7 +160,7 @@ def test_limits_are_shared_through_redis(tmp_path):
 
 
 def test_redis_storage_is_the_default_when_redis_url_is_set(tmp_path):
-    from utils.config import load_settings
+    from utils.config.settings import load_settings
 
     settings = load_settings({"REDIS_URL": "redis://127.0.0.1:6379/0"}, tmp_path)
     assert settings.rate_limit_storage_url == "redis://127.0.0.1:6379/0"

@@ -19,11 +19,10 @@ from tests.support.cluster import (
     wait_for,
 )
 from tests.support.servers import ROOT, VENV_BIN, free_port, gunicorn, migrate, server_env
-from tests.support.services import REDIS_HOST, REDIS_PORT, require_service
+from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
-SHARED_REDIS = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
 def user() -> str:
@@ -135,7 +134,7 @@ def test_without_redis_url_nothing_imports_redis(tmp_path):
 
 
 def test_python_socketio_alone_would_import_redis(tmp_path):
-    """The finding behind utils/imports.py: the check above can fail."""
+    """The finding behind utils/patches.py (without_modules): the check above can fail."""
     code = "import sys, socketio; print('redis' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -248,14 +247,14 @@ def result(out: subprocess.CompletedProcess) -> list[str]:
     ],
 )
 def test_config_accepts_redis_and_rediss_urls(tmp_path, url):
-    from utils.config import load_settings
+    from utils.config.settings import load_settings
 
     assert load_settings({"REDIS_URL": url}, tmp_path).redis_url == url
 
 
 @pytest.mark.parametrize("url", ["http://redis:6379", "s3cr3t-password", "redis:6379"])
 def test_config_refuses_other_redis_urls_without_echoing_them(tmp_path, url):
-    from utils.config import ConfigError, load_settings
+    from utils.config.settings import ConfigError, load_settings
 
     with pytest.raises(ConfigError) as excinfo:
         load_settings({"REDIS_URL": url}, tmp_path)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import build_app
-from utils.config import ConfigError, load_settings
+from utils.config.settings import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"

@@ -1,4 +1,4 @@
-"""One task sends every socket's Engine.IO pings (utils/pinger.py): unit rules with a
+"""One task sends every socket's Engine.IO pings (utils/realtime/pinger.py): unit rules with a
 fake clock, and a real gunicorn worker whose websocket client is pinged on time."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import websocket
 
 from tests.conftest import ORIGIN
 from tests.support.servers import gunicorn, migrate, server_env
-from utils.pinger import Pinger
+from utils.realtime.pinger import Pinger
 
 
 class FakeSocket:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.cluster import API_KEY, ORIGIN, Cluster, HAProxy, token
 from tests.support.servers import ROOT
-from tests.support.services import REDIS_HOST, REDIS_PORT, require_service
+from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
 
 pytestmark = [
     pytest.mark.slow,
@@ -55,7 +55,7 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
     raise_fd_limit(SOCKETS * 3 + 1000)
     cluster = Cluster(
         tmp_path,
-        f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+        SHARED_REDIS,
         database_url=postgres_url,
         n=2,
         PING_INTERVAL="25",

@@ -12,7 +12,7 @@ import pytest
 from flask_socketio import ConnectionRefusedError
 
 from tests.conftest import SECRET
-from utils.auth import authenticate_socket, extract_token
+from utils.auth.access import authenticate_socket, extract_token
 
 
 def refusal_code(app, auth=None, environ=None):

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.conftest import build_app
 from tests.support.servers import gunicorn, migrate, mint, post, server_env
-from utils import sqlite_locks
+from utils.notifications import sqlite_locks
 
 HOLD_SECONDS = 3.0  # how long the other process keeps the write lock
 HEALTHZ_EVERY = 0.1  # seconds between /healthz probes
@@ -191,14 +191,14 @@ def database(app) -> Path:
 
 
 def unread(app, user_id: str) -> int:
-    from utils import store
+    from utils.notifications import store
 
     with app.app_context():
         return store.unread_count(user_id)
 
 
 def test_sqlite3_waits_in_c_only_where_no_hub_runs(monkeypatch):
-    from app import _engine_options
+    from utils.notifications.database import engine_options as _engine_options
 
     monkeypatch.setattr(sqlite_locks, "runs_a_hub", lambda: False)
     assert _engine_options("sqlite:///x.db")["connect_args"]["timeout"] == \
@@ -210,7 +210,7 @@ def test_sqlite3_waits_in_c_only_where_no_hub_runs(monkeypatch):
 
 def test_without_contention_the_producer_path_runs_no_extra_statement(app):
     from utils.extensions import db
-    from utils.notifier import notify_users
+    from utils.notifications.notifier import notify_users
 
     statements: list[str] = []
     with app.app_context():
@@ -245,7 +245,7 @@ def test_a_duplicate_committed_while_waiting_is_answered_not_stored_again(
         app, client, api_headers, database):
     """Another process stores the same Idempotency-Key while this request waits: the
     retry redoes the whole unit, the key lookup included, and replays its answer."""
-    from utils.notifier import fingerprint
+    from utils.notifications.notifier import fingerprint
 
     body = {"user_id": "alice", "type": "t", "title": "duplicate"}
     answer: dict = {}
@@ -300,8 +300,8 @@ def test_a_socket_write_past_the_deadline_acks_database_unavailable(
 
 
 def test_mark_read_and_prune_wait_for_the_lock(app, client, make_token, notify, database):
-    from utils import store
-    from utils.notifier import IDEMPOTENCY_TTL
+    from utils.notifications import store
+    from utils.notifications.notifier import IDEMPOTENCY_TTL
 
     ids = notify("alice") + notify("alice")
     with WriteLockHolder(database, SHORT_HOLD):

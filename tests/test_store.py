@@ -7,10 +7,15 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from utils import store
 from utils.extensions import db
-from utils.notifier import IDEMPOTENCY_TTL, IdempotencyConflict, fingerprint, notify_users
-from utils.store import NewNotification, Notification
+from utils.notifications import store
+from utils.notifications.models import NewNotification, Notification
+from utils.notifications.notifier import (
+    IDEMPOTENCY_TTL,
+    IdempotencyConflict,
+    fingerprint,
+    notify_users,
+)
 
 
 def add(user_id: str, count: int = 1, **fields) -> list[int]:

@@ -66,8 +66,8 @@ def test_a_near_miss_api_key_is_401_invalid_token(client):
 def test_removing_a_key_revokes_every_token_it_signed(tmp_path):
     """Revocation: tokens are short-lived, and dropping a key from JWT_SECRET_KEY ends
     all of its tokens at once (a new process verifies with what is left)."""
+    from utils.auth.tokens import create_access_token
     from utils.extensions import socketio
-    from utils.token import create_access_token
 
     old = build_app(tmp_path, JWT_SECRET_KEY=SECRET)
     with old.app_context():

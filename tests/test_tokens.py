@@ -1,4 +1,4 @@
-"""utils/token.py: signing and verification with pinned algorithms."""
+"""utils/auth/tokens.py: signing and verification with pinned algorithms."""
 
 import time
 
@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.conftest import SECRET
-from utils.config import load_settings
-from utils.token import TokenError, TokenService
+from utils.auth.tokens import TokenError, TokenService
+from utils.config.settings import load_settings
 
 
 def service(tmp_path, **env):

@@ -20,11 +20,11 @@ from tests.support.cluster import (
     post_notification,
     wait_for,
 )
-from tests.support.services import REDIS_HOST, REDIS_PORT, require_service
+from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+REDIS_URL = SHARED_REDIS
 
 
 def bad_requests(proxy: HAProxy) -> list[str]:
@@ -63,9 +63,9 @@ def assert_no_broken_sessions(recorders: list[Recorder], cluster: Cluster) -> No
     assert invalid_session_lines(logs) == [] and "is not known session" not in logs
 
 
-def test_sticky_proxy_spreads_every_transport_and_loses_nothing(tmp_path, made):
+def test_sticky_proxy_spreads_every_transport_and_loses_nothing(worker, tmp_path, made):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, REDIS_URL, n=3).start()
+    cluster = Cluster(tmp_path, REDIS_URL, n=3, ASYNC_MODE=worker).start()
     proxy = None
     try:
         proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
@@ -95,9 +95,10 @@ def test_sticky_proxy_spreads_every_transport_and_loses_nothing(tmp_path, made):
         cluster.stop()
 
 
-def test_round_robin_proxy_with_websocket_only_nodes(tmp_path, made):
+def test_round_robin_proxy_with_websocket_only_nodes(worker, tmp_path, made):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, REDIS_URL, n=3, SOCKETIO_TRANSPORTS="websocket").start()
+    cluster = Cluster(tmp_path, REDIS_URL, n=3, SOCKETIO_TRANSPORTS="websocket",
+                      ASYNC_MODE=worker).start()
     proxy = None
     try:
         proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
@@ -117,10 +118,10 @@ def test_round_robin_proxy_with_websocket_only_nodes(tmp_path, made):
         cluster.stop()
 
 
-def test_round_robin_breaks_polling_which_is_why_it_needs_websocket_only(tmp_path):
+def test_round_robin_breaks_polling_which_is_why_it_needs_websocket_only(worker, tmp_path):
     """The control: the same non-sticky proxy with polling left on does fail."""
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, REDIS_URL, n=2).start()
+    cluster = Cluster(tmp_path, REDIS_URL, n=2, ASYNC_MODE=worker).start()
     proxy = None
     try:
         proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()

@@ -1,25 +1,95 @@
-"""Every change this service makes to a library's behaviour, in one place.
+"""Every change this service makes to a library's internals, in one place.
 
-Each function names the upstream behaviour it replaces and the version it was
-written against (requirements.txt pins them). Nothing here edits a library's
-files; each patch wraps a method on one object, or replaces one entry.
+Each patch names the upstream behaviour it replaces. They were written against the
+versions in ``PATCHED_FOR``; ``check_versions`` refuses to start with others, naming
+the package, because a private method that moved or changed would break a patch
+silently. Nothing here edits a library's files: each patch wraps a method on one
+object, replaces one attribute, or overrides private methods in a subclass mixin.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
 from typing import Any
 
-from utils.admission import CONNECT, DISCONNECT, Admission, AdmissionSweeper, event_problem
-from utils.admission import message_problem as _message_problem
+from utils.realtime.admission import (
+    CONNECT,
+    DISCONNECT,
+    Admission,
+    AdmissionSweeper,
+    event_problem,
+    message_problem,
+)
 
 log = logging.getLogger(__name__)
 
+PATCHED_FOR = {"python-engineio": "4.15.1", "python-socketio": "5.18.1", "eventlet": "0.41.3"}
 NAMESPACE = "/"
 # eventlet keeps each received chunk of a message in a list; a message this many
 # chunks long is refused whatever its size (zero-length fragments cost memory too).
 MAX_MESSAGE_CHUNKS = 1024
+
+
+class PatchedVersionError(RuntimeError):
+    """An installed library is not the version the patches here were written for."""
+
+
+def check_versions(installed: Callable[[str], str] = metadata.version) -> None:
+    """Raise PatchedVersionError naming each package whose version differs."""
+    wrong = []
+    for package, expected in PATCHED_FOR.items():
+        try:
+            found = installed(package)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        if found != expected:
+            wrong.append(f"{package} {found} (patched for {expected})")
+    if wrong:
+        raise PatchedVersionError(
+            "utils/patches.py was written for other library versions: " + ", ".join(wrong)
+            + "; install requirements.txt, or review each patch against the new version")
+
+
+# ------------------------------------------------------------ importing python-socketio
+
+# Optional back-ends python-socketio probes for at import time.
+SOCKETIO_OPTIONAL = ("redis", "valkey", "aioredis")
+
+
+class _Hide(importlib.abc.MetaPathFinder):
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".", 1)[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is deferred", name=fullname)
+        return None
+
+
+@contextmanager
+def without_modules(names: tuple[str, ...], active: bool = True) -> Iterator[None]:
+    """Within the block, importing any of ``names`` (not yet imported) fails.
+
+    Upstream, python-socketio's package ``__init__`` imports every client manager,
+    and its Redis managers run ``import redis`` at module level whenever redis is
+    installed. redis is a pinned dependency here (for REDIS_URL deployments), so a
+    single-process server would import it (about 0.1 s and several MB) without
+    using it. utils/extensions.py imports python-socketio inside this block when
+    REDIS_URL is unset; ``RedisQueuePatches`` imports redis itself when it is set."""
+    if not active:
+        yield
+        return
+    finder = _Hide(names)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 # ------------------------------------------------------------ python-socketio 5.18.1
@@ -50,7 +120,7 @@ def close_connection(server: Any, sid: str) -> None:
 
 def guard_socketio_server(server: Any, admission: Admission,
                           address_of: Callable[[dict[str, Any]], str]) -> AdmissionSweeper:
-    """Put utils/admission.py's rules in front of python-socketio's packet handling.
+    """Put utils/realtime/admission.py's rules in front of python-socketio's packet handling.
 
     Upstream, ``socketio.Server.__init__`` registers ``_handle_eio_connect``,
     ``_handle_eio_message`` and ``_handle_eio_disconnect`` with Engine.IO, and the
@@ -87,13 +157,13 @@ def guard_socketio_server(server: Any, admission: Admission,
 
     def handle_eio_message(eio_sid: str, data: Any) -> None:
         was_signed_in = signed_in(eio_sid)
-        problem = _message_problem(data, was_signed_in)
+        problem = message_problem(data, was_signed_in)
         if problem:
             end(eio_sid, problem)
             return
         try:
             on_eio_message(eio_sid, data)
-        except Exception as exc:  # a packet that does not decode
+        except ValueError as exc:  # a packet that does not decode, or an unknown type
             end(eio_sid, f"a malformed packet ({type(exc).__name__})")
             return
         kind = data[:1]
@@ -135,6 +205,104 @@ def guard_socketio_server(server: Any, admission: Admission,
     return sweeper
 
 
+# ------------------------------------------------------------ python-socketio's RedisManager
+
+# Bounded connects and TCP keepalive, so a dead Redis is noticed, not waited on.
+REDIS_OPTIONS = {"socket_connect_timeout": 5, "socket_keepalive": True}
+LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.25, 2.0
+NOTIFICATION_EVENT = "notification"
+
+
+class RedisQueuePatches:
+    """Mixed in before ``socketio.RedisManager`` (utils/realtime/replay.py).
+
+    Upstream, Redis pub/sub forgets what it cannot deliver; python-socketio's
+    ``PubSubManager.emit`` publishes and its ``_redis_listen_with_retries`` backs off
+    up to 60 s after a failure, during which emits from other processes are lost, and
+    ``_publish`` logs a publish it gave up on and returns None. A client whose
+    ``last_id`` moved past such a gap would never replay it. Here, for
+    ``notification`` emits: while the queue is down nothing is delivered live (the
+    rows are stored); the listener resubscribes within 0.25-2 s; once subscribed
+    again this process ends its sockets' transports, and their clients reconnect
+    with ``last_id`` and replay the gap."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue_down = False
+        self.listening = None  # the listener's pubsub (publishing may replace self.pubsub)
+        self.redis_options = {**REDIS_OPTIONS, **self.redis_options}
+        self.on_queue_error: Callable[[str], None] = lambda operation: None
+
+    def _get_redis_module(self):
+        # Upstream reads the module python-socketio imported; it may have been
+        # imported without redis (``without_modules`` above).
+        import redis
+
+        return redis
+
+    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
+             to=None, **kwargs):
+        room = to or room
+        if kwargs.get("ignore_queue") or callback is not None or event != NOTIFICATION_EVENT:
+            return super().emit(event, data, namespace=namespace, room=room,
+                                skip_sid=skip_sid, callback=callback, **kwargs)
+        if room in self.rooms.get(namespace or "/", {}).get(None, {}):
+            # A socket of this process (a replay's own send): no other process has
+            # it, so it goes straight out, Redis or not.
+            return super().emit(event, data, namespace=namespace, room=room,
+                                skip_sid=skip_sid, ignore_queue=True)
+        # The message python-socketio's other processes expect (PubSubManager.emit),
+        # published first: local sockets only get what the others can get too.
+        message = {"method": "emit", "event": event, "data": [data], "binary": False,
+                   "namespace": namespace or "/", "room": room, "skip_sid": skip_sid,
+                   "callback": None, "host_id": self.host_id}
+        if self._publish(message) is None:
+            self._mark_down("publish failed")
+        elif not self.queue_down:
+            self._handle_emit(message)
+
+    def _mark_down(self, why: str) -> None:
+        if not self.queue_down:
+            log.error("message queue down (%s): live notifications pause; they are "
+                      "stored and replayed when it returns", why)
+        self.queue_down = True
+        if why == "publish failed" and self.listening is not None:
+            # Make the listener resubscribe, which ends the outage with a resync.
+            try:
+                self.listening.close()
+            except Exception:
+                pass
+
+    def _redis_listen_with_retries(self):
+        delay = LISTEN_RETRY_MIN
+        while True:
+            try:
+                self._redis_connect()
+                pubsub = self.listening = self.pubsub
+                pubsub.subscribe(self.channel)
+                delay = LISTEN_RETRY_MIN
+                if self.queue_down:
+                    self._recovered()
+                yield from pubsub.listen()
+            except Exception as exc:
+                self._mark_down(type(exc).__name__)
+                self.on_queue_error("subscribe")
+                self.server.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+
+    def _recovered(self) -> None:
+        self.queue_down = False
+        count = abort_sessions(self.server.eio, self.server.sleep)
+        log.warning("message queue back: closed %d transport(s) so their clients "
+                    "reconnect and replay what they missed", count)
+
+    def _publish(self, data):
+        result = super()._publish(data)
+        if result is None:
+            self.on_queue_error("publish")
+        return result
+
+
 # ------------------------------------------------------------ python-engineio 4.15.1
 
 def bound_websocket_messages(eio: Any) -> None:
@@ -158,6 +326,37 @@ def bound_websocket_messages(eio: Any) -> None:
             self.server_args["max_message_size"] = limit
 
     eio._async = {**eio._async, "websocket": BoundedWebSocket}
+
+
+def route_pings(schedule: Callable[[Any], None]) -> None:
+    """Upstream ``engineio.socket.Socket.schedule_ping`` starts a greenthread per
+    socket that sleeps ``ping_interval`` and sends one PING; with 10k sockets that is
+    10k sleeping greenthreads. Here every socket's ping is handed to ``schedule``
+    (utils/realtime/pinger.py), which keeps one task for all of them."""
+    import engineio.socket
+
+    engineio.socket.Socket.schedule_ping = lambda sock: schedule(sock)
+
+
+def abort_sessions(eio: Any, sleep: Callable[[float], None], batch: int = 200,
+                   pause: float = 0.02) -> int:
+    """End every Engine.IO session of this process without a CLOSE packet, ``batch``
+    at a time so the reconnect wave reaches other nodes spread out; returns how many.
+
+    Upstream has no way to end sessions that clients read as a lost connection:
+    ``Server.disconnect`` sends CLOSE (socket.io-client then does not reconnect) and
+    waits for the queue. Here each session in the private ``eio.sockets`` dict is
+    closed with ``abort=True, wait=False`` and taken out of it."""
+    sessions = list(eio.sockets.items())
+    for done, (sid, session) in enumerate(sessions, 1):
+        try:
+            session.close(wait=False, abort=True)
+        except Exception:
+            log.debug("closing session %s failed", sid, exc_info=True)
+        eio.sockets.pop(sid, None)
+        if done % batch == 0:
+            sleep(pause)
+    return len(sessions)
 
 
 # ------------------------------------------------------------ eventlet 0.41.3
@@ -207,3 +406,19 @@ def unmask(data: bytes, mask: Any, length: int | None = None, offset: int = 0) -
     stream = (key * (length // 4 + 1))[:length]
     mixed = int.from_bytes(data[:length], "little") ^ int.from_bytes(stream, "little")
     return mixed.to_bytes(length, "little")
+
+
+def end_taken_over_connection(environ: dict[str, Any]) -> Iterable[bytes] | None:
+    """Tell the server a connection was taken over and must just be closed.
+
+    gunicorn's async workers (eventlet and gevent) close on StopIteration, the signal
+    simple-websocket itself uses. eventlet's own server (``python app.py``) reads
+    the private flag ``eventlet.wsgi.WSGI_LOCAL.already_handled``. None elsewhere."""
+    if "gunicorn.socket" in environ:
+        raise StopIteration()
+    if "eventlet.input" in environ:
+        from eventlet import wsgi
+
+        wsgi.WSGI_LOCAL.already_handled = True
+        return []
+    return None

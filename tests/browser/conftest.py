@@ -1,6 +1,6 @@
 """Fixtures for the real-browser tests: one browser session per engine for the whole
 run, the stand-in front end on its own loopback origins, and a production gunicorn
-eventlet server that allows exactly that origin.
+server, on the eventlet worker and on gevent, that allows exactly that origin.
 
 Under CI=true a missing browser, driver, Xvfb or socket.io-client is a failure;
 elsewhere those tests skip with the reason.
@@ -86,8 +86,10 @@ def page(browser, page_origin) -> Iterator[Browser]:
         pass  # the page may be gone already; the next test loads a fresh one
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
-    instance = NotifyServer(tmp_path_factory.mktemp("browser-server"), page_origin)
+@pytest.fixture(scope="module", params=["eventlet", "gevent"])
+def server(request, tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
+    """The production server on each gunicorn worker the project supports."""
+    instance = NotifyServer(tmp_path_factory.mktemp(f"browser-server-{request.param}"),
+                            page_origin, worker=request.param)
     yield instance
     instance.stop()

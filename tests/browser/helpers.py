@@ -93,13 +93,16 @@ def new_user(browser: Browser, label: str) -> str:
 
 
 class NotifyServer:
-    """A production gunicorn eventlet server, and the means to talk to it."""
+    """A production gunicorn server (``worker``: eventlet or gevent), and the means to
+    talk to it."""
 
-    def __init__(self, tmp: Path, origin: str, **overrides: str) -> None:
-        self.env = server_env(tmp, FRONTEND_URLS=origin, **overrides)
+    def __init__(self, tmp: Path, origin: str, worker: str = "eventlet",
+                 **overrides: str) -> None:
+        self.env = server_env(tmp, FRONTEND_URLS=origin, ASYNC_MODE=worker, **overrides)
         migrate(self.env)
         self.tmp = tmp
-        self.process: ServerProcess = gunicorn(tmp, self.env).start()
+        self.worker = worker
+        self.process: ServerProcess = gunicorn(tmp, self.env, worker=worker).start()
         self.url = self.process.url
         self.port = self.process.port
 
@@ -130,7 +133,8 @@ class NotifyServer:
         self.process.stop()
 
     def restart(self) -> None:
-        self.process = gunicorn(self.tmp, self.env, port=self.port, name="restarted").start()
+        self.process = gunicorn(self.tmp, self.env, worker=self.worker, port=self.port,
+                                name="restarted").start()
 
     def stop(self) -> None:
         self.process.stop()

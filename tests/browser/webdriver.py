@@ -11,8 +11,6 @@ import base64
 import os
 import select
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any
 import requests
 
 from tests.support.servers import free_port
+from utils.ops.processes import start_group, stop_group
 
 MINIBROWSER = Path("/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -71,18 +70,11 @@ class Process:
                  pass_fds: tuple[int, ...] = ()) -> None:
         self.log = open(log_path, "ab")
         self.keep_fd: int | None = None
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=env, pass_fds=pass_fds, start_new_session=True)
+        self.proc = start_group(argv, self.log, env=env, pass_fds=pass_fds)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # The process group holds the browser the driver launched, and only it.
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        # The process group holds the browser the driver launched, and only it.
+        stop_group(self.proc)
         self.log.close()
         if self.keep_fd is not None:
             os.close(self.keep_fd)

@@ -31,6 +31,7 @@ from tests.support.servers import (
     mint,
     server_env,
 )
+from utils.ops.processes import signal_group, start_group, stop_group
 
 SECRET = SERVER_JWT_SECRET
 API_KEY = SERVER_API_KEY
@@ -71,9 +72,7 @@ class Proc:
 
     def start(self) -> Proc:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.proc = start_group(self.argv, self._log)
         if not wait_port(self.port):
             self.stop()
             raise RuntimeError(
@@ -85,13 +84,11 @@ class Proc:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if sig == signal.SIGTERM:
+            stop_group(self.proc, 10)
+        else:
+            signal_group(self.proc, sig)
+            self.proc.wait(10)
         self._log.close()
         self.proc = None
 
@@ -234,7 +231,8 @@ class HAProxy(Proc):
 
 
 class Cluster:
-    """``n`` gunicorn eventlet nodes sharing one database and one Redis."""
+    """``n`` gunicorn nodes sharing one database and one Redis; ``ASYNC_MODE=gevent``
+    among the settings runs them on gunicorn's gevent worker (default eventlet)."""
 
     def __init__(
         self,
@@ -253,6 +251,7 @@ class Cluster:
             # spent by other test runs too.
             "RATE_LIMIT_STORAGE_URL": "memory://",
             "CONNECT_RATE_PER_IP": "0",
+            "MAX_PENDING_SESSIONS_PER_IP": "0",
             **env,
         }
         if database_url:
@@ -260,7 +259,9 @@ class Cluster:
         self.env = server_env(tmp_path, **overrides)
         self.tmp_path = tmp_path
         migrate(self.env)
-        self.nodes = [gunicorn(tmp_path, self.env, name=f"node{i}") for i in range(1, n + 1)]
+        worker = self.env.get("ASYNC_MODE", "eventlet")  # the same worker class
+        self.nodes = [gunicorn(tmp_path, self.env, worker=worker, name=f"node{i}")
+                      for i in range(1, n + 1)]
 
     def start(self) -> Cluster:
         try:

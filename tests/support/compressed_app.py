@@ -7,7 +7,7 @@ it. Everything else is the production app: the doctor must pass it with one warn
 from typing import Any
 
 from app import app
-from utils.middleware import NoWebSocketCompression
+from utils.edge.compression import NoWebSocketCompression
 
 
 def _without(wsgi: Any, unwanted: type) -> Any:

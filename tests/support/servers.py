@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from utils.ops.processes import signal_group, start_group, stop_group
+
 ROOT = Path(__file__).resolve().parents[2]
 # The secrets every real test server runs with (server_env), for minting and posting.
 SERVER_JWT_SECRET = "test-secret-" + "k" * 40
@@ -36,8 +38,7 @@ class ServerProcess:
 
     def start(self, wait: bool = True, timeout: float = 30) -> ServerProcess:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = start_group(self.argv, self._log, env=self.env, cwd=self.cwd)
         if wait:
             self.wait_ready(timeout)
         return self
@@ -74,24 +75,15 @@ class ServerProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the process group we created (gunicorn master and its workers)."""
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        if self.proc:
+            signal_group(self.proc, sig)
 
     def stop(self, timeout: float = 10) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.kill(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill(signal.SIGKILL)
-                self.proc.wait(5)
+        code = stop_group(self.proc, timeout)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:

@@ -10,6 +10,8 @@ import pytest
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# The machine's shared Redis; tests that stop Redis start a private one instead.
+SHARED_REDIS = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
 def in_ci() -> bool:

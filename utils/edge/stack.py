@@ -1,0 +1,66 @@
+"""The one place the WSGI stack is assembled, outermost layer first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from utils.config import Settings
+from utils.edge.compression import NoWebSocketCompression
+from utils.edge.eio_guard import EngineIOGuard
+from utils.edge.headers import SecurityHeaders, script_origin
+from utils.edge.limits import SocketLimits, client_ip
+from utils.extensions import socketio
+from utils.realtime.admission import Admission
+from utils.realtime.drain import WebSocketTracker
+
+WSGI = Callable[[dict[str, Any], Callable], Any]
+TRACKER_KEY = "notifier.websockets"
+
+
+def wsgi_stack(app: Flask, settings: Settings) -> WSGI:
+    """Every layer in front of Flask, outermost first, each with why it sits there.
+    Innermost is what ``socketio.init_app`` left in ``app.wsgi_app``: Flask-SocketIO's
+    middleware, which hands /socket.io/ to Engine.IO and everything else to Flask."""
+    admission: Admission = app.extensions[Admission.KEY]
+    socket_limits: SocketLimits = app.extensions[SocketLimits.KEY]
+
+    def track(inner: WSGI) -> WSGI:
+        tracker = app.extensions[TRACKER_KEY] = WebSocketTracker(inner)
+        return tracker
+
+    def allow_handshake(environ: dict[str, Any]) -> bool:
+        address = client_ip(environ, settings.trusted_proxies, settings.trusted_proxy_hops)
+        return admission.has_room(address) and socket_limits.allow_handshake(environ)
+
+    layers: list[tuple[str, Callable[[WSGI], WSGI]]] = [
+        # Outermost, so the headers go on every response: Flask's, Engine.IO's (which
+        # never pass through after_request) and the guard's own refusals.
+        ("security headers", lambda inner: SecurityHeaders(
+            inner, settings.is_production, script_origin(settings.socketio_client_url))),
+        # Refuses what python-engineio mishandles, caps new sessions per address and
+        # throttles each connection's reads, before Engine.IO parses a byte.
+        ("Engine.IO guard", lambda inner: EngineIOGuard(
+            inner, settings.max_http_buffer_size, allow_handshake=allow_handshake,
+            read_rate=settings.socket_read_rate, sleep=socketio.sleep)),
+        # Notes each WebSocket's raw connection, so a SIGTERM drain can shut it down
+        # (utils/realtime/drain.py); inside the guard, so refused ones never count.
+        ("WebSocket tracker", track),
+        # Removes the permessage-deflate offer, so Engine.IO never negotiates it.
+        ("no WebSocket compression", NoWebSocketCompression),
+    ]
+    wsgi: WSGI = app.wsgi_app
+    for _name, wrap in reversed(layers):
+        wsgi = wrap(wsgi)
+    return wsgi
+
+
+def layer_names(wsgi: Any) -> list[str]:
+    """The class of each layer, outermost first, down to Flask-SocketIO's middleware."""
+    names = [type(wsgi).__name__]
+    while hasattr(wsgi, "app"):
+        wsgi = wsgi.app
+        names.append(type(wsgi).__name__)
+    return names

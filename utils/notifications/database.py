@@ -1,0 +1,42 @@
+"""The database: SQLAlchemy and Flask-Migrate bound to the app, pool settings, and
+SQLite's pragmas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+
+from utils.config import Settings
+from utils.extensions import db, migrate
+from utils.notifications.sqlite_locks import busy_timeout
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Greenthreads share pooled connections, so sqlite3's same-thread check would
+        # misfire. Under eventlet/gevent sqlite3 must not wait for a lock in C, which
+        # blocks the hub: writes wait in utils/notifications/sqlite_locks.py instead.
+        return {"connect_args": {"check_same_thread": False, "timeout": busy_timeout()}}
+    return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20, "pool_timeout": 10}
+
+
+def init_database(app: Flask, settings: Settings) -> None:
+    app.config.update(SQLALCHEMY_DATABASE_URI=settings.database_url,
+                      SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url))
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    if settings.database_url.startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

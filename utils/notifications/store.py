@@ -1,0 +1,144 @@
+"""The notification store: every query the service makes (models.py has the tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import defer
+
+from utils.extensions import db
+from utils.notifications.models import (
+    IdempotencyKey,
+    InsertedNotification,
+    NewNotification,
+    Notification,
+    Watermark,
+    utcnow,
+)
+from utils.notifications.sqlite_locks import retry_when_locked
+
+
+def insert_notifications(items: Sequence[NewNotification]) -> list[InsertedNotification]:
+    """One executemany INSERT ... RETURNING id for the batch, ids in the items' order;
+    the caller commits. Core rather than ORM objects: for a batch of 1,000 the unit
+    of work cost about twice the insert itself (docs/BENCHMARKS.md)."""
+    if not items:
+        return []
+    now = utcnow()
+    params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
+               "body": item.body, "data": item.data, "created_at": now} for item in items]
+    table = Notification.__table__  # the table, not the entity: skips the ORM bulk path
+    statement = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    ids = db.session.execute(statement, params).scalars().all()
+    return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
+                                 item.data, now) for id_, item in zip(ids, items, strict=True)]
+
+
+def unread_count(user_id: str) -> int:
+    table = Notification.__table__
+    query = sa.select(sa.func.count()).select_from(table).where(
+        table.c.user_id == user_id, table.c.read_at.is_(None)
+    )
+    # Every socket connect runs this: on the session's connection (same transaction)
+    # it skips the ORM execute path and costs about half (docs/BENCHMARKS.md).
+    if db.session.new or db.session.dirty or db.session.deleted:
+        db.session.flush()  # what session.execute's autoflush would have done
+    return int(db.session.connection().execute(query).scalar_one())
+
+
+def after(user_id: str, after_id: int, limit: int,
+          lazy_data: bool = False) -> tuple[list[Notification], bool]:
+    """Oldest first, ids greater than ``after_id``; the flag says more remain. With
+    ``lazy_data`` each row's ``data`` loads on first access, on its own, so one row
+    whose data cannot be decoded does not fail the page."""
+    query = (
+        sa.select(Notification)
+        .where(Notification.user_id == user_id, Notification.id > after_id)
+        .order_by(Notification.id.asc())
+        .limit(limit + 1)
+    )
+    if lazy_data:
+        query = query.options(defer(Notification.data))
+    rows = list(db.session.execute(query).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+def page(
+    user_id: str, before: int | None, limit: int, unread_only: bool
+) -> tuple[list[Notification], int | None]:
+    """Newest first; returns the rows and the cursor for the next page, if any."""
+    query = sa.select(Notification).where(Notification.user_id == user_id)
+    if before is not None:
+        query = query.where(Notification.id < before)
+    if unread_only:
+        query = query.where(Notification.read_at.is_(None))
+    query = query.order_by(Notification.id.desc()).limit(limit + 1)
+    rows = list(db.session.execute(query).scalars())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if has_more and rows else None)
+
+
+def mark_read(user_id: str, ids: Iterable[int] | None) -> int:
+    """Mark the user's notifications read (all of them when ``ids`` is None)."""
+    stmt = sa.update(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None)
+    )
+    if ids is not None:
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        stmt = stmt.where(Notification.id.in_(id_list))
+    return _commit_mark_read(stmt)
+
+
+@retry_when_locked
+def _commit_mark_read(stmt: sa.Update) -> int:
+    result = db.session.execute(stmt.values(read_at=utcnow()))
+    db.session.commit()
+    return int(result.rowcount or 0)
+
+
+def find_idempotency_key(key: str, max_age: timedelta) -> IdempotencyKey | None:
+    row = db.session.get(IdempotencyKey, key)
+    if row is not None and row.created_at < utcnow() - max_age:
+        db.session.delete(row)
+        db.session.flush()
+        return None
+    return row
+
+
+def pruned_through() -> int:
+    row = db.session.get(Watermark, "pruned_through")
+    return int(row.value) if row else 0
+
+
+@retry_when_locked
+def prune(older_than: timedelta, idempotency_ttl: timedelta) -> int:
+    """Delete notifications older than ``older_than``; remember the highest id removed.
+    One transaction, run again whole while SQLite is locked."""
+    cutoff = utcnow() - older_than
+    highest = db.session.execute(
+        sa.select(sa.func.max(Notification.id)).where(Notification.created_at < cutoff)
+    ).scalar_one()
+    deleted = 0
+    if highest is not None:
+        deleted = db.session.execute(
+            sa.delete(Notification).where(Notification.created_at < cutoff)
+        ).rowcount or 0
+        mark = db.session.get(Watermark, "pruned_through")
+        if mark is None:
+            db.session.add(Watermark(name="pruned_through", value=int(highest)))
+        elif mark.value < highest:
+            mark.value = int(highest)
+    db.session.execute(
+        sa.delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - idempotency_ttl)
+    )
+    db.session.commit()
+    return int(deleted)
+
+
+def ping() -> None:
+    db.session.execute(sa.text("SELECT 1"))

@@ -1,0 +1,35 @@
+"""What a server process installs once it has loaded the app and starts serving.
+
+The same for every server the app runs under: gunicorn's eventlet and gevent workers
+(gunicorn.conf.py's ``post_worker_init`` passes the worker) and ``python app.py``
+(utils/ops/devserver.py). ``create_app`` itself routes Engine.IO's pings through one
+task (utils/realtime/pinger.py) wherever the app runs, the test client included.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from utils.edge.stack import TRACKER_KEY
+from utils.ops import gc_pauses, gc_tuning
+from utils.realtime.drain import drain_on_sigterm
+
+log = logging.getLogger(__name__)
+
+EVENTLET_NOTICE = ("eventlet is deprecated and gunicorn 26 removes its worker; "
+                   "ASYNC_MODE=gevent with --worker-class gevent is the maintained path")
+
+
+def start_serving(app: Flask, worker: Any = None) -> None:
+    """GC settings for many sockets, GC pause recording when asked for, and with a
+    gunicorn ``worker`` the drain that ends its transports on SIGTERM."""
+    settings = app.config["SETTINGS"]
+    gc_tuning.tune_after_start(settings.gc_tuning)
+    gc_pauses.install(settings.gc_pause_log)
+    if worker is not None:
+        drain_on_sigterm(worker, app.extensions[TRACKER_KEY])
+    if settings.async_mode == "eventlet":
+        log.warning(EVENTLET_NOTICE)

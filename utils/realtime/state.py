@@ -1,0 +1,89 @@
+"""Per-process socket state, and ``init_realtime``, which binds Socket.IO to the app
+with everything around it: origins, the client manager and its replay guard, the
+admission rules, the socket registry and the expiry sweeper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from flask import Flask
+
+from utils.config import Settings
+from utils.edge.limits import client_ip
+from utils.edge.origins import OriginPolicy
+from utils.extensions import socketio
+from utils.ops.logs import socketio_loggers
+from utils.patches import bound_websocket_messages, guard_socketio_server, patch_eventlet_websocket
+from utils.realtime import protocol
+from utils.realtime.admission import Admission
+from utils.realtime.pinger import install as install_pinger
+from utils.realtime.registry import ExpirySweeper, SocketRegistry
+from utils.realtime.replay import ReplayGuard, make_manager
+
+ORIGINS_KEY = "notifier.origins"
+QUEUE_PROBE_KEY = "notifier.queue_probe"
+CHANNEL = "notifications"
+
+
+@dataclass
+class Realtime:
+    KEY = "notifier.realtime"
+
+    registry: SocketRegistry
+    guard: ReplayGuard
+    sweeper: ExpirySweeper
+
+    def forget(self, sid: str) -> None:
+        self.registry.remove(sid)
+        self.guard.forget(sid)
+
+
+def init_realtime(app: Flask, settings: Settings) -> None:
+    # Handlers must be declared before the first init_app: Flask-SocketIO keeps
+    # handlers declared before it for every server it builds, but binds later ones
+    # to the current server only, which a second app (every test) would lack.
+    import routes.events  # noqa: F401
+
+    guard = ReplayGuard()
+    sio_logger, eio_logger = socketio_loggers(settings.socketio_logger)
+    policy = app.extensions[ORIGINS_KEY] = OriginPolicy(settings.frontend_urls)
+    socketio.init_app(
+        app,
+        async_mode=settings.async_mode,
+        cors_allowed_origins=policy,
+        cors_credentials=True,
+        transports=list(settings.transports),
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_http_buffer_size=settings.max_http_buffer_size,
+        client_manager=make_manager(guard, settings.redis_url, CHANNEL, sio_logger),
+        logger=sio_logger,
+        engineio_logger=eio_logger,
+        cookie=None,
+        http_compression=True,
+        always_connect=False,
+    )
+    admission = app.extensions[Admission.KEY] = Admission(
+        settings.connect_timeout, settings.max_pending_sessions_per_ip)
+    address_of = partial(client_ip, trusted=settings.trusted_proxies,
+                         hops=settings.trusted_proxy_hops)
+    guard_socketio_server(socketio.server, admission, address_of)
+    bound_websocket_messages(socketio.server.eio)
+    if settings.async_mode == "eventlet":
+        patch_eventlet_websocket()
+    install_pinger(socketio.start_background_task, socketio.sleep)
+
+    registry = SocketRegistry()
+
+    def end_expired(sid: str) -> None:
+        socketio.emit(protocol.TOKEN_EXPIRED, {"code": "token_expired"}, to=sid)
+        socketio.server.disconnect(sid, namespace="/")
+
+    sweeper = ExpirySweeper(registry, settings.token_sweep_interval, end_expired,
+                            socketio.start_background_task, socketio.sleep)
+    app.extensions[Realtime.KEY] = Realtime(registry, guard, sweeper)
+    if settings.redis_url:
+        from utils.realtime.queue import redis_probe
+
+        app.extensions[QUEUE_PROBE_KEY] = redis_probe(settings.redis_url)
