@@ -183,7 +183,7 @@ def on_event_error(exc: Exception) -> dict[str, Any]:
         return error_body(exc.code, exc.message)
     if isinstance(exc, TypeError):
         return error_body("validation_error", "unexpected arguments for this event")
-    if isinstance(exc, SQLAlchemyError):
+    if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # see utils/edge/errors.py
         log.error("database error in a socket event: %s", type(exc).__name__)
         metrics.database_error("socket")
         return error_body("database_unavailable", "the database is unavailable; retry later")

@@ -435,3 +435,19 @@ def test_readyz_reports_a_broken_database(tmp_path):
     assert response.status_code == 503
     assert response.get_json()["database"] == "error"
     assert response.get_json()["status"] == "error"
+
+
+def test_a_database_connection_reset_is_503_not_500(client, api_headers, monkeypatch):
+    """pg8000 under gevent raises the socket's ConnectionResetError unwrapped when the
+    pool's pre-ping finds the server gone (seen in tests/test_faults.py on gevent)."""
+    from utils.notifications import store
+
+    def reset(*_args, **_kwargs):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(store, "insert_notifications", reset)
+    response = client.post("/api/notifications", headers=api_headers,
+                           json={"user_id": "a", "type": "t", "title": "x"})
+    assert response.status_code == 503
+    assert error_of(response) == "database_unavailable"
+    assert response.headers["Retry-After"] == "5"

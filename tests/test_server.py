@@ -203,16 +203,22 @@ def test_no_secret_reaches_the_server_output(server, clients):
         assert secret not in output
 
 
-def test_production_start_fails_without_the_secret(tmp_path):
-    env = server_env(tmp_path)
-    del env["JWT_SECRET_KEY"]
+def halted(tmp_path, env: dict[str, str], missing: str) -> tuple[int, str]:
+    """Start gunicorn on ``env``, which lacks ``missing``: it must halt by itself, not
+    respawn workers forever. Returns its exit status and output."""
     proc = gunicorn(tmp_path, env).start(wait=False)
     try:
         code = proc.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.stop()
-        pytest.fail("gunicorn kept running (respawning workers) without JWT_SECRET_KEY")
-    output = proc.output()
+        pytest.fail(f"gunicorn kept running (respawning workers) without {missing}")
+    return code, proc.output()
+
+
+def test_production_start_fails_without_the_secret(tmp_path):
+    env = server_env(tmp_path)
+    del env["JWT_SECRET_KEY"]
+    code, output = halted(tmp_path, env, "JWT_SECRET_KEY")
     assert code != 0
     lines = [line for line in output.splitlines() if "configuration error" in line]
     assert lines == ["configuration error: " + lines[0].split("configuration error: ")[1]]
@@ -240,13 +246,7 @@ def test_production_start_fails_without_a_database_url(tmp_path):
     deploy): gunicorn halts with one line naming DATABASE_URL and what to set."""
     env = server_env(tmp_path)
     del env["DATABASE_URL"]
-    proc = gunicorn(tmp_path, env).start(wait=False)
-    try:
-        code = proc.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.stop()
-        pytest.fail("gunicorn kept running (respawning workers) without DATABASE_URL")
-    output = proc.output()
+    code, output = halted(tmp_path, env, "DATABASE_URL")
     assert code == 4, output  # gunicorn's "App failed to load": the master halts
     lines = [line for line in output.splitlines() if "configuration error" in line]
     assert len(lines) == 1

@@ -11,7 +11,7 @@ import engineio.socket
 import pytest
 
 from tests.support.servers import ROOT, VENV_BIN, server_env
-from utils.edge.stack import layer_names
+from utils.edge.stack import TRACKER_KEY, layer_names
 from utils.patches import PATCHED_FOR, PatchedVersionError, check_versions
 
 
@@ -45,7 +45,7 @@ def test_a_server_with_other_versions_exits_with_one_line(tmp_path):
 
 
 def test_one_wsgi_stack_outermost_first(app):
-    assert layer_names(app.wsgi_app) == ["SecurityHeaders", "EngineIOGuard", "WebSocketTracker",
+    assert layer_names(app.wsgi_app) == ["SecurityHeaders", "EngineIOGuard", "DrainLayer",
                                          "NoWebSocketCompression", "_SocketIOMiddleware"]
 
 
@@ -61,3 +61,17 @@ def test_cli_commands_print_no_eventlet_banner(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count(".") == 2  # the JWT
     assert "eventlet" not in out.stderr.lower()
+
+
+def test_a_draining_process_refuses_new_sessions_only(app, client):
+    """After SIGTERM a proxy may still reuse connections to this node; a reconnecting
+    client must not open a session here (its long-poll would hold the worker)."""
+    handshake = "/socket.io/?EIO=4&transport=polling"
+    assert client.get(handshake).status_code == 200
+    app.extensions[TRACKER_KEY].draining = True
+    refused = client.get(handshake)
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "draining"
+    assert refused.headers["Retry-After"] == "1"
+    assert client.get(handshake + "&sid=unknown").status_code == 400  # Engine.IO's own
+    assert client.get("/healthz").status_code == 200

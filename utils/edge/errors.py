@@ -69,6 +69,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
+    # pg8000 under gevent: a pool pre-ping on a connection the server reset raises the
+    # socket's ConnectionResetError unwrapped. The only connections a request opens
+    # itself are the database's (emits never raise into the request).
+    @app.errorhandler(ConnectionError)
     def _database_error(exc: Exception):
         log.error("database error: %s", type(exc).__name__)
         metrics.database_error("http")

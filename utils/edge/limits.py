@@ -14,7 +14,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, current_app, request
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
 from flask_socketio import ConnectionRefusedError
 from limits import parse as parse_limit
 from limits.storage import storage_from_string
@@ -116,6 +116,10 @@ def register_limits(app: Flask, settings: Settings) -> Limiter:
         storage_uri=settings.rate_limit_storage_url,
         strategy="moving-window",
         headers_enabled=True,
+        # Flask-Limiter sets Retry-After on every response to when the window resets,
+        # over any value a handler chose (a 503's 5 s became 60 s, and 200s carried
+        # it). Its value goes under its own name; Retry-After stays on 429 and 503.
+        header_name_mapping={HeaderNames.RETRY_AFTER: "X-RateLimit-Retry-After"},
         # A Redis outage must not turn every request into a 500: limits fall back to
         # this process's memory until Redis answers again.
         swallow_errors=True,
@@ -131,7 +135,9 @@ def register_limits(app: Flask, settings: Settings) -> Limiter:
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):
         current = limiter.current_limit
-        wait = math.ceil(current.reset_at - time.time()) if current else 1
+        wait = 1
+        if current:  # until the window frees a slot: never more than the window itself
+            wait = min(math.ceil(current.reset_at - time.time()), current.limit.get_expiry())
         return error_response(429, "rate_limited", f"rate limit exceeded ({exc.description})",
                               {"Retry-After": str(max(wait, 1))})
 

@@ -14,7 +14,7 @@ from utils.edge.headers import SecurityHeaders, script_origin
 from utils.edge.limits import SocketLimits, client_ip
 from utils.extensions import socketio
 from utils.realtime.admission import Admission
-from utils.realtime.drain import WebSocketTracker
+from utils.realtime.drain import DrainLayer
 
 WSGI = Callable[[dict[str, Any], Callable], Any]
 TRACKER_KEY = "notifier.websockets"
@@ -28,7 +28,7 @@ def wsgi_stack(app: Flask, settings: Settings) -> WSGI:
     socket_limits: SocketLimits = app.extensions[SocketLimits.KEY]
 
     def track(inner: WSGI) -> WSGI:
-        tracker = app.extensions[TRACKER_KEY] = WebSocketTracker(inner)
+        tracker = app.extensions[TRACKER_KEY] = DrainLayer(inner)
         return tracker
 
     def allow_handshake(environ: dict[str, Any]) -> bool:
@@ -45,9 +45,10 @@ def wsgi_stack(app: Flask, settings: Settings) -> WSGI:
         ("Engine.IO guard", lambda inner: EngineIOGuard(
             inner, settings.max_http_buffer_size, allow_handshake=allow_handshake,
             read_rate=settings.socket_read_rate, sleep=socketio.sleep)),
-        # Notes each WebSocket's raw connection, so a SIGTERM drain can shut it down
-        # (utils/realtime/drain.py); inside the guard, so refused ones never count.
-        ("WebSocket tracker", track),
+        # Notes each WebSocket's raw connection so a SIGTERM drain can shut it down,
+        # and refuses new sessions once draining (utils/realtime/drain.py); inside the
+        # guard, so connections it refused never count.
+        ("drain", track),
         # Removes the permessage-deflate offer, so Engine.IO never negotiates it.
         ("no WebSocket compression", NoWebSocketCompression),
     ]

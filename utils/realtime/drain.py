@@ -17,11 +17,13 @@ graceful timeout.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from utils.edge.errors import error_body
 from utils.patches import abort_sessions
 
 log = logging.getLogger(__name__)
@@ -35,15 +37,23 @@ WATCH_INTERVAL = 0.1
 SETTLE = 0.2
 
 
-class WebSocketTracker:
-    """WSGI middleware: the raw connections of the WebSocket requests in progress
-    (gunicorn puts each request's socket in ``environ["gunicorn.socket"]``)."""
+class DrainLayer:
+    """WSGI middleware for the drain: the raw connections of the WebSocket requests in
+    progress (gunicorn puts each request's socket in ``environ["gunicorn.socket"]``),
+    and, once draining, a 503 for every new Engine.IO session. A proxy may still send
+    requests over connections it keeps open to this node after it stopped accepting;
+    without the 503 a reconnecting client could open a new session here, and its
+    long-poll would hold the worker until the graceful timeout kills it."""
 
-    def __init__(self, app: Callable) -> None:
+    def __init__(self, app: Callable, path: str = "/socket.io") -> None:
         self.app = app
+        self.path = path
         self.open: set[Any] = set()
+        self.draining = False
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
+        if self.draining and self._new_session(environ):
+            return _refuse_draining(start_response)
         sock = environ.get("gunicorn.socket")
         if sock is None or environ.get("HTTP_UPGRADE", "").lower() != "websocket":
             return self.app(environ, start_response)
@@ -52,6 +62,10 @@ class WebSocketTracker:
             return self.app(environ, start_response)
         finally:
             self.open.discard(sock)
+
+    def _new_session(self, environ: dict) -> bool:
+        return (str(environ.get("PATH_INFO", "")).startswith(self.path)
+                and "sid=" not in str(environ.get("QUERY_STRING", "")))
 
     def shutdown_all(self, sleep: Callable[[float], None], batch: int = 200) -> int:
         """Shut every tracked connection down (FIN both ways); returns how many."""
@@ -66,16 +80,27 @@ class WebSocketTracker:
         return len(connections)
 
 
-def close_transports(eio_server: Any, tracker: WebSocketTracker | None,
+def _refuse_draining(start_response: Callable) -> list[bytes]:
+    body = json.dumps(error_body("draining", "this node is shutting down; reconnect")).encode()
+    start_response("503 Service Unavailable", [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        ("Retry-After", "1"), ("Connection", "close")])
+    return [body]
+
+
+def close_transports(eio_server: Any, tracker: DrainLayer | None,
                      sleep: Callable[[float], None]) -> int:
     """End every Engine.IO session of this process, so clients reconnect elsewhere;
-    returns how many. WebSockets are shut down first (see the module docstring)."""
+    returns how many. New sessions are refused from now on, and WebSockets are shut
+    down first (see the module docstring)."""
+    if tracker is not None:
+        tracker.draining = True
     if tracker is not None and tracker.shutdown_all(sleep):
         sleep(SETTLE)
     return abort_sessions(eio_server, sleep)
 
 
-def drain_on_sigterm(worker: Any, tracker: WebSocketTracker) -> None:
+def drain_on_sigterm(worker: Any, tracker: DrainLayer) -> None:
     """When a gunicorn worker begins its graceful shutdown (SIGTERM clears
     ``worker.alive``), end its Socket.IO transports as soon as it stops accepting,
     so clients reconnect elsewhere at once instead of being cut off when the
