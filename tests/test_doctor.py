@@ -263,13 +263,17 @@ def start_nginx(tmp: Path, upstream: int, upgrade: bool) -> ServerProcess:
     return ServerProcess(argv, dict(os.environ), port, tmp / "nginx.out").start()
 
 
-def test_nginx_dropping_the_upgrade_header_fails_naming_the_proxy_config(healthy, tmp_path):
+def doctor_behind_nginx(healthy, tmp_path, upgrade: bool) -> tuple[int, dict]:
     server, env = healthy
-    proxy = start_nginx(tmp_path, server.port, upgrade=False)
+    proxy = start_nginx(tmp_path, server.port, upgrade=upgrade)
     try:
-        code, report = run_doctor(proxy.url, "--origin", ALLOWED, "--token", make_token(env))
+        return run_doctor(proxy.url, "--origin", ALLOWED, "--token", make_token(env))
     finally:
         proxy.stop()
+
+
+def test_nginx_dropping_the_upgrade_header_fails_naming_the_proxy_config(healthy, tmp_path):
+    code, report = doctor_behind_nginx(healthy, tmp_path, upgrade=False)
     websocket = checks(report)["websocket"]
     assert code == 1
     assert websocket["status"] == "fail"
@@ -280,12 +284,7 @@ def test_nginx_dropping_the_upgrade_header_fails_naming_the_proxy_config(healthy
 
 
 def test_nginx_passing_the_upgrade_header_passes(healthy, tmp_path):
-    server, env = healthy
-    proxy = start_nginx(tmp_path, server.port, upgrade=True)
-    try:
-        code, report = run_doctor(proxy.url, "--origin", ALLOWED, "--token", make_token(env))
-    finally:
-        proxy.stop()
+    code, report = doctor_behind_nginx(healthy, tmp_path, upgrade=True)
     assert code == 0, report
     assert statuses(report)["websocket"] == "pass"
     assert statuses(report)["upgrade"] == "pass"

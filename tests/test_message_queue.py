@@ -80,31 +80,29 @@ def test_readyz_reports_the_message_queue_ok(two_nodes):
         assert body["message_queue"] == "ok"
 
 
-def test_readyz_reports_a_closed_redis_port_as_error(tmp_path):
-    env = server_env(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    migrate(env)
-    server = gunicorn(tmp_path, env)
+def readyz(tmp_path, **env: str) -> requests.Response:
+    """GET /readyz from a real server started with ``env``."""
+    server_settings = server_env(tmp_path, **env)
+    migrate(server_settings)
+    server = gunicorn(tmp_path, server_settings)
     try:
         server.start()
-        response = requests.get(server.url + "/readyz", timeout=10)
-        assert response.status_code == 503
-        assert response.json()["message_queue"] == "error"
-        assert response.json()["database"] == "ok"
+        return requests.get(server.url + "/readyz", timeout=10)
     finally:
         server.stop()
+
+
+def test_readyz_reports_a_closed_redis_port_as_error(tmp_path):
+    response = readyz(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert response.status_code == 503
+    assert response.json()["message_queue"] == "error"
+    assert response.json()["database"] == "ok"
 
 
 def test_readyz_says_disabled_without_redis(tmp_path):
-    env = server_env(tmp_path)
-    migrate(env)
-    server = gunicorn(tmp_path, env)
-    try:
-        server.start()
-        response = requests.get(server.url + "/readyz", timeout=10)
-        assert response.status_code == 200
-        assert response.json()["message_queue"] == "disabled"
-    finally:
-        server.stop()
+    response = readyz(tmp_path)
+    assert response.status_code == 200
+    assert response.json()["message_queue"] == "disabled"
 
 
 NO_REDIS_CHECK = """
