@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from socket import SHUT_RDWR
 from typing import Any
 
 from utils.realtime.admission import (
@@ -94,18 +95,41 @@ def without_modules(names: tuple[str, ...], active: bool = True) -> Iterator[Non
 
 # ------------------------------------------------------------ python-socketio 5.18.1
 
-def close_session(server: Any, eio_sid: str) -> None:
+def close_session(server: Any, eio_sid: str, abrupt: bool = False) -> None:
     """End an Engine.IO session now, whatever its transport.
 
     Upstream ``engineio.Server.disconnect(sid)`` closes with ``wait=True``, which
     waits for the outgoing queue to drain: for a polling client that never polls
-    again, that wait never ends (python-engineio#60). This closes without waiting."""
+    again, that wait never ends (python-engineio#60). This closes without waiting;
+    ``abrupt`` also shuts a WebSocket's connection down at once, dropping what was
+    still queued for it (for protocol violations)."""
     eio = server.eio
-    socket = eio.sockets.get(eio_sid)
-    if socket is None:
+    session = eio.sockets.get(eio_sid)
+    if session is None:
         return
-    socket.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
+    environ = server.environ.get(eio_sid)  # python-socketio drops it on close
+    session.close(wait=False, reason=eio.reason.SERVER_DISCONNECT)
     eio.sockets.pop(eio_sid, None)
+    if abrupt:
+        _shut_own_websocket(environ)
+
+
+def _shut_own_websocket(environ: dict[str, Any] | None) -> None:
+    """A session opened straight over WebSocket owns its TCP connection: shut it down,
+    so a peer busy sending learns at once. Upstream, simple-websocket (gevent) keeps
+    the connection open until its reader thread notices the close, and a reader
+    throttled by its read budget notices late. A polling session's connection may be
+    a proxy's, shared with other clients, and is left alone."""
+    if not environ or "transport=websocket" not in str(environ.get("QUERY_STRING", "")):
+        return
+    if str(environ.get("HTTP_UPGRADE", "")).lower() != "websocket":
+        return
+    connection = environ.get("gunicorn.socket")
+    if connection is not None:
+        try:
+            connection.shutdown(SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def close_connection(server: Any, sid: str) -> None:
@@ -145,7 +169,7 @@ def guard_socketio_server(server: Any, admission: Admission,
 
     def end(eio_sid: str, why: str) -> None:
         log.warning("closed an Engine.IO session: %s", why)
-        close_session(server, eio_sid)
+        close_session(server, eio_sid, abrupt=True)
 
     sweeper = AdmissionSweeper(admission, lambda eio_sid: end(eio_sid, "no CONNECT in time"),
                                signed_in, server.start_background_task, server.sleep)
