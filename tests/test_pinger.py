@@ -63,10 +63,10 @@ def test_a_closed_socket_is_dropped_without_a_ping():
 
 
 @pytest.mark.server
-def test_a_gunicorn_worker_pings_a_websocket_client_every_interval(tmp_path):
-    env = server_env(tmp_path, PING_INTERVAL="1", PING_TIMEOUT="5")
+def test_a_gunicorn_worker_pings_a_websocket_client_every_interval(tmp_path, worker):
+    env = server_env(tmp_path, PING_INTERVAL="1", PING_TIMEOUT="5", ASYNC_MODE=worker)
     migrate(env)
-    server = gunicorn(tmp_path, env).start()
+    server = gunicorn(tmp_path, env, worker=worker).start()
     try:
         ws = websocket.create_connection(
             f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
@@ -77,18 +77,48 @@ def test_a_gunicorn_worker_pings_a_websocket_client_every_interval(tmp_path):
                                env["JWT_SECRET_KEY"], algorithm="HS256")
             ws.send("40" + json.dumps({"token": token}))
             pings, started = [], time.monotonic()
-            while len(pings) < 2 and time.monotonic() - started < 8:
+            while len(pings) < 4 and time.monotonic() - started < 8:
                 msg = ws.recv()
                 if msg == "2":
                     pings.append(time.monotonic() - started)
                     ws.send("3")
-            # Due after 1 s, sent on the next 1 s tick: each within about 2 s.
-            assert len(pings) == 2, pings
-            assert pings[0] < 2.5 and pings[1] - pings[0] < 2.5, pings
+            # Each ping is due an interval after the last PONG and goes out within one
+            # tick (a twentieth of the interval): every gap within 10% of 1 s.
+            assert len(pings) == 4, pings
+            gaps = [later - earlier for earlier, later in zip(pings, pings[1:], strict=False)]
+            assert all(0.9 <= gap <= 1.1 for gap in gaps), gaps
         finally:
             ws.close()
     finally:
         server.stop()
+
+
+def test_a_tick_is_a_twentieth_of_the_interval_and_at_most_a_second():
+    now = [0.0]
+    pinger = Pinger(clock=lambda: now[0])
+    fast, slow = FakeSocket(interval=1), FakeSocket(interval=25)
+    pinger.schedule(slow)
+    assert pinger.tick == 1.0
+    pinger.schedule(fast)
+    assert pinger.tick == 0.05
+    now[0] = 0.99
+    assert pinger.send_due() == 0
+    now[0] = 1.05
+    assert pinger.send_due() == 1 and fast.sent == ["2"]
+    now[0] = 25.05
+    assert pinger.send_due() == 1 and slow.sent == ["2"]  # not lost to the new tick
+
+
+def test_a_tick_looks_only_at_the_sockets_due_in_it():
+    now = [0.0]
+    pinger = Pinger(clock=lambda: now[0])
+    socks = [FakeSocket(interval=25) for _ in range(1000)]
+    for n, sock in enumerate(socks):
+        now[0] = n / 100  # connected over 10 s
+        pinger.schedule(sock)
+    now[0] = 26.0
+    assert pinger.send_due() == 101  # those due by 26 s, not the other 899
+    assert len(pinger) == 899
 
 
 def test_a_burst_of_due_pings_yields_to_other_greenthreads():
