@@ -106,9 +106,11 @@ def test_round_robin_proxy_with_websocket_only_nodes(worker, tmp_path, made):
         users = [f"rr-{prefix}-{i}" for i in range(6)]
         first = connect_all(made, proxy.url, users, ["websocket"])
         second = connect_all(made, proxy.url, users, ["websocket"])
-        spread = ws_spread(proxy)
-        # Round-robin: 12 WebSockets over 3 nodes, 4 each.
-        assert sorted(spread.values()) == [4, 4, 4], spread
+        # Round-robin: 12 WebSockets over 3 nodes, 4 each. HAProxy's count of current
+        # sessions can include a connection still closing (seen once on gevent: 5, 4,
+        # 4), so the spread is read until it settles, for at most 3 s.
+        assert wait_for(lambda: sorted(ws_spread(proxy).values()) == [4, 4, 4], 3), \
+            ws_spread(proxy)
         expected = produce_on_every_node(cluster, proxy, users)
         assert_all_delivered_once(first + second, expected)
         assert_no_broken_sessions(first + second, cluster)
