@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1000, help="users in the batch request")
     p.add_argument("--batch-repeat", type=int, default=5, help="batch requests per repetition")
     p.add_argument("--fanout", type=int, default=5000, help="users in the fan-out")
+    p.add_argument("--capacity-rates", default="250,500,1000,1500,2000,3000,4000",
+                   help="the capacity scenario's targeted rates, in order; '' skips it")
+    p.add_argument("--capacity-seconds", type=float, default=5,
+                   help="duration of each capacity step")
     p.add_argument("--no-deflate", action="store_true", help="clients do not offer "
                    "permessage-deflate")
     p.add_argument("--async-mode", default="eventlet", choices=("eventlet", "gevent"),
@@ -75,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.sizes, args.reps, args.rate, args.seconds = "200", 1, 100, 2
         args.batch, args.batch_repeat, args.fanout, args.notify_at = 200, 1, 200, 200
+        args.capacity_rates, args.capacity_seconds = "100,200", 1
     return args
 
 
@@ -155,6 +160,32 @@ def _stop_profile(spy: subprocess.Popen | None) -> None:
         spy.wait(30)
 
 
+# A capacity step holds when every notification arrived exactly once, none was
+# refused, and the 99th percentile stayed within this.
+CAPACITY_P99_MS = 50
+
+
+def capacity(server: Server, load: LoadGen, args: argparse.Namespace) -> dict[str, Any]:
+    """Targeted notifies at rising rates until one step misses: the highest rate the
+    server sustains with p99 within CAPACITY_P99_MS and nothing lost."""
+    steps: list[dict[str, Any]] = []
+    held = 0.0
+    for rate in (float(r) for r in args.capacity_rates.split(",") if r):
+        # Stragglers get 30 s: a late arrival is latency, only a missing one is loss.
+        step = measured(server, load, cmd="targeted", rate=rate,
+                        seconds=args.capacity_seconds, drain_ms=30000)
+        step.pop("slowest", None)
+        step["held"] = (step["lost"] == 0 and step["duplicates"] == 0
+                        and step["http_errors"] == 0 and step["p99_ms"] is not None
+                        and step["p99_ms"] <= CAPACITY_P99_MS)
+        steps.append(step)
+        if not step["held"]:
+            break
+        held = rate
+        time.sleep(1.0)  # the next step starts on a settled server
+    return {"held_rate": held, "steps": steps, "p99_limit_ms": CAPACITY_P99_MS}
+
+
 def gc_pauses(path: Path, since: float, until: float) -> dict[str, Any]:
     """Pauses the server's probe recorded between two wall-clock times."""
     if not path.exists():
@@ -211,6 +242,8 @@ def one_size(name: str, size: int, notify: bool, top: bool, args: argparse.Names
             result["batch"] = [measured(server, load, cmd="batch", users=args.batch)
                                for _ in range(args.batch_repeat)]
             result["fanout"] = measured(server, load, cmd="fanout", users=args.fanout)
+            if args.capacity_rates:
+                result["capacity"] = capacity(server, load, args)
         if top:
             force_full_collection(server)
         result["gc"] = gc_pauses(server.gc_log, started, time.time())
@@ -257,6 +290,7 @@ def meta(args: argparse.Namespace, sizes: list[int], notify_size: int) -> dict[s
         "label": args.label, "quick": args.quick, "reps": args.reps, "sizes": sizes,
         "notify_size": notify_size, "rate": args.rate, "seconds": args.seconds,
         "batch": args.batch, "batch_repeat": args.batch_repeat, "fanout": args.fanout,
+        "capacity_rates": args.capacity_rates, "capacity_seconds": args.capacity_seconds,
         "deflate_offered": not args.no_deflate, "product_env": args.product_env,
         "product_worker": args.async_mode,
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),

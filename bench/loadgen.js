@@ -10,7 +10,8 @@
 //
 // Commands arrive as JSON lines on stdin; each gets one JSON line on stdout:
 //   {"cmd":"connect","n":N}              open sockets until N are connected
-//   {"cmd":"targeted","rate":R,"seconds":S}  open-loop single notifies, one user each
+//   {"cmd":"targeted","rate":R,"seconds":S[,"drain_ms":D]}  open-loop single notifies,
+//                                        one user each; waits D ms (5000) for stragglers
 //   {"cmd":"batch","users":U}            one producer request for U distinct users
 //   {"cmd":"fanout","users":U}           ceil(U/1000) requests of up to 1000 users at once
 //   {"cmd":"close"}                      close every socket
@@ -214,7 +215,7 @@ function summary(r, expected, extra) {
 
 let runCounter = 0;
 
-async function targeted(rate, seconds) {
+async function targeted(rate, seconds, drainMs = 5000) {
   const run = `t${++runCounter}-${Date.now()}`;
   const r = receiptsFor(run);
   const total = Math.round(rate * seconds);
@@ -239,8 +240,10 @@ async function targeted(rate, seconds) {
   });
   await Promise.all(pending);
   const expected = total - httpErrors;
-  await waitFor(() => r.unique >= expected, 5000);
-  return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds });
+  const lastResponse = performance.now();
+  await waitFor(() => r.unique >= expected, Math.min(drainMs, 60000));
+  return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds,
+                                send_span_ms: lastResponse - start });
 }
 
 async function batch(users, requests) {
@@ -268,7 +271,7 @@ async function batch(users, requests) {
 async function run(cmd) {
   switch (cmd.cmd) {
     case "connect": return connect(cmd.n);
-    case "targeted": return targeted(cmd.rate, cmd.seconds);
+    case "targeted": return targeted(cmd.rate, cmd.seconds, cmd.drain_ms);
     case "batch": return batch(cmd.users);
     case "fanout": return batch(cmd.users);
     case "close": return closeAll();
