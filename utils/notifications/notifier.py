@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from utils.extensions import db, socketio
 from utils.notifications import store
+from utils.notifications.group_commit import GroupCommit
 from utils.notifications.models import IdempotencyKey, NewNotification
 from utils.notifications.sqlite_locks import retry_when_locked
 from utils.ops import metrics
@@ -22,6 +24,8 @@ from utils.realtime import protocol
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
+
+
 class IdempotencyConflict(Exception):
     """An Idempotency-Key reused with a different request body."""
 
@@ -56,6 +60,21 @@ def push_unread_count(user_id: str, count: int, skip_sid: str | None = None) -> 
         log.exception("could not push an unread count")
 
 
+@dataclass(frozen=True)
+class NotifyRequest:
+    """One producer request's write: its notifications and its idempotency key."""
+
+    items: list[NewNotification]
+    idempotency_key: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    delivery: Delivery
+    payloads: list[dict[str, Any]]  # what to emit, in the items' order; none on a replay
+
+
 def notify_users(
     user_ids: Iterable[str],
     type: str,
@@ -65,51 +84,112 @@ def notify_users(
     idempotency_key: str | None = None,
     request_fingerprint: str | None = None,
 ) -> Delivery:
-    """Store one notification per user in one transaction, then emit each to its
-    user's room. With an idempotency key, a repeat returns the first answer."""
+    """Store one notification per user, then emit each to its user's room. The write
+    is durable before the first emit; requests arriving together share one
+    transaction (utils/notifications/group_commit.py). With an idempotency key, a
+    repeat returns the first answer."""
     started = metrics.producer_started()
     users = [str(u) for u in user_ids]
     items = [NewNotification(u, type, title, body, data or {}) for u in users]
-    delivery, payloads = _store(items, idempotency_key, request_fingerprint or "")
-    if delivery.replayed:
-        return delivery
-    for user_id, payload in zip(users, payloads, strict=True):
-        emit_notification(user_id, payload, started)
-    return delivery
+    request = NotifyRequest(items, idempotency_key, request_fingerprint or "")
+    stored = writes().submit(request, weight=len(items))
+    if not stored.delivery.replayed:
+        for user_id, payload in zip(users, stored.payloads, strict=True):
+            emit_notification(user_id, payload, started)
+    return stored.delivery
+
+
+# Rows in one group's transaction: five full batch requests.
+MAX_GROUP_ROWS = 5000
+WRITES_KEY = "notifier.writes"
+
+
+def writes() -> GroupCommit[NotifyRequest, Stored]:
+    """This app's group committer for notifications."""
+    extensions = current_app.extensions
+    committer = extensions.get(WRITES_KEY)
+    if committer is None:  # setdefault: two first writers still share one committer
+        committer = extensions.setdefault(WRITES_KEY, GroupCommit(store_group, MAX_GROUP_ROWS))
+    return committer
 
 
 @retry_when_locked
-def _store(items: list[NewNotification], idempotency_key: str | None,
-           request_fingerprint: str) -> tuple[Delivery, list[dict[str, Any]]]:
-    """The unit of work: the idempotency check, the notifications and the key, in one
-    transaction. Run again whole when SQLite is locked (the check included: a
-    duplicate may have committed meanwhile)."""
-    if idempotency_key:
-        earlier = _earlier_answer(idempotency_key, request_fingerprint)
-        if earlier is not None:
-            return earlier, []
+def store_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
+    """One transaction for a group of requests: each keyed request's earlier answer is
+    looked up, every new notification is inserted in one statement, each new key is
+    recorded with its answer, and it all commits once. Run again whole when SQLite is
+    locked (the key checks included: a duplicate may have committed meanwhile)."""
     try:
-        rows = store.insert_notifications(items)
-        payloads = [row.to_dict() for row in rows]
-        response = {"notifications": [{"id": p["id"], "user_id": item.user_id}
-                                      for p, item in zip(payloads, items, strict=True)]}
-        if idempotency_key:
-            db.session.add(IdempotencyKey(
-                key=idempotency_key, fingerprint=request_fingerprint, response=response))
+        outcomes = _write_group(requests)
         db.session.commit()
-        metrics.stored(len(rows))
     except IntegrityError:
         db.session.rollback()
-        if idempotency_key:
-            # A concurrent request with the same key committed first.
-            earlier = _earlier_answer(idempotency_key, request_fingerprint)
+        # Alone, a request whose key a concurrent writer committed first gets that
+        # writer's answer; in a group, GroupCommit runs each request alone next.
+        if len(requests) == 1 and requests[0].idempotency_key:
+            earlier = _earlier_answer(requests[0].idempotency_key, requests[0].fingerprint)
             if earlier is not None:
-                return earlier, []
+                return [earlier]
         raise
     except Exception:
         db.session.rollback()
         raise
-    return Delivery(response, replayed=False), payloads
+    metrics.stored(sum(len(o.payloads) for o in outcomes if isinstance(o, Stored)))
+    return outcomes
+
+
+def _write_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
+    outcomes: list[Stored | Exception | None] = [None] * len(requests)
+    first_with_key: dict[str, int] = {}  # a key repeated within the group
+    fresh: list[int] = []
+    for i, req in enumerate(requests):
+        key = req.idempotency_key
+        if key and key in first_with_key:
+            continue  # answered from the first request with this key, below
+        if key:
+            first_with_key[key] = i
+            earlier = _earlier(key, req.fingerprint)
+            if earlier is not None:
+                outcomes[i] = earlier
+                continue
+        fresh.append(i)
+    rows = store.insert_notifications([item for i in fresh for item in requests[i].items])
+    at = 0
+    for i in fresh:
+        req = requests[i]
+        mine = rows[at:at + len(req.items)]
+        at += len(req.items)
+        payloads = [row.to_dict() for row in mine]
+        response = {"notifications": [{"id": row.id, "user_id": row.user_id} for row in mine]}
+        if req.idempotency_key:
+            db.session.add(IdempotencyKey(key=req.idempotency_key,
+                                          fingerprint=req.fingerprint, response=response))
+        outcomes[i] = Stored(Delivery(response, replayed=False), payloads)
+    for i, req in enumerate(requests):
+        if outcomes[i] is None:  # a key seen earlier in this group
+            outcomes[i] = _same_key(outcomes[first_with_key[req.idempotency_key]],
+                                    requests[first_with_key[req.idempotency_key]], req)
+    return outcomes  # type: ignore[return-value]
+
+
+def _same_key(first: Stored | Exception, first_request: NotifyRequest,
+              request: NotifyRequest) -> Stored | Exception:
+    """The answer for a request whose key an earlier request of its group carried."""
+    if request.fingerprint != first_request.fingerprint:
+        return IdempotencyConflict(request.idempotency_key)
+    if isinstance(first, Exception):
+        return first
+    return Stored(Delivery(first.delivery.response, replayed=True), [])
+
+
+def _earlier(key: str, request_fingerprint: str) -> Stored | Exception | None:
+    """The stored answer for ``key``, a conflict, or None when the key is new."""
+    row = store.find_idempotency_key(key, IDEMPOTENCY_TTL)
+    if row is None:
+        return None
+    if row.fingerprint != request_fingerprint:
+        return IdempotencyConflict(key)
+    return Stored(Delivery(row.response, replayed=True), [])
 
 
 def notify_user(user_id: str, type: str, title: str, body: str | None = None,
@@ -119,13 +199,8 @@ def notify_user(user_id: str, type: str, title: str, body: str | None = None,
     return delivery.response["notifications"][0]
 
 
-def _earlier_answer(key: str, request_fingerprint: str) -> Delivery | None:
-    row = store.find_idempotency_key(key, IDEMPOTENCY_TTL)
-    if row is None:
-        return None
-    if row.fingerprint != request_fingerprint:
-        db.session.rollback()
-        raise IdempotencyConflict(key)
-    response = row.response
+def _earlier_answer(key: str, request_fingerprint: str) -> Stored | Exception | None:
+    """After a rollback: the answer a concurrent writer recorded for ``key``."""
+    outcome = _earlier(key, request_fingerprint)
     db.session.rollback()
-    return Delivery(response, replayed=True)
+    return outcome
