@@ -5,6 +5,7 @@ and Engine.IO buffer limits."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 import pytest
@@ -55,6 +56,44 @@ def test_http_limit_per_client_gives_429_with_retry_after(limited):
     assert_rate_limited(unread(client, token))
     # another client address has its own budget
     assert unread(client, token, ip="10.1.1.2").status_code == 200
+
+
+def test_limited_responses_say_how_much_budget_is_left(limited):
+    client, token = limited.test_client(), token_for(limited)
+    now = time.time()
+    seen = [unread(client, token, ip="10.9.9.9").headers for _ in range(3)]
+    assert [h["X-RateLimit-Limit"] for h in seen] == ["3"] * 3
+    assert [h["X-RateLimit-Remaining"] for h in seen] == ["2", "1", "0"]
+    assert all(now <= int(h["X-RateLimit-Reset"]) <= now + 121 for h in seen)
+    assert all(0 <= int(h["X-RateLimit-Retry-After"]) <= 120 for h in seen)
+    assert all("Retry-After" not in h for h in seen)  # only on 429 and 503
+    refused = unread(client, token, ip="10.9.9.9")
+    assert_rate_limited(refused)
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_one_address_has_one_budget_across_routes(limited):
+    client, token = limited.test_client(), token_for(limited)
+    auth = {"Authorization": f"Bearer {token}"}
+    assert unread(client, token, ip="10.8.8.8").status_code == 200
+    assert client.get("/api/notifications", headers=auth,
+                      environ_base={"REMOTE_ADDR": "10.8.8.8"}).status_code == 200
+    assert unread(client, token, ip="10.8.8.8").status_code == 200
+    assert_rate_limited(client.get("/api/notifications", headers=auth,
+                                   environ_base={"REMOTE_ADDR": "10.8.8.8"}))
+
+
+def test_an_unreachable_limit_store_counts_in_memory_and_says_so(tmp_path, caplog):
+    """Nothing listens on the storage's port: requests still pass, the limit still
+    holds (in this process), and one warning names the problem."""
+    app = build_app(tmp_path, RATE_LIMIT_HTTP="3/minute",
+                    RATE_LIMIT_STORAGE_URL="redis://127.0.0.1:9/0")
+    client, token = app.test_client(), token_for(app)
+    with caplog.at_level("WARNING", logger="utils.edge.limits"):
+        codes = [unread(client, token).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    warnings = [r.getMessage() for r in caplog.records if "rate-limit storage" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 def test_x_forwarded_for_is_ignored_without_trusted_proxies(limited):

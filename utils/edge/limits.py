@@ -1,4 +1,4 @@
-"""Limits: HTTP rate limits (Flask-Limiter), Socket.IO connection caps and a token
+"""Limits: HTTP rate limits, Socket.IO connection caps and a token
 bucket per socket. Every figure comes from configuration (see utils/config/settings.py)."""
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any
 
-from flask import Flask, current_app, request
-from flask_limiter import HeaderNames, Limiter, RateLimitExceeded
+from flask import Flask, current_app, g, request
 from flask_socketio import ConnectionRefusedError
 from limits import parse as parse_limit
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from utils.auth.credentials import bearer, same_secret
@@ -33,10 +32,9 @@ PRODUCER_ENDPOINT = "api.create_notifications"
 # Probes and scrapes must never be throttled into looking like an outage.
 EXEMPT_BLUEPRINTS = ("health", "metrics")
 # Every limit, HTTP and socket, counts in a sliding window of two fixed-window
-# counters (limits' "sliding-window-counter"): constant memory and time per key. The
-# moving window it replaced stored an entry per hit and, in memory, copied each key's
-# list every 10 ms: with CONNECT_RATE_PER_IP raised, 20 KB more per socket (issue 13).
-WINDOW_STRATEGY = "sliding-window-counter"
+# counters (limits' SlidingWindowCounterRateLimiter): constant memory and time per
+# key, in memory and in Redis. The moving window it replaced kept a timestamp per hit
+# and inserted each at the front of a list, O(n) per check (issue 13).
 
 
 class RateLimited(ValidationError):
@@ -86,19 +84,8 @@ def _settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
-def _request_ip() -> str:
-    settings = _settings()
-    return client_ip(request.environ, settings.trusted_proxies, settings.trusted_proxy_hops)
-
-
 def _offered_key() -> str:
     return bearer(request.headers.get("Authorization")) or ""
-
-
-def _api_key_bucket() -> str:
-    """A producer's bucket: a digest of the key it offered, never the key itself
-    (the bucket name is stored in Redis and may be logged)."""
-    return "key:" + hashlib.sha256(_offered_key().encode()).hexdigest()[:24]
 
 
 def _is_producer() -> bool:
@@ -107,49 +94,106 @@ def _is_producer() -> bool:
     return same_secret(_offered_key(), _settings().notify_api_key)
 
 
-def _is_exempt() -> bool:
-    return request.blueprint in EXEMPT_BLUEPRINTS or _is_producer()
+def api_key_bucket(key: str) -> str:
+    """A producer's bucket: a digest of its key, never the key itself (the bucket name
+    is stored in Redis and may be logged)."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def register_limits(app: Flask, settings: Settings) -> Limiter:
-    """Flask-Limiter per client IP, plus a per-key limit on the producer route."""
-    expire_memory_limits_inline()
-    limiter = Limiter(
-        key_func=_request_ip,
-        app=app,
-        default_limits=[settings.rate_limit_http] if settings.rate_limit_http else [],
-        default_limits_exempt_when=_is_exempt,
-        storage_uri=settings.rate_limit_storage_url,
-        # O(1) per check in memory and in Redis: two counters a key, weighted. The
-        # moving window kept a timestamp per request and inserted at the list's front.
-        strategy=WINDOW_STRATEGY,
-        headers_enabled=True,
-        # Flask-Limiter sets Retry-After on every response to when the window resets,
-        # over any value a handler chose (a 503's 5 s became 60 s, and 200s carried
-        # it). Its value goes under its own name; Retry-After stays on 429 and 503.
-        header_name_mapping={HeaderNames.RETRY_AFTER: "X-RateLimit-Retry-After"},
-        # A Redis outage must not turn every request into a 500: limits fall back to
-        # this process's memory until Redis answers again.
-        swallow_errors=True,
-        in_memory_fallback_enabled=True,
-        key_prefix="notif-limits",
-    )
-    if settings.rate_limit_api_key and PRODUCER_ENDPOINT in app.view_functions:
-        view = app.view_functions[PRODUCER_ENDPOINT]
-        app.view_functions[PRODUCER_ENDPOINT] = limiter.limit(
-            settings.rate_limit_api_key, key_func=_api_key_bucket, override_defaults=False,
-        )(view)
+class HttpLimits:
+    """The HTTP rate limits, checked before each request with the ``limits`` library.
 
-    @app.errorhandler(RateLimitExceeded)
-    def _too_many(exc: RateLimitExceeded):
-        current = limiter.current_limit
-        wait = 1
-        if current:  # until the window frees a slot: never more than the window itself
-            wait = min(math.ceil(current.reset_at - time.time()), current.limit.get_expiry())
-        return error_response(429, "rate_limited", f"rate limit exceeded ({exc.description})",
+    - A request that carries the valid API key is the producer's: on the producer
+      route it counts against ``RATE_LIMIT_API_KEY`` for that key; elsewhere it is
+      not limited.
+    - Any other request counts against ``RATE_LIMIT_HTTP`` for its client address,
+      one budget across every route.
+    - Health, readiness, metrics, static files and unknown paths are never limited.
+
+    Every limited response carries X-RateLimit-Limit, -Remaining, -Reset (Unix time)
+    and -Retry-After (seconds until the window resets); a refusal is 429
+    ``rate_limited`` with Retry-After. When the shared storage (Redis) fails, counts
+    go to this process's memory until it answers again, rechecked every
+    ``RECHECK_SECONDS``, and one warning says so: an outage never fails a request.
+
+    This replaced Flask-Limiter, which spent 16% of a producer request's CPU choosing
+    which of its limits applied (docs/BENCHMARKS.md, issue 13)."""
+
+    KEY = "notifier.http_limits"
+    RECHECK_SECONDS = 5.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.per_address = parse_limit(settings.rate_limit_http) if settings.rate_limit_http \
+            else None
+        self.per_key = parse_limit(settings.rate_limit_api_key) if settings.rate_limit_api_key \
+            else None
+        self._producer_bucket = api_key_bucket(settings.notify_api_key or "")
+        self._trusted = settings.trusted_proxies, settings.trusted_proxy_hops
+        self._shared = SlidingWindowCounterRateLimiter(
+            storage_from_string(settings.rate_limit_storage_url))
+        self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._shared_down_until = 0.0
+
+    def limit_for(self) -> tuple[Any, tuple[str, ...]] | None:
+        """The limit this request counts against and its key, or None."""
+        endpoint = request.endpoint
+        if not endpoint or request.blueprint in EXEMPT_BLUEPRINTS or \
+                endpoint.rpartition(".")[2] == "static":
+            return None
+        if _is_producer():
+            if endpoint == PRODUCER_ENDPOINT and self.per_key is not None:
+                return self.per_key, ("notif-producer", self._producer_bucket)
+            return None
+        if self.per_address is None:
+            return None
+        return self.per_address, ("notif-http", client_ip(request.environ, *self._trusted))
+
+    def before_request(self) -> Any:
+        chosen = self.limit_for()
+        if chosen is None:
+            return None
+        item, key = chosen
+        allowed, stats = self._count(item, key)
+        g.rate_limit = item, stats
+        if allowed:
+            return None
+        wait = min(math.ceil(stats.reset_time - time.time()), item.get_expiry())
+        return error_response(429, "rate_limited", f"rate limit exceeded ({item})",
                               {"Retry-After": str(max(wait, 1))})
 
-    return limiter
+    def after_request(self, response: Any) -> Any:
+        counted = g.pop("rate_limit", None)
+        if counted is not None:
+            item, stats = counted
+            headers = response.headers
+            headers["X-RateLimit-Limit"] = str(item.amount)
+            headers["X-RateLimit-Remaining"] = str(stats.remaining)
+            headers["X-RateLimit-Reset"] = str(int(stats.reset_time))
+            headers["X-RateLimit-Retry-After"] = str(max(0, math.ceil(stats.reset_time
+                                                                      - time.time())))
+        return response
+
+    def _count(self, item: Any, key: tuple[str, ...]) -> tuple[bool, Any]:
+        if time.monotonic() >= self._shared_down_until:
+            try:
+                return self._shared.hit(item, *key), self._shared.get_window_stats(item, *key)
+            except Exception:
+                if not self._shared_down_until:
+                    log.warning("rate-limit storage unreachable; counting in this process's "
+                                "memory until it answers")
+                self._shared_down_until = time.monotonic() + self.RECHECK_SECONDS
+        return self._local.hit(item, *key), self._local.get_window_stats(item, *key)
+
+
+def register_limits(app: Flask, settings: Settings) -> HttpLimits:
+    """The HTTP rate limits, before every request."""
+    expire_memory_limits_inline()
+    limits = HttpLimits(settings)
+    app.extensions[HttpLimits.KEY] = limits
+    if limits.per_address is not None or limits.per_key is not None:
+        app.before_request(limits.before_request)
+        app.after_request(limits.after_request)
+    return limits
 
 
 # ---------------------------------------------------------------- socket limits
