@@ -22,7 +22,7 @@
 const crypto = require("crypto");
 const http = require("http");
 const readline = require("readline");
-const { performance } = require("perf_hooks");
+const { performance, PerformanceObserver } = require("perf_hooks");
 const WebSocket = require("ws");
 
 const ORIGIN = "http://localhost:3000";
@@ -56,6 +56,13 @@ function mintToken(user) {
   const sig = crypto.createHmac("sha256", args.secret).update(`${head}.${body}`).digest("base64url");
   return `${head}.${body}.${sig}`;
 }
+
+// The load generator's own garbage-collection pauses over 5 ms, [start ms, duration
+// ms]: a latency stall that lines up with one is the client's, not the server's.
+const gcPauses = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) if (e.duration > 5) gcPauses.push([e.startTime, e.duration]);
+}).observe({ entryTypes: ["gc"] });
 
 // ---- sockets -------------------------------------------------------------------
 
@@ -220,6 +227,7 @@ async function targeted(rate, seconds, drainMs = 5000) {
   const r = receiptsFor(run);
   const total = Math.round(rate * seconds);
   const start = performance.now() + 20;
+  gcPauses.length = 0;
   const pending = [];
   let sent = 0;
   let httpErrors = 0;
@@ -243,7 +251,9 @@ async function targeted(rate, seconds, drainMs = 5000) {
   const lastResponse = performance.now();
   await waitFor(() => r.unique >= expected, Math.min(drainMs, 60000));
   return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds,
-                                send_span_ms: lastResponse - start });
+                                send_span_ms: lastResponse - start,
+                                loadgen_gc_ms: gcPauses.map(([t, d]) => [Math.round(t - start),
+                                                                         Math.round(d * 10) / 10]) });
 }
 
 async function batch(users, requests) {
