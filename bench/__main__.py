@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fanout", type=int, default=5000, help="users in the fan-out")
     p.add_argument("--capacity-rates", default="250,500,1000,1500,2000,3000,4000",
                    help="the capacity scenario's targeted rates, in order; '' skips it")
-    p.add_argument("--capacity-seconds", type=float, default=5,
+    p.add_argument("--capacity-seconds", type=float, default=10,
                    help="duration of each capacity step")
     p.add_argument("--no-deflate", action="store_true", help="clients do not offer "
                    "permessage-deflate")

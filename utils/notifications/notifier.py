@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from utils.extensions import db, socketio
 from utils.notifications import store
 from utils.notifications.group_commit import GroupCommit
-from utils.notifications.models import IdempotencyKey, NewNotification
+from utils.notifications.models import NewNotification
 from utils.notifications.sqlite_locks import retry_when_locked
 from utils.ops import metrics
 from utils.realtime import protocol
@@ -118,27 +119,27 @@ def store_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
     """One transaction for a group of requests: each keyed request's earlier answer is
     looked up, every new notification is inserted in one statement, each new key is
     recorded with its answer, and it all commits once. Run again whole when SQLite is
-    locked (the key checks included: a duplicate may have committed meanwhile)."""
+    locked (the key checks included: a duplicate may have committed meanwhile).
+
+    On a connection of its own rather than through the ORM session: the session's
+    bookkeeping cost more than the statements (docs/BENCHMARKS.md)."""
     try:
-        outcomes = _write_group(requests)
-        db.session.commit()
+        with db.engine.begin() as conn:  # commits, or rolls back on any error
+            outcomes = _write_group(conn, requests)
     except IntegrityError:
-        db.session.rollback()
         # Alone, a request whose key a concurrent writer committed first gets that
         # writer's answer; in a group, GroupCommit runs each request alone next.
         if len(requests) == 1 and requests[0].idempotency_key:
-            earlier = _earlier_answer(requests[0].idempotency_key, requests[0].fingerprint)
+            with db.engine.connect() as conn:
+                earlier = _earlier(conn, requests[0].idempotency_key, requests[0].fingerprint)
             if earlier is not None:
                 return [earlier]
-        raise
-    except Exception:
-        db.session.rollback()
         raise
     metrics.stored(sum(len(o.payloads) for o in outcomes if isinstance(o, Stored)))
     return outcomes
 
 
-def _write_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
+def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Stored | Exception]:
     outcomes: list[Stored | Exception | None] = [None] * len(requests)
     first_with_key: dict[str, int] = {}  # a key repeated within the group
     fresh: list[int] = []
@@ -148,13 +149,13 @@ def _write_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
             continue  # answered from the first request with this key, below
         if key:
             first_with_key[key] = i
-            earlier = _earlier(key, req.fingerprint)
+            earlier = _earlier(conn, key, req.fingerprint)
             if earlier is not None:
                 outcomes[i] = earlier
                 continue
         fresh.append(i)
-    rows = store.insert_notifications([item for i in fresh for item in requests[i].items])
-    at = 0
+    rows = store.insert_notifications([item for i in fresh for item in requests[i].items], conn)
+    keys, at = [], 0
     for i in fresh:
         req = requests[i]
         mine = rows[at:at + len(req.items)]
@@ -162,9 +163,10 @@ def _write_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
         payloads = [row.to_dict() for row in mine]
         response = {"notifications": [{"id": row.id, "user_id": row.user_id} for row in mine]}
         if req.idempotency_key:
-            db.session.add(IdempotencyKey(key=req.idempotency_key,
-                                          fingerprint=req.fingerprint, response=response))
+            keys.append({"key": req.idempotency_key, "fingerprint": req.fingerprint,
+                         "response": response})
         outcomes[i] = Stored(Delivery(response, replayed=False), payloads)
+    store.record_idempotency_keys(conn, keys)
     for i, req in enumerate(requests):
         if outcomes[i] is None:  # a key seen earlier in this group
             outcomes[i] = _same_key(outcomes[first_with_key[req.idempotency_key]],
@@ -182,9 +184,10 @@ def _same_key(first: Stored | Exception, first_request: NotifyRequest,
     return Stored(Delivery(first.delivery.response, replayed=True), [])
 
 
-def _earlier(key: str, request_fingerprint: str) -> Stored | Exception | None:
+def _earlier(conn: sa.Connection, key: str,
+             request_fingerprint: str) -> Stored | Exception | None:
     """The stored answer for ``key``, a conflict, or None when the key is new."""
-    row = store.find_idempotency_key(key, IDEMPOTENCY_TTL)
+    row = store.find_idempotency_key(conn, key, IDEMPOTENCY_TTL)
     if row is None:
         return None
     if row.fingerprint != request_fingerprint:
@@ -197,10 +200,3 @@ def notify_user(user_id: str, type: str, title: str, body: str | None = None,
     """Store and emit one notification; returns its ``{"id", "user_id"}``."""
     delivery = notify_users([user_id], type, title, body, data)
     return delivery.response["notifications"][0]
-
-
-def _earlier_answer(key: str, request_fingerprint: str) -> Stored | Exception | None:
-    """After a rollback: the answer a concurrent writer recorded for ``key``."""
-    outcome = _earlier(key, request_fingerprint)
-    db.session.rollback()
-    return outcome

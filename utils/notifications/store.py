@@ -24,18 +24,21 @@ _INSERT_RETURNING_IDS = sa.insert(Notification.__table__).returning(
     Notification.__table__.c.id, sort_by_parameter_order=True)
 
 
-def insert_notifications(items: Sequence[NewNotification]) -> list[InsertedNotification]:
-    """One executemany INSERT ... RETURNING id for the batch, ids in the items' order;
-    the caller commits. Core rather than ORM objects: for a batch of 1,000 the unit
-    of work cost about twice the insert itself (docs/BENCHMARKS.md)."""
+def insert_notifications(items: Sequence[NewNotification],
+                         conn: sa.Connection | None = None) -> list[InsertedNotification]:
+    """One executemany INSERT ... RETURNING id for the batch, ids in the items' order,
+    on ``conn`` (else the session's connection); the caller commits. Core rather than
+    ORM objects: for a batch of 1,000 the unit of work cost about twice the insert
+    itself (docs/BENCHMARKS.md)."""
     if not items:
         return []
     now = utcnow()
     params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
                "body": item.body, "data": item.data, "created_at": now} for item in items]
-    # On the session's connection (its transaction): the ORM execute path costs more
-    # than the INSERT of one row itself.
-    ids = db.session.connection().execute(_INSERT_RETURNING_IDS, params).scalars().all()
+    # On a connection, not through the session: the ORM execute path costs more than
+    # the INSERT of one row itself.
+    conn = conn if conn is not None else db.session.connection()
+    ids = conn.execute(_INSERT_RETURNING_IDS, params).scalars().all()
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]
 
@@ -105,13 +108,25 @@ def _commit_mark_read(stmt: sa.Update) -> int:
     return int(result.rowcount or 0)
 
 
-def find_idempotency_key(key: str, max_age: timedelta) -> IdempotencyKey | None:
-    row = db.session.get(IdempotencyKey, key)
+def find_idempotency_key(conn: sa.Connection, key: str,
+                         max_age: timedelta) -> sa.Row | None:
+    """The key's row (``fingerprint``, ``response``), or None; an expired one is deleted
+    in ``conn``'s transaction."""
+    table = IdempotencyKey.__table__
+    row = conn.execute(sa.select(table.c.fingerprint, table.c.response, table.c.created_at)
+                       .where(table.c.key == key)).first()
     if row is not None and row.created_at < utcnow() - max_age:
-        db.session.delete(row)
-        db.session.flush()
+        conn.execute(sa.delete(table).where(table.c.key == key))
         return None
     return row
+
+
+def record_idempotency_keys(conn: sa.Connection, keys: list[dict]) -> None:
+    """Insert ``{"key", "fingerprint", "response"}`` rows in ``conn``'s transaction; a
+    key already there raises IntegrityError."""
+    if keys:
+        now = utcnow()
+        conn.execute(sa.insert(IdempotencyKey.__table__), [{**k, "created_at": now} for k in keys])
 
 
 def pruned_through() -> int:
