@@ -129,9 +129,13 @@ PROFILE_DIR: Path | None = None
 
 
 def measured(server: Server, load: LoadGen, **cmd: Any) -> dict[str, Any]:
-    """Run one load command with the server's CPU (both clocks) around it."""
+    """Run one load command with the server's CPU (both clocks) around it, and for the
+    product the rows it stored per commit."""
     pid = server.measured_pid()
     spy = _start_profile(server, cmd["cmd"])
+    writes0 = server.write_counters()
+    if writes0 is not None:
+        time.sleep(0.5)  # the scrape's garbage is collected before the scenario starts
     cpu0, ticks0 = cpu_seconds(pid), cpu_ticks_seconds(pid)
     try:
         out = load.run(**cmd)
@@ -139,6 +143,9 @@ def measured(server: Server, load: LoadGen, **cmd: Any) -> dict[str, Any]:
         _stop_profile(spy)
     out["cpu_s"] = cpu_seconds(pid) - cpu0
     out["cpu_ticks_s"] = cpu_ticks_seconds(pid) - ticks0
+    writes1 = server.write_counters()
+    if writes0 and writes1 and writes1[1] > writes0[1]:
+        out["rows_per_commit"] = (writes1[0] - writes0[0]) / (writes1[1] - writes0[1])
     return out
 
 

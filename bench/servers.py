@@ -139,6 +139,22 @@ class Server:
             return None
         return pids[0] if pids else None
 
+    def write_counters(self) -> tuple[float, float] | None:
+        """The product's notifications stored and the transactions that stored them,
+        from /metrics; None for the other servers."""
+        if self.name != "product":
+            return None
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        values = {}
+        for line in text.splitlines():  # name{labels} value
+            name, value = line.partition("{")[0].partition(" ")[0], line.rpartition(" ")[2]
+            if name in ("notifier_notifications_stored_total",
+                        "notifier_notification_write_groups_total"):
+                values[name] = float(value)
+        return (values.get("notifier_notifications_stored_total", 0.0),
+                values.get("notifier_notification_write_groups_total", 0.0))
+
     def stop(self) -> None:
         if self.proc is None:
             return

@@ -69,7 +69,10 @@ def _connect(auth: Any) -> None:
     verified = authenticate_socket(auth, request.environ)
     sid, user_id = request.sid, verified.user_id
     last_id = _last_id(auth)
-    unread = store.unread_count(user_id)
+    # A connection of its own, returned at once: the session (and its teardown) is
+    # only needed by a replay.
+    with db.engine.connect() as conn:
+        unread = store.unread_count(user_id, conn)
     # No I/O between the count and add(), so concurrent connects cannot both slip in.
     limits.check_user_cap(rt.registry.count_for(user_id))
     rt.registry.add(sid, user_id, verified.expires_at)

@@ -89,6 +89,8 @@ class TokenService:
 
     def _candidate_keys(self, token: str) -> list[Any]:
         """The keys worth trying: the one the header's kid names, else all of ours."""
+        if self._jwks is None and not self._by_kid and len(self._keys) == 1:
+            return list(self._keys)  # one key, no kids: no header to read (every connect)
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except Exception:  # malformed header: jwt.decode below reports it

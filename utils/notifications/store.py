@@ -43,16 +43,20 @@ def insert_notifications(items: Sequence[NewNotification],
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]
 
 
-def unread_count(user_id: str) -> int:
-    table = Notification.__table__
-    query = sa.select(sa.func.count()).select_from(table).where(
-        table.c.user_id == user_id, table.c.read_at.is_(None)
+_UNREAD = Notification.__table__
+
+
+def unread_count(user_id: str, conn: sa.Connection | None = None) -> int:
+    """In ``conn``, or else in the session's transaction (what a page read with it
+    sees). Either way a connection, not the ORM execute path, which cost as much again."""
+    query = sa.select(sa.func.count()).select_from(_UNREAD).where(
+        _UNREAD.c.user_id == user_id, _UNREAD.c.read_at.is_(None)
     )
-    # Every socket connect runs this: on the session's connection (same transaction)
-    # it skips the ORM execute path and costs about half (docs/BENCHMARKS.md).
-    if db.session.new or db.session.dirty or db.session.deleted:
-        db.session.flush()  # what session.execute's autoflush would have done
-    return int(db.session.connection().execute(query).scalar_one())
+    if conn is None:
+        if db.session.new or db.session.dirty or db.session.deleted:
+            db.session.flush()  # what session.execute's autoflush would have done
+        conn = db.session.connection()
+    return int(conn.execute(query).scalar_one())
 
 
 def after(user_id: str, after_id: int, limit: int,

@@ -70,6 +70,10 @@ REFUSALS = Counter(
 STORED = Counter(
     "notifier_notifications_stored", "Notifications committed to the database.",
     registry=REGISTRY)
+WRITE_GROUPS = Counter(
+    "notifier_notification_write_groups", "Transactions that stored notifications: one "
+    "per group of producer requests committed together (stored / groups is the mean "
+    "rows per commit).", registry=REGISTRY)
 EMITTED = Counter(
     "notifier_notifications_emitted",
     "Notifications emitted to their user's room (one per notification, however many "
@@ -161,7 +165,10 @@ def _refusal_counter(code: str):
 
 
 def stored(count: int) -> None:
-    STORED.inc(count)
+    """One group commit stored ``count`` notifications."""
+    if count:
+        STORED.inc(count)
+        WRITE_GROUPS.inc()
 
 
 def emitted(started: float | None) -> None:
