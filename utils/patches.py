@@ -117,11 +117,15 @@ def close_session(server: Any, eio_sid: str, abrupt: bool = False) -> None:
 
 
 def _shut_own_websocket(environ: dict[str, Any] | None) -> None:
-    """A session opened straight over WebSocket owns its TCP connection: shut it down,
-    so a peer busy sending learns at once. Upstream, simple-websocket (gevent) keeps
-    the connection open until its reader thread notices the close, and a reader
-    throttled by its read budget notices late. A polling session's connection may be
-    a proxy's, shared with other clients, and is left alone."""
+    """A session opened straight over WebSocket owns its TCP connection: shut it down
+    and close it, so a peer busy sending learns at once. Upstream, simple-websocket
+    (gevent) keeps the connection open until its reader thread notices the close, and
+    a reader throttled by its read budget notices late. A shutdown alone is not
+    enough: it sends a FIN, but a peer blocked writing into a full receive window
+    never reads it; closing with unread data sends a reset, which fails its write.
+    (The worker's own close of the same socket object afterwards does nothing.) A
+    polling session's connection may be a proxy's, shared with other clients, and
+    is left alone."""
     if not environ or "transport=websocket" not in str(environ.get("QUERY_STRING", "")):
         return
     if str(environ.get("HTTP_UPGRADE", "")).lower() != "websocket":
@@ -132,6 +136,7 @@ def _shut_own_websocket(environ: dict[str, Any] | None) -> None:
             connection.shutdown(SHUT_RDWR)
         except OSError:
             pass
+        connection.close()
 
 
 def close_connection(server: Any, sid: str) -> None:
