@@ -303,7 +303,8 @@ def meta(args: argparse.Namespace, sizes: list[int], notify_size: int) -> dict[s
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version(), "node": version(["node", "--version"])},
         "versions": {p: pkg(p) for p in ("Flask-SocketIO", "python-socketio", "python-engineio",
-                                         "eventlet", "gevent", "gunicorn")}
+                                         "eventlet", "gevent", "gunicorn", "SQLAlchemy",
+                                         "limits")}
         | {"socket.io (node)": node_sio},
         "commit": version(["git", "rev-parse", "--short", "HEAD"]),
     }

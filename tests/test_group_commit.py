@@ -7,8 +7,7 @@ notification store's group write on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
-
-import pytest
+import time
 
 from utils.extensions import db
 from utils.notifications import store
@@ -26,21 +25,23 @@ from utils.notifications.notifier import (
 
 
 class Recorder:
-    """A write function that records its groups; the first group waits for a gate,
-    so the writers that come meanwhile queue behind it."""
+    """A write function that records its groups. A group holding ``hold`` waits for
+    ``release`` before it is written, as a write blocked on a database lock would."""
 
-    def __init__(self, fail_on: object = None, answer_with_error: object = None):
+    def __init__(self, fail_on: object = None, answer_with_error: object = None,
+                 hold: object = None):
         self.groups: list[list] = []
-        self.gate = threading.Event()
-        self.entered = threading.Event()
         self.fail_on = fail_on
         self.answer_with_error = answer_with_error
+        self.hold = hold
+        self.holding = threading.Event()
+        self.release = threading.Event()
 
     def __call__(self, requests: list) -> list:
         self.groups.append(list(requests))
-        if len(self.groups) == 1:
-            self.entered.set()
-            assert self.gate.wait(5)
+        if self.hold in requests:
+            self.holding.set()
+            assert self.release.wait(5)
         if self.fail_on in requests and len(requests) > 1:
             raise ValueError("the group fails")
         if self.fail_on in requests:
@@ -49,65 +50,103 @@ class Recorder:
                 for r in requests]
 
 
-def run_writers(committer: GroupCommit, recorder: Recorder, first, others) -> dict:
-    """``first`` writes alone and holds the gate; ``others`` queue meanwhile."""
+class Gate:
+    """A leader's ``gather`` that waits until the test has every writer queued."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def __call__(self) -> None:
+        self.entered.set()
+        assert self.open.wait(5)
+
+
+def submit_all(committer: GroupCommit, requests: list, weights: dict | None = None) -> dict:
+    """Every request from its own thread; returns each one's result or error."""
     outcomes: dict = {}
 
     def write(request):
         try:
-            outcomes[request] = committer.submit(request)
+            outcomes[request] = committer.submit(request, (weights or {}).get(request, 1))
         except Exception as exc:  # each writer's own error, asserted by the test
             outcomes[request] = exc
 
-    leader = threading.Thread(target=write, args=(first,))
-    leader.start()
-    assert recorder.entered.wait(5)
-    threads = [threading.Thread(target=write, args=(r,)) for r in others]
+    threads = [threading.Thread(target=write, args=(r,)) for r in requests]
     for thread in threads:
         thread.start()
-    deadline = threading.Event()
-    while len(committer._queue) < len(others) and not deadline.wait(0.01):
-        pass
-    recorder.gate.set()
-    for thread in [leader, *threads]:
+        time.sleep(0.05)  # in order: the first opens the group, the others join
+    return {"threads": threads, "outcomes": outcomes}
+
+
+def finish(run: dict) -> dict:
+    for thread in run["threads"]:
         thread.join(5)
-    return outcomes
+    return run["outcomes"]
 
 
-def test_writers_that_queue_behind_a_write_share_the_next_one():
-    recorder = Recorder()
+def test_writers_that_arrive_while_a_group_gathers_share_its_write():
+    recorder, gate = Recorder(), Gate()
+    committer = GroupCommit(recorder, max_weight=100, gather=gate)
+    run = submit_all(committer, ["a", "b", "c", "d"])
+    assert gate.entered.is_set() and recorder.groups == []
+    gate.open.set()
+    assert finish(run) == {r: f"ok {r}" for r in "abcd"}
+    assert recorder.groups == [["a", "b", "c", "d"]]
+    assert (committer.groups, committer.writers) == (1, 4)
+
+
+def test_a_blocked_write_holds_only_its_own_group():
+    """A group stuck on a lock; a writer that comes later opens and writes its own."""
+    recorder = Recorder(hold="a")
     committer = GroupCommit(recorder, max_weight=100)
-    outcomes = run_writers(committer, recorder, "a", ["b", "c", "d"])
-    assert outcomes == {r: f"ok {r}" for r in "abcd"}
-    assert recorder.groups[0] == ["a"]
-    assert sorted(recorder.groups[1]) == ["b", "c", "d"] and len(recorder.groups) == 2
-    assert (committer.groups, committer.writers) == (2, 4)
+    stuck = submit_all(committer, ["a"])
+    assert recorder.holding.wait(5)
+    assert committer.submit("b") == "ok b"  # while "a" is still being written
+    assert "a" not in stuck["outcomes"]
+    recorder.release.set()
+    assert finish(stuck) == {"a": "ok a"}
+    assert recorder.groups == [["a"], ["b"]]
 
 
 def test_a_group_is_bounded_by_weight():
-    recorder = Recorder()
-    committer = GroupCommit(recorder, max_weight=2)
-    outcomes = run_writers(committer, recorder, "a", ["b", "c", "d", "e", "f"])
-    assert outcomes == {r: f"ok {r}" for r in "abcdef"}
-    assert [len(g) for g in recorder.groups] == [1, 2, 2, 1]
+    recorder, gate = Recorder(), Gate()
+    committer = GroupCommit(recorder, max_weight=2, gather=gate)
+    run = submit_all(committer, ["a", "b", "c", "d", "e"])
+    gate.open.set()
+    assert finish(run) == {r: f"ok {r}" for r in "abcde"}
+    assert sorted(recorder.groups) == [["a", "b"], ["c", "d"], ["e"]]
+
+
+def test_a_lone_request_heavier_than_a_group_still_goes_alone():
+    recorder, gate = Recorder(), Gate()
+    committer = GroupCommit(recorder, max_weight=10, gather=gate)
+    run = submit_all(committer, ["a", "big", "c"], weights={"big": 1000})
+    gate.open.set()
+    assert finish(run) == {r: f"ok {r}" for r in ("a", "big", "c")}
+    assert sorted(recorder.groups) == [["a"], ["big"], ["c"]]
 
 
 def test_a_request_that_fails_its_group_fails_alone():
-    recorder = Recorder(fail_on="c")
-    committer = GroupCommit(recorder, max_weight=100)
-    outcomes = run_writers(committer, recorder, "a", ["b", "c", "d"])
+    recorder, gate = Recorder(fail_on="c"), Gate()
+    committer = GroupCommit(recorder, max_weight=100, gather=gate)
+    run = submit_all(committer, ["a", "b", "c", "d"])
+    gate.open.set()
+    outcomes = finish(run)
     assert outcomes["a"] == "ok a" and outcomes["b"] == "ok b" and outcomes["d"] == "ok d"
     assert isinstance(outcomes["c"], ValueError) and str(outcomes["c"]) == "bad request c"
-    # The failed group of three, then each of its requests alone.
-    assert [len(g) for g in recorder.groups] == [1, 3, 1, 1, 1]
+    # The failed group of four, then each of its requests alone.
+    assert [len(g) for g in recorder.groups] == [4, 1, 1, 1, 1]
 
 
 def test_an_error_answer_reaches_only_its_writer():
-    recorder = Recorder(answer_with_error="b")
-    committer = GroupCommit(recorder, max_weight=100)
-    outcomes = run_writers(committer, recorder, "a", ["b", "c"])
+    recorder, gate = Recorder(answer_with_error="b"), Gate()
+    committer = GroupCommit(recorder, max_weight=100, gather=gate)
+    run = submit_all(committer, ["a", "b", "c"])
+    gate.open.set()
+    outcomes = finish(run)
     assert str(outcomes["b"]) == "refused b" and outcomes["c"] == "ok c"
-    assert len(recorder.groups) == 2  # no rerun: the group itself succeeded
+    assert len(recorder.groups) == 1  # no rerun: the group itself succeeded
 
 
 def items(user: str, count: int = 1) -> list[NewNotification]:
@@ -190,11 +229,3 @@ def test_concurrent_producers_each_get_their_own_stored_notification(store_app):
     with store_app.app_context():
         assert all(store.unread_count(f"user{n}") == 1 for n in range(20))
         assert writes().writers == 20
-
-
-@pytest.mark.parametrize("weight", [1, 1000])
-def test_a_lone_request_heavier_than_a_group_still_goes(weight):
-    recorder = Recorder()
-    recorder.gate.set()
-    committer = GroupCommit(recorder, max_weight=10)
-    assert committer.submit("big", weight=weight) == "ok big"

@@ -1,19 +1,22 @@
 """Group commit: writers that arrive together share one transaction and one commit.
 
 One worker's hub runs every request, so a commit per producer request makes the
-commit (and the statement around it) the cost that caps throughput. Here the first
-writer to arrive leads: it yields once, so every writer the hub can run now joins
-it, then runs the whole group's work in one transaction on its own session, and
-wakes the others with their own results. Writers that arrive while a group is being
-written queue for the next one, which the first of them leads. With no concurrency
-a group is one writer and costs one extra yield; under load groups grow by
-themselves, because writers queue while the hub is busy.
+commit (and the statement machinery around it) the cost that caps throughput. Here
+the first writer to arrive opens a group and leads it: it yields once (``gather``),
+so every writer the hub can run now joins the group, then it closes the group,
+writes it in one transaction on its own connection, and wakes the others with their
+own results. With no concurrency a group is one writer and costs one extra yield;
+under load, writers whose requests the hub parsed in the same pass share a commit.
+
+A writer that arrives while another group is being written opens a new group: groups
+never wait for each other. So a write that blocks (a PostgreSQL lock, a slow disk)
+holds only the writers of its own group, and the database sees as many concurrent
+transactions as before grouping, never more than one per request.
 
 A group's write fails or succeeds whole. When it fails with more than one writer in
 it, each writer's work is run again alone, so one writer's bad request (an
 idempotency key reused, say) never fails another's: each gets its own answer or its
-own error, exactly as without grouping. Writes that cannot share a transaction with
-strangers should not come here.
+own error, exactly as without grouping.
 
 Locks and events are ``threading``'s: the eventlet and gevent workers monkey-patch
 them into green ones, and under ``ASYNC_MODE=threading`` they are real.
@@ -31,105 +34,98 @@ Res = TypeVar("Res")
 
 
 class _Ticket(Generic[Req, Res]):
-    __slots__ = ("request", "weight", "done", "lead", "result", "error")
+    __slots__ = ("request", "done", "result", "error")
 
-    def __init__(self, request: Req, weight: int) -> None:
+    def __init__(self, request: Req) -> None:
         self.request = request
-        self.weight = weight
         self.done = threading.Event()
-        self.lead = False  # set when this writer is to lead the next group
         self.result: Res | None = None
         self.error: BaseException | None = None
+
+    def settle(self, outcome: Res | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            self.error = outcome
+        else:
+            self.result = outcome
+
+
+class _Group(Generic[Req, Res]):
+    __slots__ = ("tickets", "weight")
+
+    def __init__(self) -> None:
+        self.tickets: list[_Ticket[Req, Res]] = []
+        self.weight = 0
+
+
+def _yield_once() -> None:
+    time.sleep(0)  # monkey-patched: a switch to the hub, which runs every ready writer
 
 
 class GroupCommit(Generic[Req, Res]):
     """``write(requests)`` runs a whole group in one transaction and returns one result
     per request, in order; a result that is an exception is raised to that writer
-    alone. ``max_weight`` bounds a group (in rows, say); a lone request heavier than
-    that still goes, in a group of its own."""
+    alone. ``max_weight`` bounds a group (in rows, say): a writer that would push the
+    open group past it opens the next one; a lone request heavier than that still
+    goes, in a group of its own."""
 
     def __init__(self, write: Callable[[list[Req]], Sequence[Res | BaseException]],
-                 max_weight: int) -> None:
+                 max_weight: int, gather: Callable[[], None] = _yield_once) -> None:
         self._write = write
         self._max_weight = max_weight
+        self._gather = gather
         self._lock = threading.Lock()
-        self._queue: list[_Ticket[Req, Res]] = []
-        self._leading = False
-        self.groups = 0  # counters for tests and the bench: groups written, writers
+        self._open: _Group[Req, Res] | None = None
+        self.groups = 0  # counters for tests: groups written, writers in them
         self.writers = 0
 
     def submit(self, request: Req, weight: int = 1) -> Res:
-        ticket: _Ticket[Req, Res] = _Ticket(request, weight)
+        ticket: _Ticket[Req, Res] = _Ticket(request)
         with self._lock:
-            self._queue.append(ticket)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            ticket.done.wait()
-            if ticket.lead:  # woken to lead: this writer's own work is still queued
-                self._lead()
+            group = self._open
+            lead = group is None or (group.weight + weight > self._max_weight
+                                     and bool(group.tickets))
+            if lead:
+                group = self._open = _Group()
+            group.tickets.append(ticket)
+            group.weight += weight
+        if lead:
+            self._gather()
+            with self._lock:
+                if self._open is group:
+                    self._open = None  # closed: later writers open the next group
+            self._write_group(group.tickets)
         else:
-            time.sleep(0)  # the hub runs every writer that is ready now; they join
-            self._lead()
+            ticket.done.wait()
         if ticket.error is not None:
             raise ticket.error
         return ticket.result  # type: ignore[return-value]
 
-    def _lead(self) -> None:
-        """Write one group, then hand the lead to the first writer still queued."""
-        with self._lock:
-            group = self._take()
+    def _write_group(self, tickets: list[_Ticket[Req, Res]]) -> None:
+        self.groups += 1
+        self.writers += len(tickets)
         try:
-            self._write_group(group)
+            try:
+                results = self._write([t.request for t in tickets])
+            except Exception as exc:
+                if len(tickets) == 1:
+                    tickets[0].error = exc
+                    return
+                for ticket in tickets:  # one bad request must not fail the others
+                    self._write_alone(ticket)
+                return
+            for ticket, outcome in zip(tickets, results, strict=True):
+                ticket.settle(outcome)
         finally:
-            with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.done.set()
-                else:
-                    self._leading = False
-            for ticket in group:
+            for ticket in tickets:
                 if ticket.result is None and ticket.error is None:
                     # The leader was stopped mid-write (its greenlet killed, say).
                     ticket.error = RuntimeError("the group's write was interrupted")
                 ticket.done.set()
 
-    def _take(self) -> list[_Ticket[Req, Res]]:
-        weight, count = 0, 0
-        for ticket in self._queue:
-            if count and weight + ticket.weight > self._max_weight:
-                break
-            weight += ticket.weight
-            count += 1
-        group, self._queue = self._queue[:count], self._queue[count:]
-        return group
-
-    def _write_group(self, group: list[_Ticket[Req, Res]]) -> None:
-        self.groups += 1
-        self.writers += len(group)
-        try:
-            results = self._write([t.request for t in group])
-        except Exception as exc:
-            if len(group) == 1:
-                group[0].error = exc
-                return
-            for ticket in group:  # one bad request must not fail the others
-                self._write_alone(ticket)
-            return
-        for ticket, result in zip(group, results, strict=True):
-            if isinstance(result, BaseException):
-                ticket.error = result
-            else:
-                ticket.result = result
-
     def _write_alone(self, ticket: _Ticket[Req, Res]) -> None:
         try:
-            (result,) = self._write([ticket.request])
+            (outcome,) = self._write([ticket.request])
         except Exception as exc:
             ticket.error = exc
             return
-        if isinstance(result, BaseException):
-            ticket.error = result
-        else:
-            ticket.result = result
+        ticket.settle(outcome)
