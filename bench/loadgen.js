@@ -43,7 +43,20 @@ function parseArgs(argv) {
 
 const args = parseArgs(process.argv);
 const target = new URL(args.url);
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+// Keep-alive connections for the producer's requests. Each scenario starts with fresh
+// ones: a connection idle since the last scenario may be one the server is closing
+// (gunicorn's keep-alive timeout is 2 s), and a request sent on it fails with
+// ECONNRESET, a race of the client's making.
+let agent = freshAgent();
+
+function freshAgent() {
+  return new http.Agent({ keepAlive: true, maxSockets: 64 });
+}
+
+function renewAgent() {
+  agent.destroy();
+  agent = freshAgent();
+}
 
 function b64url(buf) {
   return Buffer.from(buf).toString("base64url");
@@ -159,7 +172,7 @@ function post(body) {
       res.on("end", () => resolve(res.statusCode));
     });
     req.setTimeout(30000, () => req.destroy(new Error("timeout")));
-    req.on("error", () => resolve(0));
+    req.on("error", (err) => resolve(err.code || err.message || "error"));
     req.end(data);
   });
 }
@@ -225,12 +238,14 @@ let runCounter = 0;
 async function targeted(rate, seconds, drainMs = 5000) {
   const run = `t${++runCounter}-${Date.now()}`;
   const r = receiptsFor(run);
+  renewAgent();
   const total = Math.round(rate * seconds);
   const start = performance.now() + 20;
   gcPauses.length = 0;
   const pending = [];
   let sent = 0;
   let httpErrors = 0;
+  const errorKinds = {}; // status code or socket error -> count
   // Open loop: request k is due at start + k/rate whatever the server does.
   await new Promise((resolve) => {
     const tick = () => {
@@ -239,7 +254,12 @@ async function targeted(rate, seconds, drainMs = 5000) {
         const seq = sent++;
         const sched = start + (seq * 1000) / rate;
         const user = sockets[seq % sockets.length].user;
-        pending.push(post(notification([user], run, seq, sched)).then((s) => { if (s !== 201) httpErrors++; }));
+        pending.push(post(notification([user], run, seq, sched)).then((s) => {
+          if (s !== 201) {
+            httpErrors++;
+            errorKinds[s] = (errorKinds[s] || 0) + 1;
+          }
+        }));
       }
       if (sent >= total || now > start + seconds * 1000 + 60000) return resolve();
       setImmediate(tick);
@@ -251,7 +271,7 @@ async function targeted(rate, seconds, drainMs = 5000) {
   const lastResponse = performance.now();
   await waitFor(() => r.unique >= expected, Math.min(drainMs, 60000));
   return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds,
-                                send_span_ms: lastResponse - start,
+                                send_span_ms: lastResponse - start, http_error_kinds: errorKinds,
                                 loadgen_gc_ms: gcPauses.map(([t, d]) => [Math.round(t - start),
                                                                          Math.round(d * 10) / 10]) });
 }
@@ -259,6 +279,7 @@ async function targeted(rate, seconds, drainMs = 5000) {
 async function batch(users, requests) {
   const run = `b${++runCounter}-${Date.now()}`;
   const r = receiptsFor(run);
+  renewAgent();
   const count = Math.min(users, sockets.length);
   const start = performance.now();
   const posts = [];
