@@ -43,20 +43,21 @@ def insert_notifications(items: Sequence[NewNotification],
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]
 
 
-_UNREAD = Notification.__table__
+_NOTIFICATIONS = Notification.__table__
+# Built once, with the user as a bound parameter: building the statement per call
+# (coercions, its cache key) cost more than running it.
+_UNREAD_COUNT = sa.select(sa.func.count()).select_from(_NOTIFICATIONS).where(
+    _NOTIFICATIONS.c.user_id == sa.bindparam("user_id"), _NOTIFICATIONS.c.read_at.is_(None))
 
 
 def unread_count(user_id: str, conn: sa.Connection | None = None) -> int:
     """In ``conn``, or else in the session's transaction (what a page read with it
     sees). Either way a connection, not the ORM execute path, which cost as much again."""
-    query = sa.select(sa.func.count()).select_from(_UNREAD).where(
-        _UNREAD.c.user_id == user_id, _UNREAD.c.read_at.is_(None)
-    )
     if conn is None:
         if db.session.new or db.session.dirty or db.session.deleted:
             db.session.flush()  # what session.execute's autoflush would have done
         conn = db.session.connection()
-    return int(conn.execute(query).scalar_one())
+    return int(conn.execute(_UNREAD_COUNT, {"user_id": user_id}).scalar_one())
 
 
 def after(user_id: str, after_id: int, limit: int,
@@ -112,15 +113,19 @@ def _commit_mark_read(stmt: sa.Update) -> int:
     return int(result.rowcount or 0)
 
 
+_KEYS = IdempotencyKey.__table__
+_FIND_KEY = sa.select(_KEYS.c.fingerprint, _KEYS.c.response, _KEYS.c.created_at).where(
+    _KEYS.c.key == sa.bindparam("key"))
+_DELETE_KEY = sa.delete(_KEYS).where(_KEYS.c.key == sa.bindparam("key"))
+
+
 def find_idempotency_key(conn: sa.Connection, key: str,
                          max_age: timedelta) -> sa.Row | None:
     """The key's row (``fingerprint``, ``response``), or None; an expired one is deleted
     in ``conn``'s transaction."""
-    table = IdempotencyKey.__table__
-    row = conn.execute(sa.select(table.c.fingerprint, table.c.response, table.c.created_at)
-                       .where(table.c.key == key)).first()
+    row = conn.execute(_FIND_KEY, {"key": key}).first()
     if row is not None and row.created_at < utcnow() - max_age:
-        conn.execute(sa.delete(table).where(table.c.key == key))
+        conn.execute(_DELETE_KEY, {"key": key})
         return None
     return row
 
@@ -130,7 +135,7 @@ def record_idempotency_keys(conn: sa.Connection, keys: list[dict]) -> None:
     key already there raises IntegrityError."""
     if keys:
         now = utcnow()
-        conn.execute(sa.insert(IdempotencyKey.__table__), [{**k, "created_at": now} for k in keys])
+        conn.execute(sa.insert(_KEYS), [{**k, "created_at": now} for k in keys])
 
 
 def pruned_through() -> int:
