@@ -121,16 +121,23 @@ def test_a_tick_looks_only_at_the_sockets_due_in_it():
     assert len(pinger) == 899
 
 
-def test_a_burst_of_due_pings_is_spread_over_the_tick():
+def pauses_sending(count: int) -> list[float]:
+    """The pauses the pinger takes to send ``count`` pings that fall due together
+    (1 s interval: a 25 ms tick); every socket gets its ping."""
     now = [0.0]
     pauses: list[float] = []
     pinger = Pinger(clock=lambda: now[0], pause=pauses.append)
-    socks = [FakeSocket(interval=1) for _ in range(250)]
+    socks = [FakeSocket(interval=1) for _ in range(count)]
     for sock in socks:
         pinger.schedule(sock)
     now[0] = 1
-    assert pinger.send_due() == 250
+    assert pinger.send_due() == count
     assert all(sock.sent == ["2"] for sock in socks)
+    return pauses
+
+
+def test_a_burst_of_due_pings_is_spread_over_the_tick():
+    pauses = pauses_sending(250)
     # Ten chunks of 25, with a pause after each of the first nine: together 80% of
     # the tick (25 ms at a 1 s interval), so the last chunk leaves within the tick.
     assert len(pauses) == 9
@@ -138,11 +145,4 @@ def test_a_burst_of_due_pings_is_spread_over_the_tick():
 
 
 def test_a_few_due_pings_go_out_at_once():
-    now = [0.0]
-    pauses: list[float] = []
-    pinger = Pinger(clock=lambda: now[0], pause=pauses.append)
-    socks = [FakeSocket(interval=1) for _ in range(25)]
-    for sock in socks:
-        pinger.schedule(sock)
-    now[0] = 1
-    assert pinger.send_due() == 25 and pauses == []
+    assert pauses_sending(25) == []
