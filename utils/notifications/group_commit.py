@@ -75,8 +75,6 @@ class GroupCommit(Generic[Req, Res]):
         self._gather = gather
         self._lock = threading.Lock()
         self._open: _Group[Req, Res] | None = None
-        self.groups = 0  # counters for tests: groups written, writers in them
-        self.writers = 0
 
     def submit(self, request: Req, weight: int = 1) -> Res:
         ticket: _Ticket[Req, Res] = _Ticket(request)
@@ -101,8 +99,6 @@ class GroupCommit(Generic[Req, Res]):
         return ticket.result  # type: ignore[return-value]
 
     def _write_group(self, tickets: list[_Ticket[Req, Res]]) -> None:
-        self.groups += 1
-        self.writers += len(tickets)
         try:
             try:
                 results = self._write([t.request for t in tickets])

@@ -154,7 +154,7 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
                 outcomes[i] = earlier
                 continue
         fresh.append(i)
-    rows = store.insert_notifications([item for i in fresh for item in requests[i].items], conn)
+    rows = store.insert_notifications(conn, [item for i in fresh for item in requests[i].items])
     keys, at = [], 0
     for i in fresh:
         req = requests[i]

@@ -80,8 +80,9 @@ def is_locked(exc: BaseException) -> bool:
 
 
 def retry_when_locked(unit: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a function that is one whole write transaction on ``db.session``: it
-    starts with nothing pending and commits before it returns, and its arguments
+    """Decorate a function that is one whole write transaction, on ``db.session`` or on
+    a connection it opens itself (``with db.engine.begin()``, which rolls back on the
+    error): it starts with nothing pending and commits before it returns, and its arguments
     survive a second call (no iterators). When SQLite is locked, the transaction is
     rolled back and the function runs again; without contention this costs one
     clock read, and never a query."""

@@ -24,20 +24,17 @@ _INSERT_RETURNING_IDS = sa.insert(Notification.__table__).returning(
     Notification.__table__.c.id, sort_by_parameter_order=True)
 
 
-def insert_notifications(items: Sequence[NewNotification],
-                         conn: sa.Connection | None = None) -> list[InsertedNotification]:
-    """One executemany INSERT ... RETURNING id for the batch, ids in the items' order,
-    on ``conn`` (else the session's connection); the caller commits. Core rather than
-    ORM objects: for a batch of 1,000 the unit of work cost about twice the insert
-    itself (docs/BENCHMARKS.md)."""
+def insert_notifications(conn: sa.Connection,
+                         items: Sequence[NewNotification]) -> list[InsertedNotification]:
+    """One executemany INSERT ... RETURNING id for the batch on ``conn``, ids in the
+    items' order; the caller commits. Core on a connection rather than ORM objects or
+    the session's execute path: for one row that path cost more than the INSERT, for
+    a batch of 1,000 the unit of work about twice the insert (docs/BENCHMARKS.md)."""
     if not items:
         return []
     now = utcnow()
     params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
                "body": item.body, "data": item.data, "created_at": now} for item in items]
-    # On a connection, not through the session: the ORM execute path costs more than
-    # the INSERT of one row itself.
-    conn = conn if conn is not None else db.session.connection()
     ids = conn.execute(_INSERT_RETURNING_IDS, params).scalars().all()
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]

@@ -8,7 +8,7 @@ sockets due in it, never at all of them.
 
 A tick is a fortieth of the ping interval, and at most half a second. The pings due
 in a tick are spread over most of it, in small chunks: sockets that connected
-together come due together (10k sockets connected in 12 s give 800 pings a tick for
+together come due together (10k sockets connected in 12 s give 800 pings a second for
 12 s of every 25), and sending them in one go held the hub for 60 to 280 ms, which
 every notification in flight waited out (issue 13). A ping goes out at most two
 ticks late: within 5% of its interval at any interval (with ``PING_INTERVAL=1`` the
