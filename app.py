@@ -50,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from utils.notifications.database import init_database
     from utils.ops.cli import register_commands
     from utils.ops.logs import configure_logging
+    from utils.push.dispatcher import init_push
     from utils.realtime.state import init_realtime
 
     check_versions()
@@ -61,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_database(app, settings)
     app.extensions[TokenService.KEY] = TokenService(settings)
     init_realtime(app, settings)
+    init_push(app, settings)
     register_routes(app)
     register_limits(app, settings)
     register_socket_limits(app, settings)
@@ -77,6 +79,9 @@ def _announce_generated(settings: Settings) -> None:
     print(f"Generated development secrets in {settings.instance_path}/:", file=sys.stderr)
     if "NOTIFY_API_KEY" in settings.generated:
         print(f"  NOTIFY_API_KEY={settings.notify_api_key}", file=sys.stderr)
+    if "VAPID_PRIVATE_KEY" in settings.generated:
+        print("  VAPID_PRIVATE_KEY (kept in instance/vapid_private_key.txt) for Web Push",
+              file=sys.stderr)
     if "JWT_SECRET_KEY" in settings.generated:
         print("  JWT_SECRET_KEY (kept in instance/jwt_secret_key.txt); mint a token with:"
               " flask --app app create-token USER_ID", file=sys.stderr)

@@ -73,6 +73,7 @@ def create_notifications():
         delivery = notify_users(
             req.user_ids, req.type, req.title, req.body, req.data,
             idempotency_key=key, request_fingerprint=fingerprint(body) if key else None,
+            push=req.push, urgency=req.urgency, topic=req.topic,
         )
     except IdempotencyConflict:
         raise ApiError(422, "idempotency_key_reused",

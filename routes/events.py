@@ -15,9 +15,11 @@ from utils.edge.limits import socket_limits, throttled
 from utils.extensions import db, socketio
 from utils.notifications import store
 from utils.notifications.notifier import push_unread_count
+from utils.notifications.receipts import record_receipt
 from utils.notifications.validation import (
     ValidationError,
     check_data,
+    delivered_request,
     page_limit,
     positive_id,
     read_request,
@@ -155,6 +157,15 @@ def on_mark_read(payload: Any = None) -> dict[str, Any]:
     db.session.rollback()
     push_unread_count(user_id, count, skip_sid=request.sid)
     return {"updated": updated, "unread_count": count}
+
+
+@socketio.on("delivered")
+@throttled
+def on_delivered(payload: Any = None) -> dict[str, Any]:
+    """Browsers: receipts for notifications this device received (live, replayed or
+    synced); the first receipt of each sets its delivered_at."""
+    user_id = _current_user()
+    return {"updated": record_receipt(user_id, delivered_request(payload))}
 
 
 @socketio.on("sync")

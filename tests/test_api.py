@@ -314,7 +314,8 @@ def test_inbox_item_shape(client, notify, make_token):
     notify("alice", type="comment", title="t", body="b", data={"x": [1]})
     item = client.get("/api/notifications", headers=bearer(make_token("alice"))
                       ).get_json()["notifications"][0]
-    assert set(item) == {"id", "type", "title", "body", "data", "created_at", "read_at"}
+    assert set(item) == {"id", "type", "title", "body", "data", "created_at", "read_at",
+                         "delivered_at"}
     assert item["created_at"].endswith("Z") and "T" in item["created_at"]
     assert item["read_at"] is None and item["data"] == {"x": [1]}
 

@@ -26,7 +26,7 @@ def test_development_works_with_no_environment(tmp_path):
     assert (settings.ping_interval, settings.ping_timeout) == (25, 60)
     assert settings.max_http_buffer_size == 32 * 1024
     assert settings.transports == ("polling", "websocket")
-    assert set(settings.generated) == {"JWT_SECRET_KEY", "NOTIFY_API_KEY"}
+    assert set(settings.generated) == {"JWT_SECRET_KEY", "NOTIFY_API_KEY", "VAPID_PRIVATE_KEY"}
     assert (tmp_path / "jwt_secret_key.txt").stat().st_mode & 0o077 == 0
 
 

@@ -41,6 +41,9 @@ pytestmark = pytest.mark.server
 ALLOWED = "http://localhost:3000"  # server_env's FRONTEND_URLS
 API_KEY = SERVER_API_KEY
 TIMEOUT = "3"
+# Push on, as a production deployment should run: the doctor's push check passes.
+VAPID = {"VAPID_PRIVATE_KEY": "ZLRZ_j1X6lBNBAFb0hlOJA2uA79-TiDOIYwb4kwBBy8",
+         "VAPID_SUBJECT": "mailto:doctor@example.com"}
 
 
 def run_doctor(url: str, *args: str) -> tuple[int, dict]:
@@ -96,7 +99,7 @@ def healthy(request, tmp_path_factory):
     """The production set-up: the Procfile's gunicorn command, on the eventlet worker
     and on gevent."""
     tmp = tmp_path_factory.mktemp(f"doctor-healthy-{request.param}")
-    env = server_env(tmp, ASYNC_MODE=request.param)
+    env = server_env(tmp, ASYNC_MODE=request.param, **VAPID)
     migrate(env)
     server = gunicorn(tmp, env, worker=request.param).start()
     yield server, env
@@ -125,7 +128,8 @@ def test_healthy_server_passes_every_check(healthy):
     assert report["verdict"] == "pass"
     assert set(statuses(report).values()) == {"pass"}, statuses(report)
     found = checks(report)
-    assert len(found) == 14
+    assert len(found) == 15
+    assert found["push"]["evidence"].startswith("enabled; VAPID public key B")
     assert "8 of 8 sessions held" in found["split_sessions"]["evidence"]
     assert "as user doctor-user" in found["auth"]["evidence"]
     assert "polling" in found["round_trip"]["evidence"]
@@ -192,7 +196,7 @@ def test_server_accepting_sockets_without_token_fails(stock):
 
 
 def test_compression_forced_on_is_a_warning(tmp_path):
-    env = server_env(tmp_path)
+    env = server_env(tmp_path, **VAPID)
     migrate(env)
     server = app_server(tmp_path, env, "tests.support.compressed_app:app").start()
     try:
@@ -409,7 +413,7 @@ def tls(tmp_path_factory):
     """The production app behind gunicorn's own TLS, with a certificate from a test CA."""
     tmp = tmp_path_factory.mktemp("doctor-tls")
     ca, cert, key = write_certificates(tmp)
-    env = server_env(tmp)
+    env = server_env(tmp, **VAPID)
     migrate(env)
     server = gunicorn(tmp, env, extra=["--certfile", str(cert), "--keyfile", str(key)])
     server.start(wait=False)

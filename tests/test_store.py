@@ -21,7 +21,7 @@ from utils.notifications.notifier import (
 def add(user_id: str, count: int = 1, **fields) -> list[int]:
     items = [NewNotification(user_id, fields.get("type", "t"), fields.get("title", "x"),
                              fields.get("body"), fields.get("data", {})) for _ in range(count)]
-    rows = store.insert_notifications(db.session.connection(), items)
+    rows = store.insert_notifications(db.session.connection(), items, timedelta(seconds=10))
     db.session.commit()
     return [row.id for row in rows]
 

@@ -63,6 +63,8 @@ RATE_LIMITED = ('{"error": {"code": "rate_limited", "message": "this session sen
 CREATED = '{"notifications":[{"id":1,"user_id":"alice"}]}\n'
 API_KEY_INVALID = '{"error": {"code": "api_key_invalid", "message": "the API key is not valid"}}'
 STICKY_COOKIE = "SERVERID=node1; path=/; HttpOnly"
+PUSH_CONFIG = ('{"enabled":true,"vapid_public_key":"BAQ2gvav_cPJmBMJcVR6DTY5Zd0erpjbalf4q782-'
+               'gAw4XjN6qvPYGFFj_CQtgXN3WypBuTFweLIKAd82fejoyI"}\n')
 
 REASONS = {101: "Switching Protocols", 200: "OK", 201: "CREATED", 400: "BAD REQUEST",
            403: "FORBIDDEN", 404: "NOT FOUND", 429: "TOO MANY REQUESTS"}
@@ -131,6 +133,7 @@ class RecordedServer:
         self.handshake_error: ProbeError | None = None  # raised by every handshake GET
         self.handshake_status: int = 200
         self.healthz: Reply | ProbeError = healthz()
+        self.push_config: Reply | ProbeError = reply(200, PUSH_CONFIG, JSON_TYPE)
         self.allowed_origins = {"http://localhost:3000"}
         self.websocket_origins: set[str] | None = None  # None: the same as polling
         self.echo_every_origin = False
@@ -175,6 +178,10 @@ class RecordedServer:
             if isinstance(self.healthz, ProbeError):
                 raise self.healthz
             return self.healthz
+        if route.endswith("/api/push/config"):
+            if isinstance(self.push_config, ProbeError):
+                raise self.push_config
+            return self.push_config
         if route.endswith("/api/notifications"):
             return self._notify(headers, body or b"")
         sid = parse_qs(urlsplit(path).query).get("sid", [None])[0]

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,15 @@ JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256",
                   "ES512", "PS256", "PS384", "PS512", "EdDSA")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The push services real browsers subscribe with: Apple (Safari, iOS), Google (Chrome,
+# Edge on Android), Mozilla (Firefox) and Microsoft (WNS, Edge on Windows: its hosts
+# are regional subdomains).
+DEFAULT_PUSH_ORIGINS = ("https://web.push.apple.com", "https://fcm.googleapis.com",
+                        "https://updates.push.services.mozilla.com",
+                        "https://*.notify.windows.com")
+DEFAULT_VAPID_SUBJECT = "mailto:notifications@example.com"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+_PUSH_ORIGIN = re.compile(r"(https?)://(\*\.)?([A-Za-z0-9.-]+|\[::1\])(:\d{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,14 @@ class Settings:
     metrics_token: str | None = None
     gc_tuning: bool = True
     gc_pause_log: str | None = None
+    # -- Web Push
+    vapid_private_key: str | None = None
+    vapid_public_key: str | None = None
+    vapid_subject: str = DEFAULT_VAPID_SUBJECT
+    web_push_endpoint_origins: tuple[str, ...] = DEFAULT_PUSH_ORIGINS
+    push_after: float = 10.0
+    push_ttl: int = 86400
+    max_push_subscriptions_per_user: int = 10
     # -- development secrets generated into instance/ by this start
     generated: tuple[str, ...] = field(default=())
 
@@ -98,9 +116,14 @@ class Settings:
     def signing_key(self) -> str | None:
         return self.jwt_secret_keys[0] if self.jwt_secret_keys else None
 
+    @property
+    def push_enabled(self) -> bool:
+        return self.vapid_private_key is not None
+
     def secrets_to_redact(self) -> list[str]:
         """Values that must never appear in a log line."""
-        values = [*self.jwt_secret_keys, self.notify_api_key, self.metrics_token]
+        values = [*self.jwt_secret_keys, self.notify_api_key, self.metrics_token,
+                  self.vapid_private_key]
         return [v for v in values if v]
 
 
@@ -119,6 +142,7 @@ def load_settings(environ: Env | dict[str, str], default_instance: Path) -> Sett
         **_sockets(env),
         **_limits(env),
         **_operations(env),
+        **_push(env, production, instance_path, generated),
         generated=tuple(generated),
     )
 
@@ -183,15 +207,16 @@ def _client_url(env: Env) -> str | None:
     return url or None
 
 
-def _dev_secret(instance_path: Path, name: str, generated: list[str]) -> str:
-    """A development secret generated once and kept under instance/."""
+def _dev_secret(instance_path: Path, name: str, generated: list[str],
+                make: Callable[[], str] = lambda: secrets.token_urlsafe(48)) -> str:
+    """A development secret generated once (by ``make``) and kept under instance/."""
     path = instance_path / f"{name.lower()}.txt"
     if path.exists():
         value = path.read_text().strip()
         if value:
             return value
     instance_path.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
@@ -371,3 +396,62 @@ def _operations(env: Env) -> dict[str, object]:
         "gc_tuning": env.flag("GC_TUNING", True),
         "gc_pause_log": env.text("GC_PAUSE_LOG"),
     }
+
+
+# ------------------------------------------------------------------ Web Push
+
+def _push(env: Env, production: bool, instance_path: Path,
+          generated: list[str]) -> dict[str, object]:
+    from utils.push import keys  # cryptography: loaded only to read the settings
+
+    raw = env.raw("VAPID_PRIVATE_KEY").replace("\\n", "\n")
+    subject = env.raw("VAPID_SUBJECT")
+    if not raw and not production:
+        raw = _dev_secret(instance_path, "VAPID_PRIVATE_KEY", generated,
+                          lambda: keys.generate()[0])
+    public_key = None
+    if raw:
+        try:
+            public_key = keys.public_key_of(keys.load_private_key(raw))
+        except ValueError as exc:  # the message never holds the key
+            raise ConfigError(f"VAPID_PRIVATE_KEY {exc}") from None
+        if not subject and production:
+            raise ConfigError("VAPID_SUBJECT is required with VAPID_PRIVATE_KEY: a "
+                              "mailto: address or https: URL push services can reach you at")
+    subject = subject or DEFAULT_VAPID_SUBJECT
+    problem = keys.subject_problem(subject)
+    if problem:
+        raise ConfigError(f"VAPID_SUBJECT {problem}, got {subject!r}")
+    return {
+        "vapid_private_key": raw or None,
+        "vapid_public_key": public_key,
+        "vapid_subject": subject,
+        "web_push_endpoint_origins": _push_origins(env),
+        "push_after": env.seconds("PUSH_AFTER", 10.0, 0.5, 86400),
+        # Never 0: a push service drops a TTL-0 message for a device that is asleep.
+        "push_ttl": env.integer("PUSH_TTL", 86400, 60, 28 * 86400),
+        "max_push_subscriptions_per_user": env.integer("MAX_PUSH_SUBSCRIPTIONS_PER_USER",
+                                                       10, 1, 1000),
+    }
+
+
+def _push_origins(env: Env) -> tuple[str, ...]:
+    """The origins push may be sent to: https, or http for a loopback host (a local
+    test push service); ``*.`` before a host allows its subdomains."""
+    if not env.is_set("WEB_PUSH_ENDPOINT_ORIGINS"):
+        return DEFAULT_PUSH_ORIGINS
+    origins = []
+    for item in env.items("WEB_PUSH_ENDPOINT_ORIGINS"):
+        origin = item.rstrip("/").lower()
+        match = _PUSH_ORIGIN.fullmatch(origin)
+        if not match:
+            raise ConfigError(f"WEB_PUSH_ENDPOINT_ORIGINS entry {item!r} is not an origin "
+                              "like https://push.example.com")
+        scheme, wildcard, host = match.group(1), match.group(2), match.group(3)
+        if scheme == "http" and (wildcard or host not in LOOPBACK_HOSTS):
+            raise ConfigError(f"WEB_PUSH_ENDPOINT_ORIGINS entry {item!r} must be https "
+                              "(http is accepted only for localhost, 127.0.0.1 or [::1])")
+        origins.append(origin)
+    if not origins:
+        raise ConfigError("WEB_PUSH_ENDPOINT_ORIGINS is empty: list push service origins")
+    return tuple(origins)

@@ -1,5 +1,5 @@
-"""The tables: notifications, idempotency keys and named watermarks, and the plain
-records the store hands around."""
+"""The tables: notifications, idempotency keys, named watermarks, push subscriptions
+and pushes due, and the plain records the store hands around."""
 
 from __future__ import annotations
 
@@ -27,12 +27,25 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+def notification_payload(id: int, type: str, title: str, body: str | None, data: Any,
+                         created_at: datetime, read_at: datetime | None = None,
+                         delivered_at: datetime | None = None) -> dict[str, Any]:
+    """The notification object of docs/API.md: what sockets, the inbox and pushes carry."""
+    return {"id": id, "type": type, "title": title, "body": body,
+            "data": data if data is not None else {}, "created_at": isoformat(created_at),
+            "read_at": isoformat(read_at), "delivered_at": isoformat(delivered_at)}
+
+
 class Notification(db.Model):
     __tablename__ = "notifications"
     # AUTOINCREMENT keeps SQLite from reusing the ids of pruned rows, so ids only grow.
     __table_args__ = (
         sa.Index("ix_notifications_user_id_id", "user_id", "id"),
         sa.Index("ix_notifications_user_unread", "user_id", "read_at"),
+        sa.Index("ix_notifications_check_at", "check_at"),
+        sa.Index("ix_notifications_push_at", "push_at",
+                 postgresql_where=sa.text("push_at IS NOT NULL"),
+                 sqlite_where=sa.text("push_at IS NOT NULL")),
         {"sqlite_autoincrement": True},
     )
 
@@ -44,17 +57,20 @@ class Notification(db.Model):
     data = sa.Column(sa.JSON, nullable=False, default=dict)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
     read_at = sa.Column(sa.DateTime, nullable=True)
+    # The first receipt from any of the user's devices; read implies delivered.
+    delivered_at = sa.Column(sa.DateTime, nullable=True)
+    # When to check delivery: still undelivered then, it is emitted again and, with
+    # push "auto", pushed. Cleared by the check, a receipt or a read.
+    check_at = sa.Column(sa.DateTime, nullable=True)
+    # push "always": when to push regardless of delivery; cleared once pushes are queued.
+    push_at = sa.Column(sa.DateTime, nullable=True)
+    push = sa.Column(sa.String(8), nullable=False, default="auto", server_default="auto")
+    push_urgency = sa.Column(sa.String(8), nullable=True)
+    push_topic = sa.Column(sa.String(32), nullable=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "title": self.title,
-            "body": self.body,
-            "data": self.data if self.data is not None else {},
-            "created_at": isoformat(self.created_at),
-            "read_at": isoformat(self.read_at),
-        }
+        return notification_payload(self.id, self.type, self.title, self.body, self.data,
+                                    self.created_at, self.read_at, self.delivered_at)
 
 
 class IdempotencyKey(db.Model):
@@ -66,6 +82,36 @@ class IdempotencyKey(db.Model):
     fingerprint = sa.Column(sa.String(64), nullable=False)
     response = sa.Column(sa.JSON, nullable=False)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+
+
+class PushSubscription(db.Model):
+    """A browser's PushSubscription: where to send a user's pushes, and its keys."""
+
+    __tablename__ = "push_subscriptions"
+
+    id = sa.Column(IdType, primary_key=True, autoincrement=True)
+    user_id = sa.Column(sa.String(MAX_USER_ID_LENGTH), nullable=False, index=True)
+    endpoint = sa.Column(sa.String(2048), nullable=False, unique=True)
+    p256dh = sa.Column(sa.String(100), nullable=False)
+    auth = sa.Column(sa.String(40), nullable=False)
+    expires_at = sa.Column(sa.DateTime, nullable=True)  # the browser's expirationTime
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    last_success_at = sa.Column(sa.DateTime, nullable=True)
+
+
+class PushSend(db.Model):
+    """One push of one notification to one subscription, due at ``due_at``: queued
+    work in the database, so a restart loses none. A node claims due rows by moving
+    ``due_at`` past the time its send may take."""
+
+    __tablename__ = "push_sends"
+
+    id = sa.Column(IdType, primary_key=True, autoincrement=True)
+    notification_id = sa.Column(IdType, nullable=False, index=True)
+    subscription_id = sa.Column(IdType, nullable=False, index=True)
+    due_at = sa.Column(sa.DateTime, nullable=False, index=True)
+    expires_at = sa.Column(sa.DateTime, nullable=False)  # created + PUSH_TTL
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
 
 
 class Watermark(db.Model):
@@ -84,6 +130,9 @@ class NewNotification:
     title: str
     body: str | None
     data: dict[str, Any]
+    push: str = "auto"
+    urgency: str | None = None
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +149,5 @@ class InsertedNotification:
     created_at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "title": self.title, "body": self.body,
-                "data": self.data if self.data is not None else {},
-                "created_at": isoformat(self.created_at), "read_at": None}
+        return notification_payload(self.id, self.type, self.title, self.body, self.data,
+                                    self.created_at)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from utils.extensions import db, socketio
 from utils.notifications import store
-from utils.notifications.group_commit import GroupCommit
+from utils.notifications.group_commit import GroupCommit, per_app
 from utils.notifications.models import NewNotification
 from utils.notifications.sqlite_locks import retry_when_locked
 from utils.ops import metrics
@@ -84,34 +84,46 @@ def notify_users(
     data: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     request_fingerprint: str | None = None,
+    push: str = "auto",
+    urgency: str | None = None,
+    topic: str | None = None,
 ) -> Delivery:
     """Store one notification per user, then emit each to its user's room. The write
     is durable before the first emit; requests arriving together share one
     transaction (utils/notifications/group_commit.py). With an idempotency key, a
-    repeat returns the first answer."""
+    repeat returns the first answer. ``push`` says when Web Push follows
+    (utils/push/dispatcher.py): "auto" when no receipt comes within PUSH_AFTER,
+    "always" at once, "never" not at all."""
     started = metrics.producer_started()
     users = [str(u) for u in user_ids]
-    items = [NewNotification(u, type, title, body, data or {}) for u in users]
+    items = [NewNotification(u, type, title, body, data or {}, push, urgency, topic)
+             for u in users]
     request = NotifyRequest(items, idempotency_key, request_fingerprint or "")
     stored = writes().submit(request, weight=len(items))
     if not stored.delivery.replayed:
         for user_id, payload in zip(users, stored.payloads, strict=True):
             emit_notification(user_id, payload, started)
+        if push == "always":
+            wake_dispatcher()
     return stored.delivery
+
+
+def wake_dispatcher() -> None:
+    """Pushes due now: run the dispatcher's pass without waiting for its next tick."""
+    dispatcher = current_app.extensions.get(DISPATCHER_KEY)
+    if dispatcher is not None:
+        dispatcher.wake()
 
 
 # Rows in one group's transaction: five full batch requests.
 MAX_GROUP_ROWS = 5000
 WRITES_KEY = "notifier.writes"
+DISPATCHER_KEY = "notifier.push_dispatcher"
 
 
 def writes() -> GroupCommit[NotifyRequest, Stored]:
     """This app's group committer for notifications."""
-    extensions = current_app.extensions
-    committer = extensions.get(WRITES_KEY)
-    if committer is None:  # setdefault: two first writers still share one committer
-        committer = extensions.setdefault(WRITES_KEY, GroupCommit(store_group, MAX_GROUP_ROWS))
-    return committer
+    return per_app(WRITES_KEY, store_group, MAX_GROUP_ROWS)
 
 
 @retry_when_locked
@@ -154,7 +166,9 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
                 outcomes[i] = earlier
                 continue
         fresh.append(i)
-    rows = store.insert_notifications(conn, [item for i in fresh for item in requests[i].items])
+    check_after = timedelta(seconds=current_app.config["SETTINGS"].push_after)
+    rows = store.insert_notifications(conn, [item for i in fresh for item in requests[i].items],
+                                      check_after)
     keys, at = [], 0
     for i in fresh:
         req = requests[i]

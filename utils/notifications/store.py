@@ -14,6 +14,7 @@ from utils.notifications.models import (
     InsertedNotification,
     NewNotification,
     Notification,
+    PushSend,
     Watermark,
     utcnow,
 )
@@ -24,17 +25,23 @@ _INSERT_RETURNING_IDS = sa.insert(Notification.__table__).returning(
     Notification.__table__.c.id, sort_by_parameter_order=True)
 
 
-def insert_notifications(conn: sa.Connection,
-                         items: Sequence[NewNotification]) -> list[InsertedNotification]:
+def insert_notifications(conn: sa.Connection, items: Sequence[NewNotification],
+                         check_after: timedelta) -> list[InsertedNotification]:
     """One executemany INSERT ... RETURNING id for the batch on ``conn``, ids in the
-    items' order; the caller commits. Core on a connection rather than ORM objects or
-    the session's execute path: for one row that path cost more than the INSERT, for
-    a batch of 1,000 the unit of work about twice the insert (docs/BENCHMARKS.md)."""
+    items' order; the caller commits. Each row's delivery check falls due
+    ``check_after`` from now, and a push "always" row's push at once. Core on a
+    connection rather than ORM objects or the session's execute path: for one row
+    that path cost more than the INSERT, for a batch of 1,000 the unit of work about
+    twice the insert (docs/BENCHMARKS.md)."""
     if not items:
         return []
     now = utcnow()
+    check_at = now + check_after
     params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
-               "body": item.body, "data": item.data, "created_at": now} for item in items]
+               "body": item.body, "data": item.data, "created_at": now,
+               "check_at": check_at, "push_at": now if item.push == "always" else None,
+               "push": item.push, "push_urgency": item.urgency, "push_topic": item.topic}
+              for item in items]
     ids = conn.execute(_INSERT_RETURNING_IDS, params).scalars().all()
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]
@@ -91,7 +98,8 @@ def page(
 
 
 def mark_read(user_id: str, ids: Iterable[int] | None) -> int:
-    """Mark the user's notifications read (all of them when ``ids`` is None)."""
+    """Mark the user's notifications read (all of them when ``ids`` is None). Read
+    implies delivered: its delivery check is over."""
     stmt = sa.update(Notification).where(
         Notification.user_id == user_id, Notification.read_at.is_(None)
     )
@@ -105,9 +113,29 @@ def mark_read(user_id: str, ids: Iterable[int] | None) -> int:
 
 @retry_when_locked
 def _commit_mark_read(stmt: sa.Update) -> int:
-    result = db.session.execute(stmt.values(read_at=utcnow()))
+    now = utcnow()
+    result = db.session.execute(stmt.values(
+        read_at=now, delivered_at=sa.func.coalesce(Notification.delivered_at, now),
+        check_at=None))
     db.session.commit()
     return int(result.rowcount or 0)
+
+
+_MARK_DELIVERED = (
+    sa.update(_NOTIFICATIONS)
+    .where(_NOTIFICATIONS.c.user_id == sa.bindparam("uid"),
+           _NOTIFICATIONS.c.id.in_(sa.bindparam("ids", expanding=True)),
+           _NOTIFICATIONS.c.delivered_at.is_(None))
+    .values(delivered_at=sa.bindparam("now"), check_at=None)
+    .returning(_NOTIFICATIONS.c.id))
+
+
+def mark_delivered(conn: sa.Connection, user_id: str, ids: Iterable[int]) -> set[int]:
+    """Record a first receipt for the user's notifications among ``ids``, in
+    ``conn``'s transaction; returns the ids marked now (not those marked before, nor
+    another user's). Their delivery check is over."""
+    rows = conn.execute(_MARK_DELIVERED, {"uid": user_id, "ids": list(ids), "now": utcnow()})
+    return set(rows.scalars())
 
 
 _KEYS = IdempotencyKey.__table__
@@ -161,6 +189,7 @@ def prune(older_than: timedelta, idempotency_ttl: timedelta) -> int:
     db.session.execute(
         sa.delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - idempotency_ttl)
     )
+    db.session.execute(sa.delete(PushSend).where(PushSend.expires_at < utcnow()))
     db.session.commit()
     return int(deleted)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -20,6 +21,9 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 MAX_IDS = 1000
 MAX_ID = 2**63 - 1
+PUSH_MODES = ("auto", "always", "never")
+URGENCIES = ("very-low", "low", "normal", "high")  # RFC 8030's Urgency header
+_TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030: up to 32 base64url characters
 
 
 class ValidationError(ValueError):
@@ -36,6 +40,9 @@ class NotificationRequest:
     title: str
     body: str | None
     data: dict[str, Any]
+    push: str = "auto"
+    urgency: str | None = None
+    topic: str | None = None
 
 
 def _user_id(value: Any, field: str) -> str:
@@ -124,7 +131,23 @@ def notification_request(body: Any) -> NotificationRequest:
         title=_text(body, "title", MAX_TITLE, True) or "",
         body=_text(body, "body", MAX_BODY, False),
         data=data,
+        **_push_options(body),
     )
+
+
+def _push_options(body: dict) -> dict[str, str | None]:
+    push = body.get("push")
+    if push is None:
+        push = "auto"
+    if push not in PUSH_MODES:
+        raise ValidationError("push must be auto, always or never")
+    urgency = body.get("urgency")
+    if urgency is not None and urgency not in URGENCIES:
+        raise ValidationError(f"urgency must be {', '.join(URGENCIES)}")
+    topic = body.get("topic")
+    if topic is not None and not (isinstance(topic, str) and _TOPIC.fullmatch(topic)):
+        raise ValidationError("topic must be 1 to 32 characters of A-Z a-z 0-9 - _")
+    return {"push": push, "urgency": urgency, "topic": topic}
 
 
 def positive_id(value: Any, field: str, allow_zero: bool = False) -> int:
@@ -148,6 +171,16 @@ def page_limit(value: Any, default: int = DEFAULT_PAGE) -> int:
     if limit > MAX_PAGE:
         raise ValidationError(f"limit must be at most {MAX_PAGE}")
     return limit
+
+
+def delivered_request(body: Any) -> list[int]:
+    """A receipt: ``{"ids": [...]}``, 1 to MAX_IDS ids."""
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not ids:
+        raise ValidationError('send {"ids": [<id>, ...]}')
+    if len(ids) > MAX_IDS:
+        raise ValidationError(f"ids may hold at most {MAX_IDS} ids")
+    return list(dict.fromkeys(positive_id(i, "ids[]") for i in ids))
 
 
 def read_request(body: Any) -> list[int] | None:

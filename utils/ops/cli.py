@@ -1,4 +1,4 @@
-"""Command-line tools: ``flask --app app create-token|notify|prune``."""
+"""Command-line tools: ``flask --app app create-token|notify|prune|doctor|vapid-keys``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(notify)
     app.cli.add_command(prune)
     app.cli.add_command(doctor)
+    app.cli.add_command(vapid_keys)
 
 
 @click.command("create-token")
@@ -95,3 +96,13 @@ def doctor(args: tuple[str, ...]) -> None:
 
     # One parser: the same options and exit codes as python -m utils.doctor.
     raise SystemExit(main(list(args), prog="flask --app app doctor"))
+
+
+@click.command("vapid-keys")
+def vapid_keys() -> None:
+    """Print a new VAPID key pair for Web Push, as environment variables."""
+    from utils.push.keys import generate
+
+    private, public = generate()
+    click.echo(f"VAPID_PRIVATE_KEY={private}")
+    click.echo(f"# the public key, which browsers get from GET /api/push/config: {public}")

@@ -47,6 +47,8 @@ TRANSPORTS = ("polling", "websocket")
 REFUSAL_CODES = ("token_missing", "token_invalid", "token_expired", "server_unavailable")
 QUEUE_OPERATIONS = ("publish", "subscribe", "emit")
 DATABASE_SOURCES = ("http", "socket")
+PUSH_OUTCOMES = ("sent", "removed", "retried", "failed", "expired", "suppressed")
+SUBSCRIPTION_REMOVALS = ("gone", "replaced", "unsubscribed")
 # Seconds from a producer's request reaching the server to its emit returning: a
 # store and a commit, then a local emit or a Redis publish.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -95,12 +97,43 @@ DATABASE_ERRORS = Counter(
     "notifier_database_errors",
     "Database errors answered as database_unavailable, by where they surfaced.",
     ["source"], registry=REGISTRY)
+DELIVERED = Counter(
+    "notifier_notifications_delivered",
+    "Notifications marked delivered by a client's receipt (each once, however many "
+    "devices acknowledge it).", registry=REGISTRY)
+RECEIPT_GROUPS = Counter(
+    "notifier_receipt_write_groups", "Transactions that recorded receipts: concurrent "
+    "receipts share one.", registry=REGISTRY)
+REDELIVERED = Counter(
+    "notifier_notifications_redelivered",
+    "Notifications emitted again because no receipt came within PUSH_AFTER.",
+    registry=REGISTRY)
+DISPATCH_WRITES = Counter(
+    "notifier_push_dispatch_transactions",
+    "Transactions the push dispatcher committed (delivery checks, claims, outcomes).",
+    registry=REGISTRY)
+PUSHES = Counter(
+    "notifier_pushes", "Web Push sends by outcome: sent (201), removed (404/410: the "
+    "subscription is deleted), retried (429, 5xx, network), failed (any other answer: "
+    "given up), expired (still failing when its TTL ran out), suppressed (delivered "
+    "before it was sent).", ["outcome"], registry=REGISTRY)
+SUBSCRIPTIONS_REMOVED = Counter(
+    "notifier_push_subscriptions_removed", "Push subscriptions deleted, by reason: gone "
+    "(the push service answered 404/410), replaced (over the per-user limit), "
+    "unsubscribed (the user).", ["reason"], registry=REGISTRY)
+PUSH_LAG = Histogram(
+    "notifier_push_dispatch_lag_seconds",
+    "From a push falling due to the push service's answer.",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
 
 # Pre-bound children: the hot paths skip the label lookup, and every series exists
 # at 0 from the start, so rate() and alerts see the first event.
 _REFUSALS = {code: REFUSALS.labels(code=code) for code in REFUSAL_CODES}
 _QUEUE_ERRORS = {op: QUEUE_ERRORS.labels(operation=op) for op in QUEUE_OPERATIONS}
 _DATABASE_ERRORS = {src: DATABASE_ERRORS.labels(source=src) for src in DATABASE_SOURCES}
+_PUSHES = {outcome: PUSHES.labels(outcome=outcome) for outcome in PUSH_OUTCOMES}
+_REMOVED = {reason: SUBSCRIPTIONS_REMOVED.labels(reason=reason)
+            for reason in SUBSCRIPTION_REMOVALS}
 _SOCKETS = {transport: SOCKETS.labels(transport=transport) for transport in TRANSPORTS}
 
 if not MULTIPROCESS:
@@ -169,6 +202,33 @@ def stored(count: int) -> None:
     if count:
         STORED.inc(count)
         WRITE_GROUPS.inc()
+
+
+def delivered(count: int) -> None:
+    """One transaction recorded receipts that marked ``count`` notifications."""
+    RECEIPT_GROUPS.inc()
+    if count:
+        DELIVERED.inc(count)
+
+
+def redelivered(count: int) -> None:
+    if count:
+        REDELIVERED.inc(count)
+
+
+def dispatch_write() -> None:
+    DISPATCH_WRITES.inc()
+
+
+def pushed(outcome: str, lag: float | None = None) -> None:
+    _PUSHES[outcome].inc()
+    if lag is not None:
+        PUSH_LAG.observe(max(lag, 0.0))
+
+
+def subscriptions_removed(reason: str, count: int = 1) -> None:
+    if count:
+        _REMOVED[reason].inc(count)
 
 
 def emitted(started: float | None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 
 from utils.edge.stack import TRACKER_KEY
+from utils.notifications.notifier import DISPATCHER_KEY
 from utils.ops import gc_pauses, gc_tuning
 from utils.realtime.drain import drain_on_sigterm
 
@@ -24,11 +25,13 @@ EVENTLET_NOTICE = ("eventlet is deprecated and gunicorn 26 removes its worker; "
 
 
 def start_serving(app: Flask, worker: Any = None) -> None:
-    """GC settings for many sockets, GC pause recording when asked for, and with a
-    gunicorn ``worker`` the drain that ends its transports on SIGTERM."""
+    """GC settings for many sockets, GC pause recording when asked for, the push
+    dispatcher's task, and with a gunicorn ``worker`` the drain that ends its
+    transports on SIGTERM."""
     settings = app.config["SETTINGS"]
     gc_tuning.tune_after_start(settings.gc_tuning)
     gc_pauses.install(settings.gc_pause_log)
+    app.extensions[DISPATCHER_KEY].ensure_started()  # delivery checks and pushes
     if worker is not None:
         drain_on_sigterm(worker, app.extensions[TRACKER_KEY])
     if settings.async_mode == "eventlet":

@@ -16,6 +16,7 @@ from utils.doctor.checks import (
     concurrency,
     handshake,
     origins,
+    push,
     reachability,
     round_trip,
     safari,
@@ -31,6 +32,7 @@ from utils.doctor.transport import Transport
 CHECKS: tuple[Check, ...] = (
     Check("reachability", "reachability", reachability.check),
     Check("server", "server facts", server.check),
+    Check("push", "web push", push.check),
     Check("handshake", "polling handshake", handshake.check),
     Check("split_sessions", "split sessions", sessions.check),
     Check("cors", "CORS for --origin", origins.check_allowed),

@@ -1,0 +1,53 @@
+"""Delivery receipts: a client says which notifications it received, and the first
+receipt for each sets its ``delivered_at``, which ends its delivery check (no
+re-emit, no "auto" push).
+
+Receipts arrive in bursts: every tab of every user that a fan-out reached answers
+at once. They go through the same group commit as notifications
+(utils/notifications/group_commit.py): receipts that arrive together share one
+transaction, with one UPDATE per user in it, however many ids and tabs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from utils.extensions import db
+from utils.notifications import store
+from utils.notifications.group_commit import per_app
+from utils.notifications.sqlite_locks import retry_when_locked
+from utils.ops import metrics
+
+RECEIPTS_KEY = "notifier.receipts"
+MAX_GROUP_IDS = 20_000
+
+
+@dataclass(frozen=True)
+class Receipt:
+    user_id: str
+    ids: list[int]
+
+
+def record_receipt(user_id: str, ids: list[int]) -> int:
+    """Mark the user's notifications among ``ids`` delivered; returns how many were
+    not marked before."""
+    committer = per_app(RECEIPTS_KEY, write_receipts, MAX_GROUP_IDS)
+    return committer.submit(Receipt(user_id, ids), weight=len(ids))
+
+
+@retry_when_locked
+def write_receipts(receipts: list[Receipt]) -> list[int]:
+    """One transaction for a group of receipts. Each receipt is answered with the ids
+    it marked; an id two receipts of the group share counts for the first."""
+    wanted: dict[str, set[int]] = {}
+    for receipt in receipts:
+        wanted.setdefault(receipt.user_id, set()).update(receipt.ids)
+    with db.engine.begin() as conn:
+        marked = {user: store.mark_delivered(conn, user, ids) for user, ids in wanted.items()}
+    metrics.delivered(sum(len(ids) for ids in marked.values()))
+    counts = []
+    for receipt in receipts:
+        mine = marked[receipt.user_id].intersection(receipt.ids)
+        marked[receipt.user_id] -= mine
+        counts.append(len(mine))
+    return counts

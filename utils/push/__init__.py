@@ -1,0 +1,1 @@
+"""Web Push: VAPID keys, subscriptions, sending, and the dispatcher that decides when."""

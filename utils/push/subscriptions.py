@@ -1,0 +1,220 @@
+"""Push subscriptions: checking what a browser sends, and storing, listing and
+deleting them. A subscription's endpoint is a capability URL (its path is the
+secret that lets anyone push to that browser), so it is stored but never logged or
+shown: lists and logs name its origin only.
+
+No SSRF: the server sends only to endpoints whose origin is on the allowlist
+(WEB_PUSH_ENDPOINT_ORIGINS), checked here when a browser subscribes and again
+before every send (utils/push/sender.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.exc import IntegrityError
+
+from utils.extensions import db
+from utils.notifications.models import PushSend, PushSubscription, isoformat, utcnow
+from utils.notifications.sqlite_locks import retry_when_locked
+from utils.notifications.validation import ValidationError
+from utils.ops import metrics
+from utils.push.keys import unb64url
+
+MAX_ENDPOINT = 2048
+NOT_ALLOWED = "push_endpoint_not_allowed"
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    endpoint: str
+    p256dh: str
+    auth: str
+    expires_at: datetime | None
+
+
+def endpoint_origin(endpoint: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, lowercased; None when it is not one
+    or carries credentials."""
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if parts.scheme not in ("https", "http") or not host or "@" in parts.netloc:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
+    """Exact match, or ``https://*.example.com`` for any subdomain of example.com."""
+    if origin is None:
+        return False
+    for entry in allowed:
+        if origin == entry:
+            return True
+        scheme, _, rest = entry.partition("://*.")
+        if rest and origin.startswith(scheme + "://") and origin.endswith("." + rest):
+            return True
+    return False
+
+
+def parse_subscription(body: object, allowed: Iterable[str]) -> NewSubscription:
+    """``PushSubscription.toJSON()``, checked: an allowed endpoint, a P-256 point and a
+    16-byte auth secret. A foreign endpoint raises ValidationError with NOT_ALLOWED."""
+    if not isinstance(body, dict):
+        raise ValidationError('send PushSubscription.toJSON(): {"endpoint", "keys": '
+                              '{"p256dh", "auth"}}')
+    endpoint = body.get("endpoint")
+    if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
+        raise ValidationError(f"endpoint must be a URL of at most {MAX_ENDPOINT} characters")
+    if not endpoint.isascii() or not endpoint.isprintable():
+        raise ValidationError("endpoint must be a URL of printable ASCII")
+    origin = endpoint_origin(endpoint)
+    if origin is None:
+        raise ValidationError("endpoint must be an http(s) URL")
+    if not origin_allowed(origin, allowed):
+        raise ValidationError(f"push endpoints at {origin} are not allowed on this server",
+                              code=NOT_ALLOWED)
+    keys = body.get("keys")
+    if not isinstance(keys, dict):
+        raise ValidationError('keys must be {"p256dh": ..., "auth": ...}')
+    return NewSubscription(endpoint, _p256dh(keys.get("p256dh")), _auth(keys.get("auth")),
+                           _expiration(body.get("expirationTime")))
+
+
+def _decoded(value: object, field: str) -> bytes:
+    if not isinstance(value, str) or not value.isascii() or len(value) > 100:
+        raise ValidationError(f"keys.{field} must be a base64url string")
+    try:
+        return unb64url(value)
+    except ValueError:
+        raise ValidationError(f"keys.{field} must be base64url") from None
+
+
+def _p256dh(value: object) -> str:
+    raw = _decoded(value, "p256dh")
+    try:
+        if len(raw) != 65 or raw[0] != 4:
+            raise ValueError
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError:
+        raise ValidationError("keys.p256dh must be an uncompressed P-256 point (65 bytes) "
+                              "on the curve") from None
+    return str(value)
+
+
+def _auth(value: object) -> str:
+    if len(_decoded(value, "auth")) != 16:
+        raise ValidationError("keys.auth must be 16 bytes")
+    return str(value)
+
+
+def _expiration(value: object) -> datetime | None:
+    """The browser's expirationTime: milliseconds since the epoch, or null."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 <= value < 253402300799000:  # before year 10000
+        raise ValidationError("expirationTime must be null or milliseconds since the epoch")
+    return datetime.fromtimestamp(value / 1000, UTC).replace(tzinfo=None)
+
+
+_SUBS = PushSubscription.__table__
+_SENDS = PushSend.__table__
+
+
+@retry_when_locked
+def subscribe(user_id: str, new: NewSubscription, limit: int) -> tuple[int, bool]:
+    """Store ``new`` for ``user_id``; returns (id, created). A known endpoint moves to
+    this user with its new keys (the same browser, another login). Past ``limit``
+    subscriptions the user's oldest go."""
+    values = {"user_id": user_id, "p256dh": new.p256dh, "auth": new.auth,
+              "expires_at": new.expires_at}
+    with db.engine.begin() as conn:
+        known = conn.execute(sa.select(_SUBS.c.id).where(_SUBS.c.endpoint == new.endpoint)).first()
+        if known is not None:
+            conn.execute(sa.update(_SUBS).where(_SUBS.c.id == known.id).values(**values))
+            sub_id, created = int(known.id), False
+        else:
+            try:
+                with conn.begin_nested():
+                    inserted = conn.execute(sa.insert(_SUBS).values(
+                        endpoint=new.endpoint, created_at=utcnow(), **values))
+                sub_id = int(inserted.inserted_primary_key[0])
+                created = True
+            except IntegrityError:  # a concurrent subscribe of the same endpoint won
+                conn.execute(sa.update(_SUBS).where(_SUBS.c.endpoint == new.endpoint)
+                             .values(**values))
+                sub_id = int(conn.execute(sa.select(_SUBS.c.id).where(
+                    _SUBS.c.endpoint == new.endpoint)).scalar_one())
+                created = False
+        _keep_newest(conn, user_id, limit)
+    return sub_id, created
+
+
+def _keep_newest(conn: sa.Connection, user_id: str, limit: int) -> None:
+    ids = conn.execute(sa.select(_SUBS.c.id).where(_SUBS.c.user_id == user_id)
+                       .order_by(_SUBS.c.created_at.desc(), _SUBS.c.id.desc())).scalars().all()
+    extra = list(ids[limit:])
+    if extra:
+        delete_subscriptions(conn, extra)
+        metrics.subscriptions_removed("replaced", len(extra))
+
+
+def delete_subscriptions(conn: sa.Connection, ids: list[int]) -> None:
+    """Delete subscriptions and the pushes still queued for them."""
+    if ids:
+        conn.execute(sa.delete(_SENDS).where(_SENDS.c.subscription_id.in_(ids)))
+        conn.execute(sa.delete(_SUBS).where(_SUBS.c.id.in_(ids)))
+
+
+def of_user(user_id: str) -> list[sa.Row]:
+    """The user's subscriptions, newest first."""
+    with db.engine.connect() as conn:
+        return list(conn.execute(sa.select(_SUBS).where(_SUBS.c.user_id == user_id)
+                                 .order_by(_SUBS.c.created_at.desc(), _SUBS.c.id.desc())))
+
+
+@retry_when_locked
+def unsubscribe(user_id: str, endpoint: str) -> bool:
+    """Delete the user's subscription with ``endpoint``; False when they have none."""
+    with db.engine.begin() as conn:
+        ids = list(conn.execute(sa.select(_SUBS.c.id).where(
+            _SUBS.c.user_id == user_id, _SUBS.c.endpoint == endpoint)).scalars())
+        delete_subscriptions(conn, ids)
+    metrics.subscriptions_removed("unsubscribed", len(ids))
+    return bool(ids)
+
+
+@retry_when_locked
+def remove_gone(ids: list[int]) -> None:
+    """The push service answered 404 or 410 for these: they will never work again."""
+    if ids:
+        with db.engine.begin() as conn:
+            delete_subscriptions(conn, ids)
+        metrics.subscriptions_removed("gone", len(ids))
+
+
+@retry_when_locked
+def record_success(ids: list[int]) -> None:
+    """The push service accepted a push for each of these subscriptions just now."""
+    if ids:
+        with db.engine.begin() as conn:
+            conn.execute(sa.update(_SUBS).where(_SUBS.c.id.in_(ids))
+                         .values(last_success_at=utcnow()))
+
+
+def listed(row: sa.Row) -> dict[str, object]:
+    """What the user's list shows of a subscription: never its whole endpoint."""
+    return {"id": row.id, "origin": endpoint_origin(row.endpoint),
+            "created_at": isoformat(row.created_at),
+            "last_success_at": isoformat(row.last_success_at)}
