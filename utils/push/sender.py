@@ -62,14 +62,15 @@ def payload(notification: dict[str, Any]) -> bytes:
     if len(encoded) <= MAX_PLAINTEXT:
         return encoded
     cut = {**notification, "data": {}, "truncated": True}
-    body = cut.get("body") or ""
+    body = (cut.get("body") or "").encode()
     while True:
         encoded = _dumps(cut)
         over = len(encoded) - MAX_PLAINTEXT
         if over <= 0 or not body:
             return encoded
-        body = body[:max(len(body) - over, 0)]  # one character is at least one byte
-        cut["body"] = body + "…" if body else ""
+        body = body[:max(len(body) - over - 3, 0)]  # 3: the ellipsis's UTF-8
+        text = body.decode(errors="ignore")  # a character cut in half goes
+        cut["body"] = text + "…" if text else ""
 
 
 def _dumps(value: dict[str, Any]) -> bytes:

@@ -1,0 +1,330 @@
+"""Web Push and receipts with the test client: the subscription API and its bad input,
+the settings, the payload's size, receipts, and one dispatcher pass. The push
+service, the workers and the timing are tested for real in tests/test_push_server.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.conftest import build_app
+from tests.support.push_service import VapidKeys, b64url
+from utils.config import ConfigError, load_settings
+from utils.extensions import db
+from utils.notifications.models import Notification, PushSend, PushSubscription, utcnow
+from utils.push import keys, sender
+
+APPLE = "https://web.push.apple.com"
+
+
+def subscription(endpoint: str = APPLE + "/QGuQyavXutnMH", **keys_: str) -> dict:
+    browser = VapidKeys.generate()
+    return {"endpoint": endpoint, "expirationTime": None,
+            "keys": {"p256dh": browser.public, "auth": b64url(b"sixteen-bytes-ok"), **keys_}}
+
+
+@pytest.fixture
+def user_headers(make_token):
+    return lambda user="alice": {"Authorization": f"Bearer {make_token(user)}"}
+
+
+def test_config_is_public_and_names_the_key(client, app):
+    body = client.get("/api/push/config").get_json()
+    assert body["enabled"] is True
+    raw = keys.unb64url(body["vapid_public_key"])
+    assert len(raw) == 65 and raw[0] == 4
+    assert body["vapid_public_key"] == app.config["SETTINGS"].vapid_public_key
+
+
+def test_subscribe_is_201_then_200_and_lists_the_origin_only(client, user_headers):
+    sub = subscription()
+    first = client.post("/api/push/subscriptions", json=sub, headers=user_headers())
+    again = client.post("/api/push/subscriptions", json=sub, headers=user_headers())
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.get_json()["id"] == again.get_json()["id"]
+    (listed,) = client.get("/api/push/subscriptions", headers=user_headers()).get_json()[
+        "subscriptions"]
+    assert listed["origin"] == APPLE
+    assert set(listed) == {"id", "origin", "created_at", "last_success_at"}
+    assert "QGuQ" not in json.dumps(listed)
+
+
+def test_a_known_endpoint_moves_to_the_user_who_subscribes_it(client, user_headers):
+    sub = subscription()
+    client.post("/api/push/subscriptions", json=sub, headers=user_headers("alice"))
+    moved = client.post("/api/push/subscriptions", json=sub, headers=user_headers("bob"))
+    assert moved.status_code == 200
+    alice = client.get("/api/push/subscriptions", headers=user_headers("alice")).get_json()
+    bob = client.get("/api/push/subscriptions", headers=user_headers("bob")).get_json()
+    assert alice["subscriptions"] == [] and len(bob["subscriptions"]) == 1
+
+
+def test_a_user_cannot_delete_another_users_subscription(client, user_headers):
+    sub = subscription()
+    client.post("/api/push/subscriptions", json=sub, headers=user_headers("alice"))
+    theirs = client.delete("/api/push/subscriptions", json={"endpoint": sub["endpoint"]},
+                           headers=user_headers("mallory"))
+    assert theirs.status_code == 404
+    assert theirs.get_json()["error"]["code"] == "not_found"
+    mine = client.delete("/api/push/subscriptions", json={"endpoint": sub["endpoint"]},
+                         headers=user_headers("alice"))
+    assert mine.status_code == 204
+    assert client.get("/api/push/subscriptions",
+                      headers=user_headers("alice")).get_json()["subscriptions"] == []
+
+
+def test_the_oldest_subscription_goes_past_the_limit(tmp_path, make_token_for):
+    app = build_app(tmp_path, MAX_PUSH_SUBSCRIPTIONS_PER_USER="2")
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token_for(app, 'alice')}"}
+    made = [client.post("/api/push/subscriptions", json=subscription(f"{APPLE}/d{i}"),
+                        headers=headers).get_json()["id"] for i in range(3)]
+    listed = client.get("/api/push/subscriptions", headers=headers).get_json()["subscriptions"]
+    assert sorted(s["id"] for s in listed) == made[1:]
+
+
+@pytest.mark.parametrize("endpoint", [
+    "https://evil.example.com/push",
+    "http://web.push.apple.com/x",            # the right host, but not https
+    "https://web.push.apple.com.evil.io/x",   # a suffix is not the host
+    "https://web.push.apple.com:8443/x",      # another port
+    "https://user@web.push.apple.com/x",      # credentials in the URL
+    "http://127.0.0.1:6379/",                 # SSRF to a local service
+    "https://notify.windows.com/x",           # the wildcard needs a subdomain
+])
+def test_foreign_endpoints_get_422(client, user_headers, endpoint):
+    response = client.post("/api/push/subscriptions", json=subscription(endpoint),
+                           headers=user_headers())
+    assert response.status_code in (400, 422), response.get_json()
+    code = response.get_json()["error"]["code"]
+    assert code in ("push_endpoint_not_allowed", "validation_error")
+    if response.status_code == 422:
+        assert code == "push_endpoint_not_allowed"
+
+
+def test_a_wns_subdomain_is_allowed(client, user_headers):
+    response = client.post("/api/push/subscriptions",
+                           json=subscription("https://wns2-par02p.notify.windows.com/w/?token=x"),
+                           headers=user_headers())
+    assert response.status_code == 201
+
+
+def _off_curve() -> str:
+    point = bytearray(keys.unb64url(VapidKeys.generate().public))
+    point[-1] ^= 1  # y no longer matches x
+    return b64url(bytes(point))
+
+
+@pytest.mark.parametrize("body", [
+    [], "x", {}, {"endpoint": 7}, {"endpoint": APPLE + "/x"},
+    {"endpoint": APPLE + "/x", "keys": "k"},
+    subscription(p256dh="not base64!"),
+    subscription(p256dh=b64url(b"\x04" + b"1" * 63)),      # 64 bytes
+    subscription(p256dh=_off_curve()),                    # not on the curve
+    subscription(auth=b64url(b"short")),
+    {**subscription(), "expirationTime": "soon"},
+    {**subscription(), "endpoint": "javascript:alert(1)"},
+    {**subscription(), "endpoint": APPLE + "/" + "x" * 3000},
+])
+def test_malformed_subscriptions_get_400(client, user_headers, body):
+    response = client.post("/api/push/subscriptions", json=body, headers=user_headers())
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"]["code"] == "validation_error"
+
+
+def test_subscription_routes_need_a_user_token(client):
+    assert client.post("/api/push/subscriptions", json=subscription()).status_code == 401
+    assert client.get("/api/push/subscriptions").status_code == 401
+    assert client.delete("/api/push/subscriptions", json={"endpoint": "x"}).status_code == 401
+    assert client.post("/api/push/test").status_code == 401
+
+
+def test_production_without_a_key_has_push_off(tmp_path, make_token_for):
+    app = build_app(tmp_path, APP_ENV="production", VAPID_PRIVATE_KEY="")
+    client = app.test_client()
+    assert client.get("/api/push/config").get_json() == {"enabled": False,
+                                                         "vapid_public_key": None}
+    headers = {"Authorization": f"Bearer {make_token_for(app, 'alice')}"}
+    refused = client.post("/api/push/subscriptions", json=subscription(), headers=headers)
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "push_disabled"
+
+
+# -- settings --------------------------------------------------------------------------
+
+def production(**env: str) -> dict[str, str]:
+    return {"APP_ENV": "production", "JWT_SECRET_KEY": "k" * 40, "FRONTEND_URLS":
+            "https://app.example.com", "DATABASE_URL": "sqlite://", **env}
+
+
+@pytest.mark.parametrize("subject", ["mailto:me@localhost", "https://localhost/x",
+                                     "admin@example.com", "mailto:nobody", "http://x.com"])
+def test_a_bad_subject_stops_the_start_in_one_line(tmp_path, subject):
+    key, _ = keys.generate()
+    with pytest.raises(ConfigError) as caught:
+        load_settings(production(VAPID_PRIVATE_KEY=key, VAPID_SUBJECT=subject), tmp_path)
+    assert "VAPID_SUBJECT" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_key_needs_a_subject_in_production(tmp_path):
+    key, _ = keys.generate()
+    with pytest.raises(ConfigError, match="VAPID_SUBJECT is required"):
+        load_settings(production(VAPID_PRIVATE_KEY=key), tmp_path)
+
+
+def test_a_bad_key_is_refused_without_being_echoed(tmp_path):
+    secret = "c2VjcmV0LWJ1dC1ub3QtYS1rZXk"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(production(VAPID_PRIVATE_KEY=secret,
+                                 VAPID_SUBJECT="mailto:a@example.com"), tmp_path)
+    assert secret not in str(caught.value)
+
+
+def test_a_pem_key_is_accepted_and_means_the_same_key(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    settings = load_settings(production(VAPID_PRIVATE_KEY=pem.replace("\n", "\\n"),
+                                        VAPID_SUBJECT="https://example.com"), tmp_path)
+    assert settings.vapid_public_key == keys.public_key_of(key)
+    assert settings.vapid_private_key in settings.secrets_to_redact()
+
+
+def test_push_origins_take_loopback_http_only(tmp_path):
+    settings = load_settings({"WEB_PUSH_ENDPOINT_ORIGINS": "http://localhost:8090,"
+                              "https://push.example.com"}, tmp_path)
+    assert settings.web_push_endpoint_origins == ("http://localhost:8090",
+                                                  "https://push.example.com")
+    with pytest.raises(ConfigError, match="must be https"):
+        load_settings({"WEB_PUSH_ENDPOINT_ORIGINS": "http://push.example.com"}, tmp_path)
+    with pytest.raises(ConfigError, match="not an origin"):
+        load_settings({"WEB_PUSH_ENDPOINT_ORIGINS": "https://push.example.com/path"}, tmp_path)
+
+
+def test_development_keeps_its_generated_key(tmp_path):
+    first = load_settings({}, tmp_path)
+    second = load_settings({}, tmp_path)
+    assert first.push_enabled and first.vapid_public_key == second.vapid_public_key
+    assert "VAPID_PRIVATE_KEY" in first.generated and not second.generated
+
+
+def test_vapid_keys_prints_a_pair_that_loads(runner):
+    result = runner.invoke(args=["vapid-keys"])
+    assert result.exit_code == 0
+    private = result.output.splitlines()[0].removeprefix("VAPID_PRIVATE_KEY=")
+    public = result.output.split(": ")[-1].strip()
+    assert keys.public_key_of(keys.load_private_key(private)) == public
+
+
+# -- the payload -----------------------------------------------------------------------
+
+def test_a_payload_too_long_drops_data_and_cuts_the_body():
+    notification = {"id": 1, "type": "t", "title": "T", "body": "é" * 4000,
+                    "data": {"blob": "x" * 8000}, "created_at": None}
+    encoded = sender.payload(notification)
+    assert len(encoded) <= sender.MAX_PLAINTEXT
+    cut = json.loads(encoded)
+    assert cut["truncated"] is True and cut["data"] == {}
+    assert cut["body"].startswith("éé") and cut["body"].endswith("…")
+    short = {**notification, "body": "hi", "data": {"k": 1}}
+    assert json.loads(sender.payload(short)) == short
+
+
+def test_retry_after_in_seconds_or_as_a_date():
+    assert sender.retry_after_seconds("7") == 7.0
+    assert sender.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert sender.retry_after_seconds("soon") is None
+    assert [sender.classify(s) for s in (201, 404, 410, 429, 503, 400, 413)] == [
+        "sent", "removed", "removed", "retry", "retry", "failed", "failed"]
+
+
+# -- receipts --------------------------------------------------------------------------
+
+def test_a_receipt_marks_delivered_once_and_only_the_users_own(app, notify, sio_client,
+                                                               make_token, client):
+    (mine,) = notify("alice")
+    (theirs,) = notify("bob")
+    alice = sio_client(auth={"token": make_token("alice")})
+    assert alice.emit("delivered", {"ids": [mine, theirs]}, callback=True) == {"updated": 1}
+    assert alice.emit("delivered", {"ids": [mine]}, callback=True) == {"updated": 0}
+    inbox = client.get("/api/notifications",
+                       headers={"Authorization": f"Bearer {make_token('alice')}"}).get_json()
+    assert inbox["notifications"][0]["delivered_at"] is not None
+    with app.app_context():
+        bob_row = db.session.get(Notification, theirs)
+        assert bob_row.delivered_at is None and bob_row.check_at is not None
+
+
+@pytest.mark.parametrize("payload", [None, [], {"ids": []}, {"ids": "1"}, {"ids": [0]},
+                                     {"ids": [True]}, {"ids": list(range(1, 1002))}])
+def test_a_bad_receipt_gets_an_error_ack(sio_client, make_token, payload):
+    alice = sio_client(auth={"token": make_token("alice")})
+    ack = alice.emit("delivered", payload, callback=True)
+    assert ack["error"]["code"] == "validation_error"
+
+
+def test_reading_implies_delivered(app, notify, client, make_token):
+    (nid,) = notify("alice")
+    client.post("/api/notifications/read", json={"ids": [nid]},
+                headers={"Authorization": f"Bearer {make_token('alice')}"})
+    with app.app_context():
+        row = db.session.get(Notification, nid)
+        assert row.delivered_at is not None and row.read_at is not None
+        assert row.check_at is None
+
+
+# -- one dispatcher pass -----------------------------------------------------------------
+
+def due_now(app, *ids: int) -> None:
+    with app.app_context():
+        db.session.execute(sa.update(Notification).where(
+            Notification.id.in_(ids), Notification.check_at.is_not(None),
+        ).values(check_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+
+
+def test_a_pass_emits_the_undelivered_again_and_queues_auto_pushes(app, notify, client,
+                                                                   user_headers, sio_client,
+                                                                   make_token):
+    from utils.notifications.notifier import DISPATCHER_KEY
+
+    client.post("/api/push/subscriptions", json=subscription(), headers=user_headers())
+    socket = sio_client(auth={"token": make_token("alice")})
+    (auto,) = notify("alice")
+    (never,) = notify("alice", push="never")
+    (acked,) = notify("alice")
+    socket.emit("delivered", {"ids": [acked]}, callback=True)
+    socket.get_received()
+    due_now(app, auto, never, acked)
+    dispatcher = app.extensions[DISPATCHER_KEY]
+    with app.app_context():
+        assert dispatcher.check_deliveries() == 2  # the acked one has no check left
+        queued = db.session.execute(sa.select(PushSend.notification_id)).scalars().all()
+        assert queued == [auto]
+        assert db.session.execute(sa.select(sa.func.count()).select_from(Notification)
+                                  .where(Notification.check_at.is_not(None))).scalar() == 0
+        assert dispatcher.check_deliveries() == 0  # claimed once
+    again = [p["args"][0]["id"] for p in socket.get_received() if p["name"] == "notification"]
+    assert sorted(again) == sorted([auto, never])
+
+
+def test_a_send_for_a_notification_delivered_meanwhile_is_suppressed(app, notify, client,
+                                                                     user_headers):
+    from utils.notifications.notifier import DISPATCHER_KEY
+
+    client.post("/api/push/subscriptions", json=subscription(), headers=user_headers())
+    (nid,) = notify("alice")
+    due_now(app, nid)
+    dispatcher = app.extensions[DISPATCHER_KEY]
+    with app.app_context():
+        dispatcher.check_deliveries()
+        db.session.execute(sa.update(Notification).values(delivered_at=utcnow()))
+        db.session.commit()
+        assert dispatcher.send_due() == 1  # claimed, and dropped without a send
+        assert db.session.execute(sa.select(sa.func.count()).select_from(PushSend)).scalar() == 0
+        assert db.session.get(PushSubscription, 1).last_success_at is None
