@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the capacity scenario's targeted rates, in order; '' skips it")
     p.add_argument("--capacity-seconds", type=float, default=10,
                    help="duration of each capacity step")
+    p.add_argument("--no-receipts", action="store_true", help="skip the receipts scenario "
+                   "(the product's cost of delivery receipts, on and off)")
     p.add_argument("--no-deflate", action="store_true", help="clients do not offer "
                    "permessage-deflate")
     p.add_argument("--async-mode", default="eventlet", choices=("eventlet", "gevent"),
@@ -80,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sizes, args.reps, args.rate, args.seconds = "200", 1, 100, 2
         args.batch, args.batch_repeat, args.fanout, args.notify_at = 200, 1, 200, 200
         args.capacity_rates, args.capacity_seconds = "100,200", 1
+    args.receipt_push_after = 2.0 if args.quick else 5.0
     return args
 
 
@@ -193,6 +196,61 @@ def capacity(server: Server, load: LoadGen, args: argparse.Namespace) -> dict[st
     return {"held_rate": held, "steps": steps, "p99_limit_ms": CAPACITY_P99_MS}
 
 
+RECEIPT_COUNTERS = {
+    "stored": "notifier_notifications_stored_total",
+    "notification_commits": "notifier_notification_write_groups_total",
+    "receipt_commits": "notifier_receipt_write_groups_total",
+    "dispatch_commits": "notifier_push_dispatch_transactions_total",
+    "delivered": "notifier_notifications_delivered_total",
+    "redelivered": "notifier_notifications_redelivered_total",
+}
+
+
+def receipts_cost(size: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The product's cost of delivery receipts: targeted notifies at --rate for
+    --seconds with ``size`` sockets, once with clients sending no receipts, once with
+    every socket sending them as the reference client does. Each run is measured until
+    its delivery checks have all fallen due (PUSH_AFTER later) and run: without
+    receipts each notification is emitted again then. CPU is net of the server's idle
+    CPU over as long (its pings); database writes are the transactions that stored
+    notifications, recorded receipts and ran the dispatcher, per notification."""
+    extra = dict(kv.split("=", 1) for kv in args.product_env)
+    push_after = args.receipt_push_after
+    server = Server("product", workdir, async_mode=args.async_mode,
+                    extra_env={**extra, "PUSH_AFTER": str(push_after)})
+    server.start()
+    load = LoadGen(server.url, deflate=not args.no_deflate)
+    out: dict[str, Any] = {"push_after_s": push_after, "rate": args.rate,
+                           "seconds": args.seconds}
+    try:
+        load.run(cmd="connect", n=size)
+        pid, settle = server.measured_pid(), push_after + 3
+        time.sleep(1.0)
+        cpu0 = cpu_seconds(pid)
+        time.sleep(settle)
+        idle_per_s = (cpu_seconds(pid) - cpu0) / settle
+        out["idle_cpu_share"] = idle_per_s
+        for mode in ("off", "on"):
+            before = server.counters(*RECEIPT_COUNTERS.values())
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            step = load.run(cmd="targeted", rate=args.rate, seconds=args.seconds,
+                            receipts=mode == "on")
+            time.sleep(settle)  # every check of the run falls due and runs
+            cpu = cpu_seconds(pid) - cpu0 - idle_per_s * (time.monotonic() - t0)
+            after = server.counters(*RECEIPT_COUNTERS.values())
+            d = {key: after[name] - before[name] for key, name in RECEIPT_COUNTERS.items()}
+            stored = max(d["stored"], 1)
+            commits = d["notification_commits"] + d["receipt_commits"] + d["dispatch_commits"]
+            out[mode] = {**d, "cpu_per_notify_us": 1e6 * cpu / stored,
+                         "writes_per_notification": commits / stored,
+                         "p99_ms": step["p99_ms"], "lost": step["lost"],
+                         "duplicates": step["duplicates"], "http_errors": step["http_errors"]}
+        return out
+    finally:
+        load.close()
+        server.stop()
+
+
 def gc_pauses(path: Path, since: float, until: float) -> dict[str, Any]:
     """Pauses the server's probe recorded between two wall-clock times."""
     if not path.exists():
@@ -278,6 +336,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           flush=True)
                     sizes_out[str(size)] = one_size(name, size, size == notify_size,
                                                     size == sizes[-1], args, Path(tmp))
+                if name == "product" and not args.no_receipts:
+                    print(f"[bench] rep {rep + 1}/{args.reps} product receipts N={notify_size}",
+                          file=sys.stderr, flush=True)
+                    sizes_out[str(notify_size)]["receipts"] = receipts_cost(
+                        notify_size, args, Path(tmp))
                 runs[name].append(sizes_out)
     return {"meta": meta(args, sizes, notify_size), "runs": runs}
 

@@ -96,6 +96,31 @@ function handleMessage(sock, raw) {
     const arrived = performance.now();
     const payload = JSON.parse(msg.slice(2))[1];
     onNotification(sock, payload, arrived);
+    if (sendReceipts) queueReceipt(sock, payload.id);
+  }
+}
+
+// Receipts as the reference client sends them: a socket's ids batched for 200 ms (or
+// 100 ids), in one "delivered" event with an ack id (the server answers; unread here).
+let sendReceipts = false;
+const RECEIPT_DELAY_MS = 200;
+const RECEIPT_BATCH = 100;
+
+function queueReceipt(sock, id) {
+  if (typeof id !== "number") return;
+  sock.receipts = sock.receipts || [];
+  sock.receipts.push(id);
+  if (sock.receipts.length >= RECEIPT_BATCH) return flushReceipts(sock);
+  if (!sock.receiptTimer) sock.receiptTimer = setTimeout(() => flushReceipts(sock), RECEIPT_DELAY_MS);
+}
+
+function flushReceipts(sock) {
+  clearTimeout(sock.receiptTimer);
+  sock.receiptTimer = null;
+  const ids = sock.receipts || [];
+  sock.receipts = [];
+  if (ids.length && sock.ws.readyState === WebSocket.OPEN) {
+    sock.ws.send("421" + JSON.stringify(["delivered", { ids }]));
   }
 }
 
@@ -235,8 +260,9 @@ function summary(r, expected, extra) {
 
 let runCounter = 0;
 
-async function targeted(rate, seconds, drainMs = 5000) {
+async function targeted(rate, seconds, drainMs = 5000, receipts = false) {
   const run = `t${++runCounter}-${Date.now()}`;
+  sendReceipts = receipts;
   const r = receiptsFor(run);
   renewAgent();
   const total = Math.round(rate * seconds);
@@ -270,7 +296,9 @@ async function targeted(rate, seconds, drainMs = 5000) {
   const expected = total - httpErrors;
   const lastResponse = performance.now();
   await waitFor(() => r.unique >= expected, Math.min(drainMs, 60000));
-  return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds,
+  await new Promise((resolve) => setTimeout(resolve, receipts ? RECEIPT_DELAY_MS * 2 : 0));
+  sendReceipts = false;
+  return summary(r, expected, { sent: total, http_errors: httpErrors, rate, seconds, receipts,
                                 send_span_ms: lastResponse - start, http_error_kinds: errorKinds,
                                 loadgen_gc_ms: gcPauses.map(([t, d]) => [Math.round(t - start),
                                                                          Math.round(d * 10) / 10]) });
@@ -302,7 +330,7 @@ async function batch(users, requests) {
 async function run(cmd) {
   switch (cmd.cmd) {
     case "connect": return connect(cmd.n);
-    case "targeted": return targeted(cmd.rate, cmd.seconds, cmd.drain_ms);
+    case "targeted": return targeted(cmd.rate, cmd.seconds, cmd.drain_ms, cmd.receipts);
     case "batch": return batch(cmd.users);
     case "fanout": return batch(cmd.users);
     case "close": return closeAll();

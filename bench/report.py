@@ -53,6 +53,11 @@ def metrics(data: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
     m["fanout_cpu_us"] = lambda r: _batch_cpu_us([r[mid]["fanout"]])
     m["fanout_lost"] = lambda r: r[mid]["fanout"]["lost"]
     m["capacity_held_per_s"] = lambda r: r[mid]["capacity"]["held_rate"]
+    for mode in ("off", "on"):
+        m[f"receipts_{mode}_cpu_us"] = lambda r, mode=mode: r[mid]["receipts"][mode][
+            "cpu_per_notify_us"]
+        m[f"receipts_{mode}_db_writes_per_notification"] = lambda r, mode=mode: r[mid][
+            "receipts"][mode]["writes_per_notification"]
     m[f"gc_max_pause_ms@{top}"] = lambda r: r[top]["gc"]["max_ms"]
     m[f"gc_gen2_passes@{top}"] = lambda r: r[top]["gc"]["gen2"]
     m[f"gc_forced_full_ms@{top}"] = lambda r: r[top]["gc"]["forced_full_ms"]
@@ -73,7 +78,9 @@ def lossless(data: dict[str, Any]) -> bool:
             for res in rep.values():
                 if res["connect"]["failed"]:
                     return False
-                scenarios = [res.get("targeted"), res.get("fanout"), *res.get("batch", [])]
+                receipts = res.get("receipts") or {}
+                scenarios = [res.get("targeted"), res.get("fanout"), *res.get("batch", []),
+                             receipts.get("off"), receipts.get("on")]
                 for sc in filter(None, scenarios):
                     if sc["lost"] or sc["duplicates"] or sc.get("http_errors"):
                         return False

@@ -69,7 +69,8 @@ class Server:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("JWT_", "NOTIFY_", "REDIS_", "DATABASE_", "FRONTEND_",
-                                    "RATE_LIMIT", "GC_PAUSE", "CONNECT_RATE"))}
+                                    "RATE_LIMIT", "GC_PAUSE", "CONNECT_RATE", "VAPID_",
+                                    "PUSH_", "WEB_PUSH_"))}
         env.update({
             "APP_ENV": "production",
             "JWT_SECRET_KEY": SECRET,
@@ -86,6 +87,9 @@ class Server:
             "CONNECT_RATE_PER_IP": str(RAISED_PER_IP),
             "MAX_PENDING_SESSIONS_PER_IP": str(RAISED_PER_IP),
             "GC_PAUSE_LOG": str(self.gc_log),
+            # No delivery check falls due during a run: the bench's clients send no
+            # receipts, except in the receipts scenario, which sets its own.
+            "PUSH_AFTER": "3600",
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
         })
@@ -139,21 +143,25 @@ class Server:
             return None
         return pids[0] if pids else None
 
-    def write_counters(self) -> tuple[float, float] | None:
-        """The product's notifications stored and the transactions that stored them,
-        from /metrics; None for the other servers."""
+    def counters(self, *names: str) -> dict[str, float] | None:
+        """The product's counters ``names`` (summed over labels) from /metrics; None for
+        the other servers."""
         if self.name != "product":
             return None
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
             text = resp.read().decode()
-        values = {}
+        values = dict.fromkeys(names, 0.0)
         for line in text.splitlines():  # name{labels} value
             name, value = line.partition("{")[0].partition(" ")[0], line.rpartition(" ")[2]
-            if name in ("notifier_notifications_stored_total",
-                        "notifier_notification_write_groups_total"):
-                values[name] = float(value)
-        return (values.get("notifier_notifications_stored_total", 0.0),
-                values.get("notifier_notification_write_groups_total", 0.0))
+            if name in values:
+                values[name] += float(value)
+        return values
+
+    def write_counters(self) -> tuple[float, float] | None:
+        """The product's notifications stored and the transactions that stored them."""
+        found = self.counters("notifier_notifications_stored_total",
+                              "notifier_notification_write_groups_total")
+        return None if found is None else tuple(found.values())  # type: ignore[return-value]
 
     def stop(self) -> None:
         if self.proc is None:

@@ -265,3 +265,41 @@ def test_two_nodes_on_postgresql_push_each_notification_exactly_once(
         for node in nodes:
             node.stop()
     assert received == Counter(ids)  # every one, and each once
+
+
+def counter(server, name: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def test_a_burst_of_receipts_shares_transactions(server, clients):
+    """Five users with two tabs each; every tab acknowledges each of its user's ten
+    notifications on its own, as soon as it arrives: 100 receipts for 50
+    notifications, written in far fewer transactions, each notification marked once."""
+    users = [user() for _ in range(5)]
+    tabs = []
+    for name in users:
+        for _ in range(2):
+            tab = clients()
+            tab.client.on("notification", lambda n, tab=tab: tab.client.emit(
+                "delivered", {"ids": [n["id"]]}, callback=lambda *_: None))
+            tab.connect(server.url, auth={"token": mint(name)})
+            tabs.append(tab)
+    groups0 = counter(server, "notifier_receipt_write_groups_total")
+    delivered0 = counter(server, "notifier_notifications_delivered_total")
+    response = post(server, {"user_ids": users, "type": "burst", "title": "x", "push": "never"})
+    ids = [n["id"] for n in response.json()["notifications"]]
+    for _ in range(9):
+        post(server, {"user_ids": users, "type": "burst", "title": "x", "push": "never"})
+    deadline = time.monotonic() + 15
+    while counter(server, "notifier_notifications_delivered_total") - delivered0 < 50:
+        assert time.monotonic() < deadline, "not every notification was marked delivered"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the second tab's receipts, which mark nothing, are written too
+    assert counter(server, "notifier_notifications_delivered_total") - delivered0 == 50
+    groups = counter(server, "notifier_receipt_write_groups_total") - groups0
+    assert 1 <= groups <= 25, groups  # 100 receipts
+    inbox = requests.get(server.url + "/api/notifications", headers=auth(users[0]),
+                         timeout=5).json()["notifications"]
+    assert ids[0] in [n["id"] for n in inbox] and all(n["delivered_at"] for n in inbox)

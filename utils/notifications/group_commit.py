@@ -62,14 +62,14 @@ def _yield_once() -> None:
 
 
 def per_app(key: str, write: Callable[[list[Req]], Sequence[Res | BaseException]],
-            max_weight: int) -> GroupCommit[Req, Res]:
+            max_weight: int, gather: Callable[[], None] = _yield_once) -> GroupCommit[Req, Res]:
     """The current app's committer under ``key``, made on first use."""
     from flask import current_app
 
     extensions = current_app.extensions
     committer = extensions.get(key)
     if committer is None:  # setdefault: two first writers still share one committer
-        committer = extensions.setdefault(key, GroupCommit(write, max_weight))
+        committer = extensions.setdefault(key, GroupCommit(write, max_weight, gather))
     return committer
 
 

@@ -4,12 +4,16 @@ re-emit, no "auto" push).
 
 Receipts arrive in bursts: every tab of every user that a fan-out reached answers
 at once. They go through the same group commit as notifications
-(utils/notifications/group_commit.py): receipts that arrive together share one
-transaction, with one UPDATE per user in it, however many ids and tabs.
+(utils/notifications/group_commit.py), with one difference: a group's leader waits
+RECEIPT_LINGER before closing it, not just one pass of the hub. Nobody waits on a
+receipt's ack, so receipts that arrive within that time share one transaction, with
+one UPDATE per user in it, however many ids and tabs: a steady trickle (each tab
+acknowledging its own notification) costs a commit per linger, not per receipt.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from utils.extensions import db
@@ -20,6 +24,11 @@ from utils.ops import metrics
 
 RECEIPTS_KEY = "notifier.receipts"
 MAX_GROUP_IDS = 20_000
+RECEIPT_LINGER = 0.05  # seconds
+
+
+def _linger() -> None:
+    time.sleep(RECEIPT_LINGER)  # monkey-patched: other greenthreads run meanwhile
 
 
 @dataclass(frozen=True)
@@ -31,7 +40,7 @@ class Receipt:
 def record_receipt(user_id: str, ids: list[int]) -> int:
     """Mark the user's notifications among ``ids`` delivered; returns how many were
     not marked before."""
-    committer = per_app(RECEIPTS_KEY, write_receipts, MAX_GROUP_IDS)
+    committer = per_app(RECEIPTS_KEY, write_receipts, MAX_GROUP_IDS, _linger)
     return committer.submit(Receipt(user_id, ids), weight=len(ids))
 
 
