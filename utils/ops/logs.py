@@ -64,6 +64,9 @@ def configure_logging(level: str, secrets: Iterable[str]) -> RedactingFilter:
         handler.removeFilter(old)
     handler.addFilter(redactor)
     root.setLevel(level)
+    # urllib3 logs each request's path at DEBUG; a push endpoint's path is the secret
+    # that lets anyone push to that browser (utils/push/sender.py logs origins only).
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
     for name in ("gunicorn.error", "gunicorn.access"):
         for gunicorn_handler in logging.getLogger(name).handlers:
             for old in [f for f in gunicorn_handler.filters if isinstance(f, RedactingFilter)]:
