@@ -1,6 +1,6 @@
 // The /debug page: drives the reference client and shows what the server and the
 // connection are doing. Loaded as a file (no inline script) so a strict CSP works.
-import { NotificationClient } from "./notifications.js";
+import { NotificationClient, WebPush } from "./notifications.js";
 
 const $ = (id) => document.getElementById(id);
 const body = document.body;
@@ -11,6 +11,9 @@ const PING_EVERY_MS = 10000;
 
 let client = null;
 let rtts = [];
+// Web Push for the user of the token on the page, with the service worker this server
+// serves (/static/notifications-sw.js, on this page's origin).
+const push = new WebPush({ url: location.origin, getToken: () => $("token").value.trim() });
 
 function text(id, value, tone) {
   const el = $(id);
@@ -170,6 +173,7 @@ function wire(c) {
     logEvent("sync_complete", data);
     showLastId();
   });
+  c.on("receipts", (data) => logEvent(data.error ? "receipts failed" : "receipts acked", data));
   c.on("unread_count", (data) => {
     text("unread", String(data.unread_count));
     logEvent("unread_count", data);
@@ -217,6 +221,73 @@ async function sendTest() {
   }
 }
 
+async function showPushStatus() {
+  try {
+    const status = await push.status();
+    text("push-supported", status.supported ? "can receive Web Push"
+      : `no (${status.reason}): ${status.message}`, status.supported ? "good" : "bad");
+    text("push-permission", status.permission,
+      { granted: "good", denied: "bad" }[status.permission] || "");
+    text("push-server", status.serverEnabled === null ? "GET /api/push/config failed"
+      : status.serverEnabled ? "push enabled" : "push disabled (VAPID_PRIVATE_KEY is not set)",
+    status.serverEnabled ? "good" : "bad");
+    text("push-subscribed", status.subscribed
+      ? `this browser is subscribed (push service ${status.endpointOrigin})` : "none here");
+  } catch (err) {
+    text("push-supported", `Checking push failed: ${err.message}`, "bad");
+  }
+}
+
+function showPushResult(name, result) {
+  text("push-result", result.ok ? describePush(result) : `${result.reason}: ${result.message}`,
+    result.ok ? "good" : "bad");
+  logEvent(name, result);
+  showPushStatus();
+}
+
+function describePush(result) {
+  if (result.id !== undefined) return `subscribed: subscription ${result.id} on the server`;
+  if (!result.removed) return "this browser had no subscription";
+  return result.serverError ? `unsubscribed here; the server said ${result.serverError}`
+    : "unsubscribed here and on the server";
+}
+
+function enablePush() {
+  // Straight from the click: enable() asks for the permission before it awaits
+  // anything, as Safari shows the prompt only during a user gesture.
+  push.enable().then((result) => showPushResult("enablePush", result),
+    (err) => text("push-result", `enablePush failed: ${err.message}`, "bad"));
+}
+
+function disablePush() {
+  push.disable().then((result) => showPushResult("disablePush", result),
+    (err) => text("push-result", `disablePush failed: ${err.message}`, "bad"));
+}
+
+async function sendTestPush() {
+  try {
+    const data = await getJson("/api/push/test", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${$("token").value.trim()}` },
+    });
+    const items = data.results.map((r) => {
+      const item = document.createElement("li");
+      item.dataset.outcome = r.outcome;
+      item.textContent = `subscription ${r.id} (${r.origin}): ${r.outcome}`
+        + (r.status ? `, push service answered ${r.status}` : "");
+      return item;
+    });
+    $("push-results").replaceChildren(...items);
+    const sent = data.results.filter((r) => r.outcome === "sent").length;
+    text("push-result", data.results.length
+      ? `test push: sent to ${sent} of ${data.results.length} subscription(s)`
+      : "this user has no push subscription", sent ? "good" : "bad");
+    logEvent("test push", data);
+  } catch (err) {
+    text("push-result", `Test push failed: ${err.message}`, "bad");
+  }
+}
+
 function forget() {
   localStorage.removeItem(STORAGE_KEY);
   showLastId();
@@ -230,6 +301,9 @@ function start() {
   $("ping").addEventListener("click", measurePing);
   $("clear").addEventListener("click", () => $("events").replaceChildren());
   $("origin-form").addEventListener("submit", onOriginForm);
+  $("push-enable").addEventListener("click", enablePush);
+  $("push-disable").addEventListener("click", disablePush);
+  $("push-test").addEventListener("click", sendTestPush);
   if (development) {
     $("mint").addEventListener("click", mintToken);
     $("notify").addEventListener("click", sendTest);
@@ -239,6 +313,7 @@ function start() {
   showFacts();
   showOwnOrigin();
   showLastId();
+  showPushStatus();
   setButtons(false);
   body.dataset.ready = "1";
 }

@@ -10,10 +10,16 @@
 //   });
 //   client.on("notification", (n) => show(n));
 //   client.connect();
+//   button.onclick = async () => console.log(await client.enablePush());  // Web Push
 //
 // Events it emits (client.on(name, fn)): "notification" (each id once),
 // "auth_success", "sync_complete", "unread_count", "state" ({state, reason}),
-// "transport" ({name, upgraded}), "error" ({code, message}).
+// "transport" ({name, upgraded}), "receipts" ({ids, updated} or {ids, error}),
+// "error" ({code, message}).
+//
+// Receipts: every notification the client hands to the app is acknowledged to the
+// server ("delivered"), in batches; that stops the server from sending it again as a
+// Web Push. Pass {receipts: false} to turn them off.
 
 // Polling first, then an upgrade to WebSocket: polling gets through every proxy and
 // captive network, the upgrade makes delivery cheap where WebSocket works. Nothing
@@ -26,6 +32,22 @@ export const DEFAULT_TRANSPORTS = Object.freeze(["polling", "websocket"]);
 const DEFAULT_STORAGE_KEY = "notifications:last_id";
 const SYNC_PAGE = 100;
 const SEEN_LIMIT = 1000;
+// A receipt waits RECEIPT_DELAY_MS for others to share its event (at most
+// RECEIPT_BATCH ids to one); a failed one is resent after RECEIPT_RETRY_MS or at the
+// next connect. These failures are worth a retry; any other (validation_error, an
+// older server's unknown_event) would fail again.
+const RECEIPT_DELAY_MS = 200;
+const RECEIPT_BATCH = 100;
+const RECEIPT_TIMEOUT_MS = 10000;
+const RECEIPT_RETRY_MS = 5000;
+const RECEIPT_RETRIED = new Set(["timeout", "rate_limited", "not_connected",
+  "database_unavailable", "internal_error"]);
+// A browser whose push service cannot be reached (a network that blocks it) never
+// settles PushManager.subscribe(); enablePush() gives up after this.
+const SUBSCRIBE_TIMEOUT_MS = 30000;
+// A front end serves its own copy of static/notifications-sw.js from its own origin:
+// a service worker must come from the origin of the page that registers it.
+export const DEFAULT_SERVICE_WORKER_URL = "/static/notifications-sw.js";
 
 export class NotificationClient {
   constructor(options) {
@@ -52,6 +74,9 @@ export class NotificationClient {
     this.closed = true;
     this.socket = null;
     this.onVisibility = () => this.reconnectIfVisible();
+    this.receipts = options.receipts === false ? null
+      : new Receipts(() => this.socket, (result) => this.emit("receipts", result));
+    this.push = new WebPush({ url, getToken, serviceWorkerUrl: options.serviceWorkerUrl });
   }
 
   on(event, fn) {
@@ -93,7 +118,22 @@ export class NotificationClient {
   close() {
     this.closed = true;
     if (this.document) this.document.removeEventListener("visibilitychange", this.onVisibility);
+    if (this.receipts) this.receipts.clear();
     if (this.socket) this.socket.disconnect();
+  }
+
+  // Web Push on this device; see WebPush below. Call enablePush() from a click or tap
+  // handler: iOS asks for the permission only from a user gesture.
+  enablePush() {
+    return this.push.enable();
+  }
+
+  disablePush() {
+    return this.push.disable();
+  }
+
+  pushStatus() {
+    return this.push.status();
   }
 
   get connected() {
@@ -129,7 +169,10 @@ export class NotificationClient {
   }
 
   bind(socket) {
-    socket.on("connect", () => this.setState("connected"));
+    socket.on("connect", () => {
+      this.setState("connected");
+      if (this.receipts) this.receipts.flush(); // what waited for the connection
+    });
     socket.on("disconnect", (reason) => this.onDisconnect(reason));
     socket.on("connect_error", (err) => this.onConnectError(err));
     socket.on("auth_success", (data) => this.emit("auth_success", data));
@@ -180,13 +223,24 @@ export class NotificationClient {
   }
 
   onNotification(n) {
-    if (!n || !Number.isSafeInteger(n.id) || this.seen.has(n.id)) return;
+    if (!n || !Number.isSafeInteger(n.id)) return;
+    if (this.seen.has(n.id)) {
+      // The server sends an id again when it has no receipt for it (the first one
+      // was lost with a connection): acknowledge it again, show it once.
+      this.acknowledge(n.id);
+      return;
+    }
     this.remember(n.id);
     // While a replay is running, the cursor moves only on sync_complete: a live
     // notification held back until the replay ends must not skip what precedes it.
     if (this.syncing) this.pendingMax = Math.max(this.pendingMax, n.id);
     else this.saveLastId(n.id);
     this.emit("notification", n);
+    this.acknowledge(n.id);
+  }
+
+  acknowledge(id) {
+    if (this.receipts) this.receipts.add(id);
   }
 
   remember(id) {
@@ -225,6 +279,7 @@ export class NotificationClient {
             this.remember(n.id);
             this.emit("notification", n);
           }
+          this.acknowledge(n.id);
           this.saveLastId(n.id);
         }
         const last = reply.notifications.at(-1);
@@ -241,6 +296,283 @@ export class NotificationClient {
     this.socket.disconnect();
     this.socket.connect();
   }
+}
+
+// Delivery receipts: the ids this device received, sent to the server as
+// `delivered` {ids} in batches (the first id waits RECEIPT_DELAY_MS for others, a
+// full batch goes at once). Ids that found no connection wait for the next connect;
+// ids whose ack failed or never came, for that or RECEIPT_RETRY_MS, whichever is first.
+class Receipts {
+  constructor(currentSocket, report) {
+    this.currentSocket = currentSocket;
+    this.report = report;
+    this.queued = new Set();
+    this.timer = null;
+  }
+
+  add(id) {
+    this.queued.add(id);
+    if (this.queued.size >= RECEIPT_BATCH) this.flush();
+    else this.flushIn(RECEIPT_DELAY_MS);
+  }
+
+  // A flush due sooner wins: ids waiting for a retry go with the next batch.
+  flushIn(ms) {
+    const due = Date.now() + ms;
+    if (this.timer && this.due <= due) return;
+    clearTimeout(this.timer);
+    this.due = due;
+    this.timer = setTimeout(() => this.flush(), ms);
+  }
+
+  flush() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    const socket = this.currentSocket();
+    if (!socket || !socket.connected) return; // the client flushes again on connect
+    while (this.queued.size) {
+      const ids = [...this.queued].slice(0, RECEIPT_BATCH);
+      ids.forEach((id) => this.queued.delete(id));
+      socket.timeout(RECEIPT_TIMEOUT_MS).emit("delivered", { ids },
+        (err, reply) => this.answered(ids, err, reply));
+    }
+  }
+
+  answered(ids, err, reply) {
+    const error = err ? "timeout" : (reply && reply.error && reply.error.code) || null;
+    this.report(error ? { ids, error } : { ids, updated: reply.updated });
+    if (!RECEIPT_RETRIED.has(error)) return;
+    ids.forEach((id) => this.queued.add(id));
+    this.flushIn(RECEIPT_RETRY_MS);
+  }
+
+  clear() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.queued.clear();
+  }
+}
+
+// Web Push on this device: the service worker, the browser's PushSubscription, and
+// the server's record of it. Usable alone (new WebPush({url, getToken})) or through
+// NotificationClient's enablePush(), disablePush() and pushStatus().
+//
+// enable() answers {ok: true, id} or {ok: false, reason, message} (and `code` with
+// subscribe_failed). Reasons: "unsupported", "ios_not_standalone",
+// "permission_denied", "server_disabled", "subscribe_failed".
+export class WebPush {
+  constructor({ url, getToken, serviceWorkerUrl }) {
+    this.url = url.replace(/\/+$/, "");
+    this.getToken = getToken;
+    this.serviceWorkerUrl = serviceWorkerUrl || DEFAULT_SERVICE_WORKER_URL;
+  }
+
+  // Call from a click or tap handler, and nothing awaited before: Safari shows the
+  // permission prompt only during a user gesture, so it is asked for first.
+  async enable() {
+    const unavailable = pushUnavailable();
+    if (unavailable) return unavailable;
+    const permission = Promise.resolve(Notification.requestPermission()).catch(() => "denied");
+    const server = await this.config().catch((err) => ({ failed: err }));
+    if (server.failed) return subscribeFailed("network_error", server.failed.message);
+    if (!server.enabled || !server.vapid_public_key) return refusal("server_disabled");
+    const granted = await permission;
+    if (granted !== "granted") return refusal("permission_denied", PERMISSION[granted]);
+
+    let registration;
+    try {
+      registration = await activated(await navigator.serviceWorker.register(this.workerUrl()));
+    } catch (err) { // most often: the front end does not serve the file at that URL
+      return subscribeFailed("service_worker_failed",
+        `${this.workerUrl()}: ${err && err.message}`);
+    }
+    let subscription;
+    try {
+      subscription = await withTimeout(SUBSCRIBE_TIMEOUT_MS, "push_service_timeout",
+        subscribeWith(registration, base64UrlToBytes(server.vapid_public_key)));
+    } catch (err) {
+      if (err && err.name === "NotAllowedError") return refusal("permission_denied");
+      return subscribeFailed((err && err.name) || "browser_error", err && err.message);
+    }
+    const answer = await this.request("POST", subscription.toJSON());
+    if (!answer.ok) return subscribeFailed(answer.code, answer.message);
+    return { ok: true, id: answer.body.id };
+  }
+
+  // Unsubscribes this browser (no push reaches it any more), then tells the server:
+  // {ok: true, removed}, removed false when there was no subscription. A failed DELETE
+  // is reported in serverError (its code); the server drops the subscription anyway at
+  // its next push, which the push service answers with 410. {ok: false, reason:
+  // "unsubscribe_failed", message} when the browser could not unsubscribe.
+  async disable() {
+    if (pushUnavailable()) return { ok: true, removed: false };
+    const registration = await this.registration();
+    const subscription = registration && await registration.pushManager.getSubscription();
+    if (!subscription) return { ok: true, removed: false };
+    const { endpoint } = subscription;
+    try {
+      await subscription.unsubscribe();
+    } catch (err) {
+      return { ok: false, reason: "unsubscribe_failed", message: err && err.message };
+    }
+    const answer = await this.request("DELETE", { endpoint });
+    const known = answer.ok || answer.status === 404; // 404: the server had dropped it
+    return { ok: true, removed: true, serverError: known ? null : answer.code };
+  }
+
+  // What the /debug page shows: {supported, reason, message, permission,
+  // serverEnabled (null when the server was not reached), subscribed, endpointOrigin}.
+  async status() {
+    const unavailable = pushUnavailable();
+    const server = await this.config().catch(() => null);
+    const registration = unavailable ? null : await this.registration();
+    const subscription = registration && await registration.pushManager.getSubscription();
+    return {
+      supported: !unavailable,
+      reason: unavailable ? unavailable.reason : null,
+      message: unavailable ? unavailable.message : null,
+      permission: "Notification" in globalThis ? Notification.permission : "unsupported",
+      serverEnabled: server ? Boolean(server.enabled) : null,
+      subscribed: Boolean(subscription),
+      endpointOrigin: subscription ? new URL(subscription.endpoint).origin : null,
+    };
+  }
+
+  workerUrl() {
+    return new URL(this.serviceWorkerUrl, globalThis.location.href).href;
+  }
+
+  // This client's service worker registration (not another worker of the app's).
+  async registration() {
+    const registration = await navigator.serviceWorker.getRegistration(this.workerUrl());
+    const worker = registration &&
+      (registration.active || registration.waiting || registration.installing);
+    return worker && worker.scriptURL === this.workerUrl() ? registration : null;
+  }
+
+  async config() {
+    const response = await fetch(`${this.url}/api/push/config`,
+      { cache: "no-store", credentials: "omit" });
+    if (!response.ok) throw new Error(`GET /api/push/config answered ${response.status}`);
+    return response.json();
+  }
+
+  // A call with the user's token; a refused, expired token is renewed once.
+  async request(method, body, expired = false) {
+    let response;
+    try {
+      const token = await this.getToken({ expired });
+      response = await fetch(`${this.url}/api/push/subscriptions`, {
+        method,
+        credentials: "omit",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+        body: JSON.stringify(body),
+      });
+    } catch (err) {
+      return { ok: false, status: 0, code: "network_error", message: err && err.message };
+    }
+    const data = await response.json().catch(() => null);
+    const error = (data && data.error) || {};
+    if (response.status === 401 && error.code === "token_expired" && !expired) {
+      return this.request(method, body, true);
+    }
+    return { ok: response.ok, status: response.status, body: data,
+             code: error.code || `http_${response.status}`, message: error.message };
+  }
+}
+
+// Why push cannot work in this browser, as enable() answers it, or null.
+export function pushUnavailable(scope = globalThis) {
+  const nav = scope.navigator || {};
+  if ("serviceWorker" in nav && "PushManager" in scope && "Notification" in scope) return null;
+  const apple = isAppleMobile(nav);
+  if (apple && !isStandalone(nav, scope)) return refusal("ios_not_standalone");
+  if (!scope.isSecureContext) return refusal("unsupported", PUSH_MESSAGES.insecure);
+  return refusal("unsupported", apple ? PUSH_MESSAGES.old_ios : undefined);
+}
+
+// iPadOS presents itself as a Mac; its touch screen tells it apart.
+function isAppleMobile(nav) {
+  const agent = nav.userAgent || "";
+  return /iPhone|iPad|iPod/.test(agent) || (/Macintosh/.test(agent) && nav.maxTouchPoints > 1);
+}
+
+// Opened from the Home Screen: Safari's own flag, or the manifest's display mode.
+function isStandalone(nav, scope) {
+  if (nav.standalone === true) return true;
+  return Boolean(scope.matchMedia && scope.matchMedia("(display-mode: standalone)").matches);
+}
+
+// PushManager.subscribe() needs an active worker; a worker registered for a scope
+// that does not cover this page never becomes navigator.serviceWorker.ready.
+function activated(registration) {
+  if (registration.active) return registration;
+  const worker = registration.installing || registration.waiting;
+  return new Promise((resolve, reject) => {
+    worker.addEventListener("statechange", () => {
+      if (worker.state === "activated") resolve(registration);
+      if (worker.state === "redundant") reject(new Error("the service worker failed to install"));
+    });
+  });
+}
+
+// The browser's subscription, made anew when it was made with another server key
+// (VAPID keys rotated): pushes signed with the new key would be refused.
+async function subscribeWith(registration, key) {
+  const existing = await registration.pushManager.getSubscription();
+  const previousKey = existing && existing.options && existing.options.applicationServerKey;
+  if (existing && (!previousKey || sameBytes(new Uint8Array(previousKey), key))) return existing;
+  if (existing) await existing.unsubscribe();
+  return registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+}
+
+function withTimeout(ms, name, promise) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const err = new Error(`the browser's push service did not answer within ${ms / 1000} s`);
+      err.name = name;
+      reject(err);
+    }, ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+function sameBytes(a, b) {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+export function base64UrlToBytes(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const padded = base64.padEnd(Math.ceil(base64.length / 4) * 4, "=");
+  return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+}
+
+const PUSH_MESSAGES = {
+  unsupported: "This browser cannot receive Web Push (no service worker, PushManager or "
+    + "Notification).",
+  insecure: "Web Push needs a secure page: HTTPS, or localhost while developing.",
+  old_ios: "Web Push on iPhone and iPad needs iOS/iPadOS 16.4 or later.",
+  ios_not_standalone: "On iPhone and iPad, Web Push works only in the web app opened from "
+    + "the Home Screen: tap Share, then Add to Home Screen, and open it from there.",
+  permission_denied: "Notifications are blocked for this site: allow them in the browser's "
+    + "site settings (on iPhone: Settings > Notifications > this app).",
+  server_disabled: "The notification server has Web Push turned off (no VAPID_PRIVATE_KEY).",
+  subscribe_failed: "Subscribing to Web Push failed",
+};
+
+const PERMISSION = {
+  default: "The permission prompt was dismissed: ask again from a click.",
+  denied: PUSH_MESSAGES.permission_denied,
+};
+
+function refusal(reason, message) {
+  return { ok: false, reason, message: message || PUSH_MESSAGES[reason] };
+}
+
+function subscribeFailed(code, detail) {
+  const message = `${PUSH_MESSAGES.subscribe_failed} (${code})${detail ? `: ${detail}` : "."}`;
+  return { ok: false, reason: "subscribe_failed", code, message };
 }
 
 const MESSAGES = {

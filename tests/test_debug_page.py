@@ -116,6 +116,26 @@ def test_production_has_no_minting_or_test_button(prod_client):
     assert_not_found(prod_client.post("/debug/notify"))
 
 
+def test_production_page_has_the_push_panel_and_a_standalone_manifest(prod_client):
+    html = prod_client.get("/debug").get_data(as_text=True)
+    # Push is a user's own API, not a development helper: the panel stays.
+    for button in ("push-enable", "push-disable", "push-test"):
+        assert f'id="{button}"' in html
+    assert '<link rel="manifest" href="/static/debug.webmanifest">' in html
+    manifest = prod_client.get("/static/debug.webmanifest")
+    assert manifest.mimetype == "application/manifest+json"
+    # Added to an iPhone's Home Screen, the page opens standalone: there iOS pushes.
+    fields = manifest.get_json(force=True)
+    assert fields["display"] == "standalone" and fields["start_url"] == "/debug"
+
+
+def test_service_worker_is_served_from_the_servers_own_origin(client):
+    response = client.get("/static/notifications-sw.js")
+    assert response.status_code == 200
+    assert "javascript" in response.headers["Content-Type"]
+    assert b'addEventListener("push"' in response.data
+
+
 @pytest.mark.parametrize("path", ["/debug", "/debug/socket.io.min.js", "/debug/origin"])
 def test_debug_page_off(tmp_path, path):
     client = build_app(tmp_path, DEBUG_PAGE="0").test_client()

@@ -28,6 +28,8 @@ PAGE_FILES = {
     "/harness.html": PAGES / "harness.html",
     "/harness.js": PAGES / "harness.js",
     "/static/notifications.js": ROOT / "static" / "notifications.js",
+    # The front end's own copy of the service worker, as the README tells it to serve.
+    "/notifications-sw.js": ROOT / "static" / "notifications-sw.js",
     "/vendor/socket.io.min.js": CLIENT_DIST / "socket.io.min.js",
 }
 REPORT: list[str] = []  # which transport carried what; printed at the end of the run
@@ -111,13 +113,20 @@ class NotifyServer:
         claims = {"sub": user_id, "iat": now - (0 if ttl > 0 else 3600), "exp": now + ttl}
         return jwt.encode(claims, self.env["JWT_SECRET_KEY"], algorithm="HS256")
 
-    def notify(self, user_id: str, title: str) -> int:
+    def notify(self, user_id: str, title: str, **fields: Any) -> int:
         response = requests.post(
             self.url + "/api/notifications",
-            json={"user_id": user_id, "type": "browser-test", "title": title},
+            json={"user_id": user_id, "type": "browser-test", "title": title, **fields},
             headers={"Authorization": f"Bearer {self.env['NOTIFY_API_KEY']}"}, timeout=10)
         assert response.status_code == 201, response.text
         return response.json()["notifications"][0]["id"]
+
+    def inbox(self, user_id: str) -> dict[int, dict[str, Any]]:
+        """The user's newest notifications by id, as GET /api/notifications gives them."""
+        response = requests.get(self.url + "/api/notifications?limit=100", timeout=10,
+                                headers={"Authorization": f"Bearer {self.token(user_id)}"})
+        assert response.status_code == 200, response.text
+        return {n["id"]: n for n in response.json()["notifications"]}
 
     def notify_offline(self, user_id: str, title: str) -> int:
         """While the server is down: store through the CLI, as another process would."""

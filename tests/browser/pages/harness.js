@@ -37,25 +37,32 @@ function open(url, options) {
   }
 }
 
-// The reference client, as an app would use it; the token comes from harness.token
-// each time the client asks.
+// What the app answers each time the client asks for a token: the next one queued,
+// else harness.token.
+function getToken(info) {
+  harness.tokenRequests.push(info);
+  return harness.tokenQueue.length ? harness.tokenQueue.shift() : harness.token;
+}
+
+// The reference client, as an app would use it.
 function reference(url, options) {
   close();
   harness.tokenRequests = [];
-  client = new NotificationClient({
-    url,
-    getToken: (info) => {
-      harness.tokenRequests.push(info);
-      return harness.tokenQueue.length ? harness.tokenQueue.shift() : harness.token;
-    },
-    ...options,
-  });
+  client = new NotificationClient({ url, getToken, ...options });
   socket = null;
-  for (const name of ["notification", "auth_success", "sync_complete", "error", "state"]) {
+  for (const name of ["notification", "auth_success", "sync_complete", "error", "state",
+                      "receipts"]) {
     client.on(name, (data) => record(`client:${name}`, data, client.transport));
   }
   client.connect();
   watchEngine(client.socket); // the engine opens asynchronously, after this
+}
+
+// The reference client for Web Push alone, never connected: harness.push.enablePush()
+// and the rest run on this page, the front end's origin.
+function pushClient(url, options) {
+  harness.tokenRequests = [];
+  harness.push = new NotificationClient({ url, getToken, ...options });
 }
 
 function close() {
@@ -73,7 +80,8 @@ function setVisibility(state) {
 }
 
 const harness = {
-  events, open, reference, close, setVisibility, token: null, tokenQueue: [],
+  events, open, reference, pushClient, close, setVisibility, token: null, tokenQueue: [],
+  push: null,
   tokenRequests: [],
   get socket() { return socket || (client && client.socket); },
   get client() { return client; },
