@@ -330,14 +330,17 @@ def test_a_send_for_a_notification_delivered_meanwhile_is_suppressed(app, notify
         assert db.session.get(PushSubscription, 1).last_success_at is None
 
 
-def test_no_log_line_holds_a_push_endpoints_path(tmp_path, capsys):
+def test_no_log_line_holds_a_push_endpoints_path(tmp_path, caplog):
     """At LOG_LEVEL=DEBUG, with a refused push and a retried one, the endpoint's path
-    (its secret) reaches no log line; its origin does."""
+    (its secret) reaches no log record; its origin does."""
+    import logging
+
     from tests.support.push_service import ScriptedEndpoint, answer
 
     with ScriptedEndpoint([400, answer(503)]) as endpoint:
         app = build_app(tmp_path, LOG_LEVEL="debug",
                         WEB_PUSH_ENDPOINT_ORIGINS=endpoint.origin)
+        caplog.set_level(logging.DEBUG)
         secret_path = "/push/s3cr3t-capability-path"
         target = sender.Target(1, endpoint.endpoint(secret_path),
                                subscription()["keys"]["p256dh"], b64url(b"sixteen-bytes-ok"))
@@ -346,6 +349,6 @@ def test_no_log_line_holds_a_push_endpoints_path(tmp_path, capsys):
         assert push.send(target, b"{}", 60).outcome == "retry"
         assert push.send(target, b"{}", 60).outcome == "sent"
         assert [r.path for r in endpoint.received] == [secret_path] * 3
-    logged = capsys.readouterr().out
+    logged = "\n".join(record.getMessage() for record in caplog.records)
     assert endpoint.origin in logged
     assert "s3cr3t" not in logged
