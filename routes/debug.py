@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
 CLIENT_FILES = ("socket.io.min.js", "socket.io.min.js.map")
 CLIENT_PATH = "/debug/socket.io.min.js"
+# The notification client package (client/), as `npm run build` there copies it into
+# static/ for this page; not committed, so a server that did not build it has none.
+NOTIFICATION_CLIENT = ROOT / "static" / "notifications.js"
 MINT_TTL_SECONDS = 3600
 
 bp = Blueprint("debug", __name__, url_prefix="/debug")
@@ -77,6 +80,7 @@ def page():
     response = current_app.make_response(render_template(
         "debug.html",
         client_url=client_url(),
+        notification_client=NOTIFICATION_CLIENT.is_file(),
         development=not settings().is_production,
     ))
     response.headers["Cache-Control"] = "no-store"

@@ -4,7 +4,8 @@
 #   ./scripts/test.sh tests/test_x.py any pytest arguments narrow it
 # Debian packages (browsers, WebDriver, Xvfb, HAProxy, nginx) are installed with
 # apt-get when missing and running as root; Python packages go into .venv; npm
-# packages (socket.io-client 4.8.1 for the browser tests) into node_modules.
+# packages (socket.io-client 4.8.1 for the browser tests) into node_modules, and the
+# client package's into client/node_modules, then it is built (client/dist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +36,13 @@ echo "== pip install -r requirements-dev.txt"
 if command -v npm >/dev/null; then
   echo "== npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+  # The client package (client/): its dependencies, then its build, which /debug and
+  # the browser tests load (client/dist, copied to static/notifications*.js).
+  echo "== npm ci --prefix client && npm run build --prefix client"
+  npm ci --prefix client --no-audit --no-fund --loglevel=error
+  npm run build --prefix client --silent
 else
-  echo "!! npm not found: the browser tests skip"
+  echo "!! npm not found: the browser and client package tests skip"
 fi
 
 # Known vulnerabilities in requirements.txt (scripts/audit.py: exit codes, CI policy,

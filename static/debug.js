@@ -1,10 +1,17 @@
 // The /debug page: drives the reference client and shows what the server and the
 // connection are doing. Loaded as a file (no inline script) so a strict CSP works.
-import { NotificationClient, WebPush } from "./notifications.js";
-
+//
+// The client is the package in client/, built into /static/notifications.js by `npm
+// run build` there. Imported dynamically: without the build, the page still shows
+// the server's facts, and says what is missing instead of stopping here.
 const $ = (id) => document.getElementById(id);
 const body = document.body;
 const development = body.dataset.development === "1";
+const { NotificationClient, WebPush } = await import("./notifications.js").catch((err) => {
+  console.error("notifications: the client package could not be loaded", err);
+  return {};
+});
+const clientBuilt = Boolean(NotificationClient && WebPush);
 const STORAGE_KEY = "notifications:debug:last_id";
 const MAX_EVENTS = 200;
 const PING_EVERY_MS = 10000;
@@ -13,7 +20,8 @@ let client = null;
 let rtts = [];
 // Web Push for the user of the token on the page, with the service worker this server
 // serves (/static/notifications-sw.js, on this page's origin).
-const push = new WebPush({ url: location.origin, getToken: () => $("token").value.trim() });
+const push = clientBuilt
+  ? new WebPush({ url: location.origin, getToken: () => $("token").value.trim() }) : null;
 
 function text(id, value, tone) {
   const el = $(id);
@@ -118,7 +126,7 @@ function showLastId() {
 }
 
 function setButtons(connected) {
-  $("connect").disabled = body.dataset.client !== "1";
+  $("connect").disabled = body.dataset.client !== "1" || !clientBuilt;
   $("disconnect").disabled = !client;
   $("ping").disabled = !connected;
   if ($("notify")) $("notify").disabled = !connected;
@@ -222,6 +230,10 @@ async function sendTest() {
 }
 
 async function showPushStatus() {
+  if (!push) {
+    text("push-supported", "unknown: the notification client is not built", "bad");
+    return;
+  }
   try {
     const status = await push.status();
     text("push-supported", status.supported ? "can receive Web Push"
@@ -294,7 +306,23 @@ function forget() {
   logEvent("last_id forgotten: the next connect replays nothing");
 }
 
+// The server says so in the page when static/notifications.js is missing; this covers
+// a file that is there but fails to load (a partial build, a proxy that blocks it).
+function showMissingClient() {
+  if (clientBuilt) return;
+  for (const id of ["push-enable", "push-disable"]) $(id).disabled = true;
+  if ($("no-notification-client")) return;
+  const banner = document.createElement("p");
+  banner.id = "no-notification-client";
+  banner.className = "banner bad";
+  banner.textContent = "The notification client (/static/notifications.js) did not load: "
+    + "build it on the server (npm ci && npm run build in client/). Connect and Web Push "
+    + "need it; the server facts below still work.";
+  document.querySelector("main h1").after(banner);
+}
+
 function start() {
+  showMissingClient();
   $("connect").addEventListener("click", connect);
   $("disconnect").addEventListener("click", disconnect);
   $("forget").addEventListener("click", forget);

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tests.conftest import API_KEY, SECRET, build_app
+from tests.support.client_package import require_build
 
 
 @pytest.fixture
@@ -129,7 +130,28 @@ def test_production_page_has_the_push_panel_and_a_standalone_manifest(prod_clien
     assert fields["display"] == "standalone" and fields["start_url"] == "/debug"
 
 
+def test_page_says_so_without_the_notification_client_build(tmp_path, monkeypatch):
+    """static/notifications.js is the client package's build output, not committed: a
+    server that did not build client/ says how to, and keeps Connect and push off."""
+    from routes import debug
+
+    monkeypatch.setattr(debug, "NOTIFICATION_CLIENT", tmp_path / "missing.js")
+    html = build_app(tmp_path).test_client().get("/debug").get_data(as_text=True)
+    assert 'id="no-notification-client"' in html
+    assert "npm ci &amp;&amp; npm run build</code> in <code>client/</code>" in html
+    for button in ("connect", "push-enable", "push-disable"):
+        assert re.search(rf'<button id="{button}" type="button" disabled>', html), button
+
+    built = tmp_path / "notifications.js"
+    built.write_text("export class NotificationClient {}\n")
+    monkeypatch.setattr(debug, "NOTIFICATION_CLIENT", built)
+    html = build_app(tmp_path).test_client().get("/debug").get_data(as_text=True)
+    assert 'id="no-notification-client"' not in html
+    assert re.search(r'<button id="connect" type="button" >', html)
+
+
 def test_service_worker_is_served_from_the_servers_own_origin(client):
+    require_build()  # the client package's build copies it to static/
     response = client.get("/static/notifications-sw.js")
     assert response.status_code == 200
     assert "javascript" in response.headers["Content-Type"]

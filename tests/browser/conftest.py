@@ -2,8 +2,9 @@
 run, the stand-in front end on its own loopback origins, and a production gunicorn
 server, on the eventlet worker and on gevent, that allows exactly that origin.
 
-Under CI=true a missing browser, driver, Xvfb or socket.io-client is a failure;
-elsewhere those tests skip with the reason.
+The pages load the client package's build (client/dist, and its copies in static/
+for /debug). Under CI=true a missing browser, driver, Xvfb, socket.io-client or
+client build is a failure; elsewhere those tests skip with the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.browser.helpers import (
     open_page,
 )
 from tests.browser.webdriver import ENGINES, Browser
+from tests.support.client_package import missing_build
 from tests.support.services import in_ci
 
 
@@ -44,6 +46,8 @@ def pages() -> Iterator[tuple[PageServer, PageServer]]:
     """(allowed, foreign): the front end's origin, and one the server does not list."""
     if not (CLIENT_DIST / "socket.io.min.js").is_file():
         unavailable("socket.io-client is not in node_modules (run npm ci)")
+    if reason := missing_build():
+        unavailable(reason)
     allowed, foreign = PageServer(), PageServer()
     yield allowed, foreign
     allowed.close()

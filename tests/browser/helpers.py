@@ -17,19 +17,22 @@ import jwt
 import requests
 
 from tests.browser.webdriver import Browser
+from tests.support.client_package import DIST
 from tests.support.servers import ROOT, VENV_BIN, ServerProcess, gunicorn, migrate, server_env
 
 ARTIFACTS = ROOT / "test-artifacts"
 PAGES = Path(__file__).resolve().parent / "pages"
 CLIENT_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
-# What the stand-in front end serves: its own page, the reference client from
-# static/, and socket.io-client from node_modules (as the app bundles it).
+# What the stand-in front end serves: its own page, the client package's build
+# (client/dist, which the page's import map names "@notification-backend/client", as
+# a bundler resolves it from node_modules), and socket.io-client from node_modules.
 PAGE_FILES = {
     "/harness.html": PAGES / "harness.html",
     "/harness.js": PAGES / "harness.js",
-    "/static/notifications.js": ROOT / "static" / "notifications.js",
-    # The front end's own copy of the service worker, as the README tells it to serve.
-    "/notifications-sw.js": ROOT / "static" / "notifications-sw.js",
+    "/client/index.js": DIST / "index.js",
+    # The front end's own copy of the package's service worker (its "./sw" export), as
+    # the README tells it to serve.
+    "/notifications-sw.js": DIST / "notifications-sw.js",
     "/vendor/socket.io.min.js": CLIENT_DIST / "socket.io.min.js",
 }
 REPORT: list[str] = []  # which transport carried what; printed at the end of the run

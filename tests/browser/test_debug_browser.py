@@ -2,7 +2,8 @@
 server's Content-Security-Policy, reports the server and the origin check, explains
 a refused token in plain words, mints a token, connects, shows the transport and its
 upgrade, the ping round trip and a test notification. A screenshot of each engine
-goes to test-artifacts/."""
+goes to test-artifacts/. In Chromium, a page whose client package does not load says
+so and keeps the server facts."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.browser.devtools import cdp
 from tests.browser.helpers import ARTIFACTS, REPORT, NotifyServer, new_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -68,3 +70,24 @@ def test_debug_page_diagnoses_a_connection(browser, dev_server):
                       f"screenshot {path.relative_to(ARTIFACTS.parent)}")
     finally:
         browser.run("document.getElementById('disconnect').click();")
+
+
+@pytest.mark.parametrize("browser", ["chromium"], indirect=True)
+def test_debug_page_says_so_when_the_client_does_not_load(browser, dev_server):
+    """/static/notifications.js is the client package's build: when the page cannot
+    load it (blocked here through DevTools), it says what to do instead of dying, and
+    the server facts still come."""
+    cdp(browser, "Network.enable")
+    cdp(browser, "Network.setBlockedURLs", urls=["*/static/notifications.js"])
+    try:
+        browser.get(dev_server.url + "/debug")
+        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        shown(browser, "#no-notification-client", "npm ci && npm run build in client/")
+        shown(browser, "#fact-async_mode", "eventlet")
+        shown(browser, "#push-supported", "the notification client is not built")
+        assert browser.run("return ['connect', 'push-enable', 'push-disable']"
+                           ".map((id) => document.getElementById(id).disabled);") == [
+            True, True, True]
+    finally:
+        cdp(browser, "Network.setBlockedURLs", urls=[])
+        cdp(browser, "Network.disable")

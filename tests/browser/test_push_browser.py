@@ -1,17 +1,18 @@
 """Web Push in real browsers.
 
-Chromium: the service worker the product serves (static/notifications-sw.js),
-registered from the product server's own origin, shows a notification for a push
-that DevTools delivers to it (``ServiceWorker.deliverPushMessage`` through
-chromedriver). The push is what the server really sent: web-push-testing received it
-and decrypted it. A repeated id replaces its notification; an unreadable push still
-shows one. The reference client's enablePush(), on the front end's own origin,
-registers the front end's copy of the worker, subscribes with the server's key and
-stores the subscription for the token's user (renewing an expired token once);
-disablePush() removes it. The browser's push service is the one stand-in: Google's
-is out of reach, so PushManager hands out a web-push-testing subscription.
-enablePush() also says when permission is denied, when the server has push off, and
-when the front end does not serve the worker.
+Chromium: the service worker the product serves (/static/notifications-sw.js, the
+client package's build), registered from the product server's own origin, shows a
+notification for a push that DevTools delivers to it
+(``ServiceWorker.deliverPushMessage`` through chromedriver). The push is what the
+server really sent: web-push-testing received it and decrypted it. A repeated id
+replaces its notification; an unreadable push still shows one. The reference
+client's enablePush(), on the front end's own origin, registers the front end's copy
+of the worker, subscribes with the server's key and stores the subscription for the
+token's user (renewing an expired token once); disablePush() removes it. The
+browser's push service is the one stand-in: Google's is out of reach, so PushManager
+hands out a web-push-testing subscription. enablePush() also says when permission is
+denied, when the server has push off, and when the front end does not serve the
+worker.
 
 WebKit (WebKitGTK's MiniBrowser, the engine of Safari): it has service workers and
 Notification but no PushManager, so enablePush() answers "unsupported"; presented as

@@ -1,5 +1,5 @@
-"""Delivery receipts from the reference client (static/notifications.js), in WebKit and
-Chromium, against a production gunicorn server on each worker: the server records
+"""Delivery receipts from the reference client (the client package, client/), in WebKit
+and Chromium, against a production gunicorn server on each worker: the server records
 ``delivered_at`` for what the page received live and what it replayed at connect; a
 receipt that found the connection gone is sent after the reconnect; ``receipts:
 false`` sends none. The server's record is read back through GET /api/notifications."""

@@ -1,6 +1,6 @@
 """Suspension and recovery, as iOS does it to a tab: the page is cut off (the server
 dies and comes back, or the page is closed), notifications are sent meanwhile, and
-the page comes back. The reference client (static/notifications.js) must then
+the page comes back. The reference client (the client package, client/) must then
 deliver every missed notification exactly once, in order, through its last_id.
 Also its visibilitychange handling: becoming visible reconnects at once."""
 

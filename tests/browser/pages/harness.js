@@ -1,6 +1,6 @@
 // The stand-in front end the browser tests drive. Everything it sees goes into
 // window.harness.events, which the tests read back over WebDriver.
-import { NotificationClient } from "/static/notifications.js";
+import { NotificationClient } from "@notification-backend/client";
 
 const events = [];
 let socket = null;

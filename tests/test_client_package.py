@@ -1,0 +1,324 @@
+"""The client package in client/ (@notification-backend/client), as a front end gets it.
+
+- ``npm pack`` makes a tarball that a new React + TypeScript app installs from the
+  file, and ``tsc --noEmit`` type-checks the app's use of the core client, the React
+  hook and the service worker export; a deliberate mistake in the same app fails to
+  type-check, so the types constrain.
+- The React provider, in StrictMode (mount, unmount, mount), rendered by react-dom
+  into jsdom in Node, against a real production gunicorn server over real
+  socket.io-client: exactly one socket is connected after the double mount, as the
+  server counts them; notifications reach the hook's items; a change of user, a
+  sign-out and an unmount leave no socket behind.
+
+Under CI=true missing node or npm, or a client package that is not installed and
+built, is a failure; elsewhere these tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.client_package import CLIENT, DIST, require_build, require_node
+from tests.support.servers import (
+    SERVER_API_KEY,
+    ServerProcess,
+    gunicorn,
+    migrate,
+    mint,
+    server_env,
+)
+
+pytestmark = [pytest.mark.slow]
+
+PACKAGE = json.loads((CLIENT / "package.json").read_text())
+ORIGIN = "http://localhost:3000"  # server_env's FRONTEND_URLS
+# What a new React + TypeScript app has; socket.io-client at the version the package
+# is tested with (its peer dependency), the rest at their current releases.
+APP_DEPENDENCIES = {
+    "react": "^19",
+    "react-dom": "^19",
+    "socket.io-client": "4.8.1",
+}
+APP_DEV_DEPENDENCIES = {
+    "@types/react": "^19",
+    "@types/react-dom": "^19",
+    "typescript": PACKAGE["devDependencies"]["typescript"],
+}
+APP_TSCONFIG = {
+    "compilerOptions": {
+        "target": "ES2022",
+        "lib": ["ES2022", "DOM", "DOM.Iterable"],
+        "module": "ESNext",
+        "moduleResolution": "Bundler",
+        "jsx": "react-jsx",
+        "strict": True,
+        "noEmit": True,
+        "skipLibCheck": False,
+        "types": [],
+    },
+    "include": ["src"],
+}
+
+# The app: the core client, the hook and the provider, with the package's own types
+# and nothing declared by hand. Every annotation below must agree with the package.
+APP_TSX = """\
+import { io } from "socket.io-client";
+import {
+  NotificationClient, WebPush, describeError, pushUnavailable, DEFAULT_TRANSPORTS,
+  NotificationRequestError,
+  type AuthSuccess, type ClientError, type ConnectionState, type EnablePushResult,
+  type MarkReadReply, type Notification, type NotificationClientOptions,
+  type NotificationSocket, type PushReason, type PushStatus, type ReceiptsReport,
+  type SyncComplete, type UnreadCount,
+} from "@notification-backend/client";
+import {
+  NotificationProvider, useNotifications, type NotificationsState, type NotificationsValue,
+} from "@notification-backend/client/react";
+
+const options: NotificationClientOptions = {
+  url: "https://notify.example.com",
+  io,
+  getToken: async ({ expired }) => (expired ? "fresh" : "cached"),
+  storageKey: "notifications:last_id:alice",
+  transports: DEFAULT_TRANSPORTS,
+  serviceWorkerUrl: "/notifications-sw.js",
+};
+const client = new NotificationClient(options);
+client.on("notification", (n: Notification) => console.log(n.id.toFixed(), n.title.trim()));
+client.on("auth_success", (a: AuthSuccess) => console.log(a.user_id, a.unread_count));
+client.on("sync_complete", (s: SyncComplete) => console.log(s.last_id ?? 0, s.has_more, s.gap));
+client.on("unread_count", (u: UnreadCount) => console.log(u.unread_count + 1));
+client.on("state", ({ state, reason }) => console.log(state satisfies ConnectionState, reason));
+client.on("receipts", (r: ReceiptsReport) => console.log("error" in r ? r.error : r.updated));
+const stop = client.on("error", (e: ClientError) => console.log(e.code, describeError(e.code)));
+stop();
+client.connect();
+const socket: NotificationSocket | null = client.socket;
+socket?.emit("sync", { after_id: 0, limit: 100 }, (reply) => console.log(reply));
+const lastId: number | null = client.lastId;
+console.log(lastId);
+
+async function push(): Promise<PushReason | number> {
+  const result: EnablePushResult = await client.enablePush();
+  if (result.ok) return result.id;
+  if (result.reason === "subscribe_failed") console.log(result.code);
+  const status: PushStatus = await new WebPush(options).status();
+  console.log(status.endpointOrigin, pushUnavailable()?.reason);
+  return result.reason;
+}
+void push();
+
+async function readAll(): Promise<number> {
+  try {
+    const reply: MarkReadReply = await client.markRead("all");
+    return reply.unread_count;
+  } catch (err) {
+    return err instanceof NotificationRequestError ? err.status : -1;
+  }
+}
+void readAll();
+
+function Bell() {
+  const value: NotificationsValue = useNotifications();
+  const { items, unreadCount, state, connected, markRead, enablePush, disablePush } = value;
+  const label: NotificationsState = state;
+  return (
+    <div title={label} data-connected={connected}>
+      <button onClick={() => enablePush().then((r) => console.log(r.ok))}>Turn on</button>
+      <button onClick={() => void disablePush()}>Turn off</button>
+      <span>{unreadCount}</span>
+      {items.map((n) => (
+        <p key={n.id} onClick={() => void markRead([n.id])}>{n.title}: {n.body ?? ""}</p>
+      ))}
+    </div>
+  );
+}
+
+export function App({ userId }: { userId: string | null }) {
+  return (
+    <NotificationProvider url="https://notify.example.com" io={io} userId={userId}
+                          getToken={() => "token"} transports={["websocket"]}>
+      <Bell />
+    </NotificationProvider>
+  );
+}
+"""
+
+# Lines that must NOT type-check, each with what tsc must say about it.
+MISTAKES = {
+    # a notification's title is a string
+    "mistake_title.tsx": ('client.on("notification", (n) => { const t: number = n.title; });',
+                          "Type 'string' is not assignable to type 'number'"),
+    # no such event
+    "mistake_event.tsx": ('client.on("notifications", () => undefined);',
+                          '"notifications"\' is not assignable to parameter'),
+    # the provider needs getToken
+    "mistake_provider.tsx": ('export const P = () => <NotificationProvider url="u" userId="a" />;',
+                             "Property 'getToken' is missing"),
+    # the client's options need a URL
+    "mistake_options.tsx": ('new NotificationClient({ getToken: () => "t" });',
+                            "Property 'url' is missing"),
+}
+MISTAKE_PREAMBLE = """\
+import { NotificationClient } from "@notification-backend/client";
+import { NotificationProvider } from "@notification-backend/client/react";
+const client = new NotificationClient({ url: "u", getToken: () => "t" });
+void client; void NotificationProvider;
+"""
+
+
+def run(argv: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "npm_config_audit": "false", "npm_config_fund": "false",
+           "npm_config_update_notifier": "false"}
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, (
+        f"{' '.join(result.args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """`npm pack` in client/, into a temporary folder: the tarball and npm's report."""
+    _node, npm = require_node()
+    out = tmp_path_factory.mktemp("pack")
+    packed = ok(run([npm, "pack", "--json", "--pack-destination", str(out)], CLIENT))
+    [report] = json.loads(packed.stdout[packed.stdout.index("["):])
+    yield out / report["filename"], report
+
+
+def test_npm_pack_ships_the_build_and_nothing_else(tarball, capsys):
+    path, report = tarball
+    files = sorted(f["path"] for f in report["files"])
+    assert files == sorted(["package.json", "README.md", "dist/index.js", "dist/index.d.ts",
+                            "dist/types.d.ts", "dist/react.js", "dist/react.d.ts",
+                            "dist/notifications-sw.js"])
+    with tarfile.open(path) as archive:
+        assert sorted(m.name.removeprefix("package/") for m in archive.getmembers()) == files
+    with capsys.disabled():  # the file list and sizes, for the record
+        print(f"\nnpm pack: {report['filename']}: {report['size']} bytes packed, "
+              f"{report['unpackedSize']} unpacked, {report['entryCount']} files")
+        for f in sorted(report["files"], key=lambda f: f["path"]):
+            print(f"  {f['size']:>7}  {f['path']}")
+
+
+def test_a_new_react_typescript_app_installs_the_tarball_and_type_checks(tarball, tmp_path):
+    path, _ = tarball
+    node, npm = require_node()
+    app = tmp_path / "app"
+    (app / "src").mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({
+        "name": "new-react-app", "private": True, "type": "module",
+        "dependencies": APP_DEPENDENCIES, "devDependencies": APP_DEV_DEPENDENCIES}, indent=2))
+    (app / "tsconfig.json").write_text(json.dumps(APP_TSCONFIG, indent=2))
+    (app / "src" / "App.tsx").write_text(APP_TSX)
+    ok(run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], app))
+    ok(run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", str(path)], app))
+
+    installed = json.loads((app / "package.json").read_text())["dependencies"]
+    assert installed[PACKAGE["name"]].startswith("file:")
+    tsc = str(app / "node_modules" / ".bin" / "tsc")
+    ok(run([tsc, "--noEmit", "-p", "."], app, timeout=300))
+
+    # The service worker, where a front end copies it from (the "./sw" export).
+    resolved = ok(run([node, "--input-type=module", "-e",
+                       f'console.log(import.meta.resolve("{PACKAGE["name"]}/sw"))'], app))
+    worker = Path(resolved.stdout.strip().removeprefix("file://"))
+    assert worker.name == "notifications-sw.js" and b'addEventListener("push"' in \
+        worker.read_bytes()
+
+    # Each mistake alone, in the same app: tsc refuses it, for the reason expected.
+    for name, (line, said) in MISTAKES.items():
+        (app / "src" / name).write_text(MISTAKE_PREAMBLE + line + "\n")
+        checked = run([tsc, "--noEmit", "-p", "."], app, timeout=300)
+        (app / "src" / name).unlink()
+        assert checked.returncode != 0, f"{name} type-checked: {line}"
+        errors = [e for e in checked.stdout.splitlines() if "error TS" in e]
+        assert errors and all(e.startswith(f"src/{name}") for e in errors), checked.stdout
+        assert said in checked.stdout, checked.stdout
+
+
+# -- the React provider against a real server ---------------------------------------
+
+
+@pytest.fixture
+def live_server(tmp_path) -> Iterator[ServerProcess]:
+    env = server_env(tmp_path, FRONTEND_URLS=ORIGIN)
+    migrate(env)
+    server = gunicorn(tmp_path, env).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.server
+def test_the_provider_keeps_one_socket_through_strict_mode_and_none_after_sign_out(
+        live_server, tmp_path):
+    node, _npm = require_node()
+    require_build()
+    env = {**os.environ, "NOTIFY_URL": live_server.url, "NOTIFY_API_KEY": SERVER_API_KEY,
+           "ORIGIN": ORIGIN, "USER_A": "react-ann", "USER_B": "react-bob",
+           "TOKEN_A": mint("react-ann"), "TOKEN_B": mint("react-bob")}
+    result = subprocess.run([node, str(CLIENT / "test" / "react-provider.mjs")], cwd=CLIENT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no report:\n{result.stderr}"
+    report = json.loads(lines[-1])
+    assert "error" not in report, (report, result.stderr)
+    steps = report["steps"]
+
+    # StrictMode mounted the provider twice: two clients were made, the first closed
+    # at once; the server holds exactly one socket, this process one live one.
+    mounted = steps["after_double_mount"]
+    assert mounted["server_sockets"] == 1
+    assert mounted["created"] == 2 and mounted["active"] == 1 and mounted["connected"] == 1
+    assert (mounted["state"], mounted["user"], mounted["unread"]) == (
+        "connected", "react-ann", 0)
+
+    # Live notifications reach items, newest first, each once, counted as unread.
+    got = steps["notifications"]
+    first, second = got["ids"]
+    assert [(n["id"], n["title"], n["read_at"]) for n in got["items"]] == [
+        (second, "second for A", None), (first, "first for A", None)]
+    assert got["unread"] == 2
+
+    marked = steps["mark_read"]
+    assert marked["reply"] == {"updated": 1, "unread_count": 1}
+    assert marked["unread"] == 1 and marked["read"] == [first]
+
+    # Another user: the old client is closed, the new one is the only socket, and
+    # only the new user's notifications arrive.
+    switched = steps["after_user_change"]
+    assert switched["server_sockets"] == 1
+    assert switched["active"] == 1 and switched["connected"] == 1
+    assert switched["user"] == "react-bob" and switched["items"] == [switched["for_b"]]
+
+    signed_out = steps["after_sign_out"]
+    assert signed_out["server_sockets"] == 0
+    assert signed_out["active"] == 0 and signed_out["connected"] == 0
+    assert (signed_out["state"], signed_out["items"], signed_out["unread"]) == (
+        "signed_out", 0, 0)
+
+    unmounted = steps["after_unmount"]
+    assert unmounted["server_sockets_before"] == 1
+    assert unmounted["server_sockets"] == 0
+    assert unmounted["active"] == 0 and unmounted["connected"] == 0
+
+
+def test_the_built_client_imports_nothing_so_pages_load_it_alone():
+    """/static/notifications.js is dist/index.js as it is: no import a page would need
+    an import map or a bundler for (socket.io-client comes in as the `io` option)."""
+    require_build()
+    built = (DIST / "index.js").read_text()
+    assert "\nimport " not in built and "import(" not in built
+    assert "export class NotificationClient" in built
