@@ -41,7 +41,6 @@ ever) and records every request: for the sender's retries.
 from __future__ import annotations
 
 import base64
-import http.server
 import re
 import shutil
 import subprocess
@@ -49,6 +48,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+# Bound now, at import: once an app is built in this process, eventlet's green copy of
+# http.server (its socketserver's locks are eventlet's, which a real thread cannot wake)
+# can stand in sys.modules['http.server'], and a server made from it hangs in shutdown().
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +326,7 @@ class ScriptedEndpoint:
         self._then = then if isinstance(then, Answer) else Answer(then)
         self._received: list[Received] = []
         self._changed = threading.Condition()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.origin = f"http://{url_host}:{self.port}"
@@ -371,10 +375,10 @@ class ScriptedEndpoint:
             self._received.append(request)
             self._changed.notify_all()
 
-    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         endpoint = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _answer(self) -> None:
