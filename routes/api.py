@@ -35,12 +35,23 @@ def _not_json(constant: str) -> NoReturn:
                           "send a number or null")
 
 
+def _body_bytes() -> bytes:
+    data = request.get_data()
+    limit = request.max_content_length
+    # A chunked body has no Content-Length to check first: werkzeug stops reading it at
+    # the limit and returns what it read, cut short. A byte beyond means too large.
+    if request.content_length is None and limit is not None and len(data) >= limit \
+            and request.environ["wsgi.input"].read(1):
+        raise ApiError(413, "payload_too_large", f"the body is larger than {limit // 1024} KiB")
+    return data
+
+
 def json_body() -> Any:
-    """The request's JSON body, or a contract-shaped 400/415."""
+    """The request's JSON body, or a contract-shaped 400/413/415."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
     try:
-        body = json.loads(request.get_data(), parse_constant=_not_json)
+        body = json.loads(_body_bytes(), parse_constant=_not_json)
     except ValidationError as exc:
         raise ApiError(400, exc.code, exc.message) from None
     except RecursionError:  # the parser recurses once per level of nesting

@@ -210,6 +210,23 @@ def test_oversized_body_is_413(client, api_headers):
     assert error_of(response) == "payload_too_large"
 
 
+@pytest.mark.parametrize("size, status", [(300_000, 413), (100_000, 201)])
+def test_a_chunked_body_is_413_past_the_limit_and_whole_below_it(client, api_headers, size,
+                                                                  status):
+    """Transfer-Encoding: chunked, as gunicorn hands it over (no Content-Length, the
+    stream terminated by the server): the limit holds, and no body is read cut short."""
+    import io
+
+    body = ('{"user_id": "a", "type": "t", "title": "x", "pad": "' + "x" * size + '"}').encode()
+    response = client.post("/api/notifications",
+                           headers={**api_headers, "Transfer-Encoding": "chunked"},
+                           input_stream=io.BytesIO(body),
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == status, response.get_json()
+    if status == 413:
+        assert error_of(response) == "payload_too_large"
+
+
 def test_unknown_route_and_method_are_json(client):
     assert error_of(client.get("/nope")) == "not_found"
     response = client.delete("/api/notifications")
