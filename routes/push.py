@@ -87,8 +87,11 @@ def send_test_push():
     for row in subscriptions.of_user(g.user_id):
         answer = push.send(Target(row.id, row.endpoint, row.p256dh, row.auth),
                            payload(TEST_PUSH), TEST_PUSH_TTL, "high")
-        outcome = {"retry": "failed"}.get(answer.outcome, answer.outcome)
-        (sent if outcome == "sent" else gone if outcome == "removed" else []).append(row.id)
+        outcome = "failed" if answer.outcome == "retry" else answer.outcome  # no retry here
+        if outcome == "sent":
+            sent.append(row.id)
+        elif outcome == "removed":
+            gone.append(row.id)
         results.append({"id": row.id, "origin": subscriptions.endpoint_origin(row.endpoint),
                         "outcome": outcome, "status": answer.status})
     subscriptions.record_success(sent)
