@@ -58,7 +58,10 @@ def on_connect(auth: Any = None) -> None:
     except Exception as exc:
         # Anything else must still be a refusal: Flask-SocketIO retries a handler that
         # raises TypeError without its argument, and a traceback helps no client.
-        log.exception("connect failed")
+        if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # retryable, and known
+            log.error("connect refused: database error %s", type(exc).__name__)
+        else:
+            log.exception("connect failed")
         metrics.connect_failed(exc)
         realtime().forget(request.sid)
         db.session.rollback()
@@ -71,30 +74,46 @@ def _connect(auth: Any) -> None:
     verified = authenticate_socket(auth, request.environ)
     sid, user_id = request.sid, verified.user_id
     last_id = _last_id(auth)
-    # A connection of its own, returned at once: the session (and its teardown) is
-    # only needed by a replay.
-    with db.engine.connect() as conn:
-        unread = store.unread_count(user_id, conn)
-    # No I/O between the count and add(), so concurrent connects cannot both slip in.
-    limits.check_user_cap(rt.registry.count_for(user_id))
-    rt.registry.add(sid, user_id, verified.expires_at)
-    if last_id is not None:
-        rt.guard.begin(sid)
-    join_room(protocol.user_room(user_id))
-    emit(protocol.AUTH_SUCCESS, {"user_id": user_id, "unread_count": unread})
+    # One pooled connection, for the count and the replay's read, held by at most
+    # rt.gate.capacity connects at once (a reconnect wave waits here, or is refused
+    # server_busy, instead of draining the pool).
+    with rt.gate.admit():
+        try:
+            unread = store.unread_count(user_id)
+            # No I/O between the count and add(), so concurrent connects cannot both
+            # slip in.
+            limits.check_user_cap(rt.registry.count_for(user_id))
+            rt.registry.add(sid, user_id, verified.expires_at)
+            if last_id is not None:
+                rt.guard.begin(sid)
+            join_room(protocol.user_room(user_id))
+            emit(protocol.AUTH_SUCCESS, {"user_id": user_id, "unread_count": unread})
+            missed = _read_replay(user_id, last_id)
+        finally:
+            db.session.rollback()  # the connection goes back before anything is sent
     rt.sweeper.ensure_started()
-    _replay(rt, sid, user_id, last_id)
+    _replay(rt, sid, last_id, missed)
     metrics.connected(socketio.start_background_task, socketio.sleep)  # replay done too
 
 
-def _replay(rt: Realtime, sid: str, user_id: str, last_id: int | None) -> None:
+Missed = tuple[list[dict[str, Any]], int, bool, bool]
+
+
+def _read_replay(user_id: str, last_id: int | None) -> Missed | None:
+    """What a connect with ``last_id`` missed: payloads, the id read up to, whether
+    more remain, and whether pruning left a gap."""
     if last_id is None:
+        return None
+    payloads, upto, has_more = _deliverable_after(user_id, last_id, REPLAY_LIMIT)
+    return payloads, upto, has_more, last_id < store.pruned_through()
+
+
+def _replay(rt: Realtime, sid: str, last_id: int | None, missed: Missed | None) -> None:
+    if last_id is None or missed is None:
         emit(protocol.SYNC_COMPLETE, {"last_id": None, "replayed": 0, "has_more": False,
                                "gap": False})
         return
-    payloads, upto, has_more = _deliverable_after(user_id, last_id, REPLAY_LIMIT)
-    gap = last_id < store.pruned_through()
-    db.session.rollback()  # end the read transaction before emitting
+    payloads, upto, has_more, gap = missed
     for payload in payloads:
         emit(protocol.NOTIFICATION, payload, to=sid)
     metrics.replayed(len(payloads))

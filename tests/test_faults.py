@@ -31,6 +31,7 @@ from tests.support.services import (
     SHARED_REDIS,
     require_service,
 )
+from utils.realtime.catchup import CATCH_UP_MARGIN
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
@@ -149,6 +150,9 @@ def test_kill_9_a_node_its_clients_resume_on_a_survivor_exactly_once(worker, tmp
 
 
 def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(worker, tmp_path, made):
+    """Redis killed and started again: no socket is ended; each node delivers its own
+    producers' notifications at once throughout, keeps what it could not publish and
+    publishes it when Redis is back, and re-sends what its subscription missed."""
     redis = private_redis(tmp_path).start()
     cluster = None
     try:
@@ -157,30 +161,26 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(worker, tmp_
         a, b = cluster.nodes
         pids = [a.pid, b.pid]
         users = [f"redis-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
-        clients = (
-            connect_all(made, a.url, users, ["websocket"])
-            + connect_all(made, b.url, users, ["polling"])
-            + connect_all(made, b.url, users, None)
-        )
+        on_a = connect_all(made, a.url, users, ["websocket"])
+        on_b = connect_all(made, b.url, users, ["polling"]) + connect_all(made, b.url, users, None)
+        clients = on_a + on_b
         before = post_notification(a.url, users, "before")
         assert before.status_code == 201
         assert wait_for(lambda: all(len(c.ids) == 1 for c in clients), 10)
+        time.sleep(CATCH_UP_MARGIN + 0.5)  # "before" stays out of the catch-up's window
 
         redis.stop(signal.SIGKILL)
-        during = []
+        during = {a.url: [], b.url: []}
         for node in (a, b, a, b):
             response = post_notification(node.url, users, "during the outage")
             assert response.status_code == 201, response.text  # stored regardless
-            during += [n["id"] for n in response.json()["notifications"]]
+            during[node.url] += [n["id"] for n in response.json()["notifications"]]
         ready = requests.get(a.url + "/readyz", timeout=10)
         assert ready.status_code == 503 and ready.json()["message_queue"] == "error"
-        # The nodes keep serving their sockets: still connected, events answered.
-        time.sleep(2)
-        assert all(c.sio.connected and not c.disconnects for c in clients)
-        ack = clients[0].sio.call("sync", {"after_id": 0, "limit": 100}, timeout=5)
-        assert len(ack["notifications"]) == 1 + len(during) // len(users)
-        # Nothing live during the outage: the replay after it brings those.
-        assert all(len(c.ids) == 1 for c in clients)
+        # Each node's own sockets got its own producers' notifications live.
+        for client, node in [(c, a) for c in on_a] + [(c, b) for c in on_b]:
+            mine = {i for i in during[node.url] if i in stored_ids(a.url, client.user_id)}
+            assert wait_for(lambda c=client, m=mine: m <= set(c.ids), 5), (client.ids, mine)
         # A socket connecting meanwhile still gets its replay from the database.
         newcomer = Recorder(users[0], transports=["websocket"])
         made.append(newcomer)
@@ -189,23 +189,70 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(worker, tmp_
         clients.append(newcomer)
 
         redis = private_redis(tmp_path, port=redis.port).start()
-        # Back: each node resubscribes and closes its transports; clients come
-        # back with last_id and replay what the outage held back.
         for client in clients:
             want = stored_ids(a.url, client.user_id)
-            assert wait_for(lambda c=client, w=want: sorted(c.ids) == w and c.sio.connected, 20), (
-                client.ids,
-                want,
-            )
-        assert all(c.disconnects for c in clients)
+            assert wait_for(lambda c=client, w=want: sorted(set(c.ids)) == w, 20), (
+                client.ids, want)
         after = post_notification(b.url, users, "after")
         assert after.status_code == 201
         for client in clients:
             want = stored_ids(a.url, client.user_id)
             assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 10), (client.ids, want)
             assert client.duplicates() == []
+            assert client.sio.connected and not client.disconnects
         assert [a.pid, b.pid] == pids and a.proc.poll() is None and b.proc.poll() is None
         assert requests.get(a.url + "/readyz", timeout=10).json()["message_queue"] == "ok"
+        logs = cluster.logs()
+        assert "subscription lost" in logs and "re-sent" in logs
+        assert "so their clients reconnect" not in logs  # no transport was ended
+    finally:
+        if cluster:
+            cluster.stop()
+        redis.stop()
+
+
+def test_a_failed_publish_ends_no_socket_and_is_published_again(worker, tmp_path, made):
+    """Issue 20's cascade, made on purpose: Redis refuses PUBLISH (an ACL without it)
+    while subscriptions stay up. Upstream's retry built a new client and closed the
+    old one's pool, the listener's connection included; the node then ended every
+    socket. Here the listener is untouched, the node's own sockets get the
+    notification at once, and the other node's get it once Redis takes it again."""
+    import redis as redis_py
+
+    redis = private_redis(tmp_path).start()
+    cluster = None
+    try:
+        admin = redis_py.Redis(host="127.0.0.1", port=redis.port)
+        admin.execute_command("ACL", "SETUSER", "notifier", "on", ">pw", "~*", "&*", "+@all")
+        cluster = Cluster(tmp_path, f"redis://notifier:pw@127.0.0.1:{redis.port}/0", n=2,
+                          ASYNC_MODE=worker).start()
+        a, b = cluster.nodes
+        users = [f"acl-{uuid.uuid4().hex[:8]}"]
+        on_a = connect_all(made, a.url, users, ["websocket"])
+        on_b = connect_all(made, b.url, users, ["polling"])
+        first = post_notification(a.url, users, "first")
+        assert first.status_code == 201
+        assert wait_for(lambda: all(len(c.ids) == 1 for c in on_a + on_b), 10)
+
+        admin.execute_command("ACL", "SETUSER", "notifier", "-publish")
+        refused = post_notification(a.url, users, "while PUBLISH is refused")
+        assert refused.status_code == 201, refused.text
+        kept = refused.json()["notifications"][0]["id"]
+        assert wait_for(lambda: all(kept in c.ids for c in on_a), 5)  # local: at once
+        time.sleep(1.0)
+        assert all(kept not in c.ids for c in on_b)  # not published yet
+
+        admin.execute_command("ACL", "SETUSER", "notifier", "+publish")
+        assert wait_for(lambda: all(kept in c.ids for c in on_b), 10)
+        after = post_notification(a.url, users, "after")
+        assert after.status_code == 201
+        assert wait_for(lambda: all(len(c.ids) == 3 for c in on_a + on_b), 10)
+        for client in on_a + on_b:
+            assert client.duplicates() == []
+            assert client.sio.connected and not client.disconnects
+        logs = cluster.logs()
+        assert "publish failed" in logs
+        assert "subscription lost" not in logs and "so their clients reconnect" not in logs
     finally:
         if cluster:
             cluster.stop()

@@ -13,6 +13,7 @@ import importlib.abc
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -241,28 +242,51 @@ def guard_socketio_server(server: Any, admission: Admission,
 # Bounded connects and TCP keepalive, so a dead Redis is noticed, not waited on.
 REDIS_OPTIONS = {"socket_connect_timeout": 5, "socket_keepalive": True}
 LISTEN_RETRY_MIN, LISTEN_RETRY_MAX = 0.25, 2.0
+PUBLISH_ATTEMPTS = (0.0, 0.05, 0.25)  # the pause before each attempt
+UNSENT_LIMIT = 10_000  # messages kept for publishing again while Redis refuses them
+RECENT_LIMIT = 10_000  # ids remembered while the listener is down, and after a catch-up
+CAUGHT_UP_TTL = 60.0
 NOTIFICATION_EVENT = "notification"
 
 
 class RedisQueuePatches:
     """Mixed in before ``socketio.RedisManager`` (utils/realtime/replay.py).
 
-    Upstream, Redis pub/sub forgets what it cannot deliver; python-socketio's
-    ``PubSubManager.emit`` publishes and its ``_redis_listen_with_retries`` backs off
-    up to 60 s after a failure, during which emits from other processes are lost, and
-    ``_publish`` logs a publish it gave up on and returns None. A client whose
-    ``last_id`` moved past such a gap would never replay it. Here, for
-    ``notification`` emits: while the queue is down nothing is delivered live (the
-    rows are stored); the listener resubscribes within 0.25-2 s; once subscribed
-    again this process ends its sockets' transports, and their clients reconnect
-    with ``last_id`` and replay the gap."""
+    Upstream, ``RedisManager`` keeps one Redis client for publishing and listening:
+    the listener's pub/sub connection comes from the publishing client's pool.
+    ``_publish`` retries a failed publish after ``_redis_connect()``, which builds a
+    new client; the old one is dropped, and redis-py's ``Redis.__del__`` closes its
+    pool, connections in use included. So one failed publish closed the listener's
+    socket under it (the ValueError of issue 20), and every message published while
+    it resubscribed was lost; the listener then backs off up to 60 s, and
+    ``_publish`` gives up after a second attempt, logging and returning None.
+
+    Here:
+    - publishing and listening have a client each, each built once; redis-py
+      replaces a broken connection of its pool by itself;
+    - a notification is always delivered to this process's sockets at once; one
+      Redis would not take (after ``PUBLISH_ATTEMPTS``) is kept, up to
+      ``UNSENT_LIMIT``, and published again in order once Redis takes it;
+    - the listener resubscribes within 0.25-2 s and then calls ``on_resubscribed``
+      with the moment it went deaf (utils/realtime/catchup.py re-sends what was
+      stored since to this process's sockets, without ending any). Ids this
+      process delivered itself meanwhile are passed along so they are not sent
+      twice, and live emits of ids the catch-up sent are dropped for
+      ``CAUGHT_UP_TTL`` (a peer publishing its kept messages late)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue_down = False
-        self.listening = None  # the listener's pubsub (publishing may replace self.pubsub)
         self.redis_options = {**REDIS_OPTIONS, **self.redis_options}
         self.on_queue_error: Callable[[str], None] = lambda operation: None
+        self.on_resubscribed: Callable[[float, set[int]], set[int]] = \
+            lambda deaf_since, skip: set()
+        self.listening = None  # the listener's pubsub
+        self.deaf_since: float | None = None  # wall clock
+        self._delivered_while_deaf: set[int] = set()
+        self._caught_up: set[int] = set()
+        self._caught_up_until = 0.0
+        self._unsent: deque[dict[str, Any]] = deque(maxlen=UNSENT_LIMIT)
+        self._republishing = False
 
     def _get_redis_module(self):
         # Upstream reads the module python-socketio imported; it may have been
@@ -270,6 +294,24 @@ class RedisQueuePatches:
         import redis
 
         return redis
+
+    def _new_client(self) -> Any:
+        """A client for the URL, built as upstream builds one (Sentinel URLs too).
+        Upstream's builder stores it on ``self``; no I/O happens in it, so nothing
+        else runs while ``self.redis`` is borrowed."""
+        saved = self.redis, self.pubsub
+        try:
+            super()._redis_connect()
+            return self.redis
+        finally:
+            self.redis, self.pubsub = saved
+
+    def _redis_connect(self):
+        if self.redis is None:
+            self.redis = self._new_client()
+        self.connected = True
+
+    # -- publishing --------------------------------------------------------------------
 
     def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
              to=None, **kwargs):
@@ -282,56 +324,98 @@ class RedisQueuePatches:
             # it, so it goes straight out, Redis or not.
             return super().emit(event, data, namespace=namespace, room=room,
                                 skip_sid=skip_sid, ignore_queue=True)
-        # The message python-socketio's other processes expect (PubSubManager.emit),
-        # published first: local sockets only get what the others can get too.
+        # The message python-socketio's other processes expect (PubSubManager.emit).
         message = {"method": "emit", "event": event, "data": [data], "binary": False,
                    "namespace": namespace or "/", "room": room, "skip_sid": skip_sid,
                    "callback": None, "host_id": self.host_id}
-        if self._publish(message) is None:
-            self._mark_down("publish failed")
-        elif not self.queue_down:
-            self._handle_emit(message)
+        if self._unsent or self._publish(message) is None:
+            self._keep(message)  # behind any kept before it: order is kept
+        if self.deaf_since is not None and isinstance(data, dict) \
+                and isinstance(data.get("id"), int) \
+                and len(self._delivered_while_deaf) < RECENT_LIMIT:
+            self._delivered_while_deaf.add(data["id"])
+        self._handle_emit(message)
 
-    def _mark_down(self, why: str) -> None:
-        if not self.queue_down:
-            log.error("message queue down (%s): live notifications pause; they are "
-                      "stored and replayed when it returns", why)
-        self.queue_down = True
-        if why == "publish failed" and self.listening is not None:
-            # Make the listener resubscribe, which ends the outage with a resync.
+    def _publish(self, data):
+        for pause in PUBLISH_ATTEMPTS:
+            if pause:
+                self.server.sleep(pause)
             try:
-                self.listening.close()
-            except Exception:
-                pass
+                self._redis_connect()
+                return self.redis.publish(self.channel, self.json.dumps(data))
+            except Exception as exc:
+                failure = type(exc).__name__
+        log.error("message queue: publish failed %d times (%s)", len(PUBLISH_ATTEMPTS),
+                  failure)
+        self.on_queue_error("publish")
+        return None
+
+    def _keep(self, message: dict[str, Any]) -> None:
+        if len(self._unsent) == UNSENT_LIMIT:
+            log.error("message queue: %d unpublished messages kept; the oldest is "
+                      "dropped (stored: clients replay it, the dispatcher re-sends it)",
+                      UNSENT_LIMIT)
+        self._unsent.append(message)
+        if not self._republishing:
+            self._republishing = True
+            self.server.start_background_task(self._republish)
+
+    def _republish(self) -> None:
+        delay = LISTEN_RETRY_MIN
+        try:
+            while self._unsent:
+                self.server.sleep(delay)
+                while self._unsent and self._publish(self._unsent[0]) is not None:
+                    self._unsent.popleft()
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+            log.warning("message queue: kept messages published again")
+        finally:
+            self._republishing = False
+
+    # -- listening ---------------------------------------------------------------------
 
     def _redis_listen_with_retries(self):
         delay = LISTEN_RETRY_MIN
+        client = self._new_client()  # its own pool: publishing never touches it
         while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                self._redis_connect()
-                pubsub = self.listening = self.pubsub
                 pubsub.subscribe(self.channel)
+                self.listening = pubsub
                 delay = LISTEN_RETRY_MIN
-                if self.queue_down:
-                    self._recovered()
+                if self.deaf_since is not None:
+                    self._resubscribed()
                 yield from pubsub.listen()
             except Exception as exc:
-                self._mark_down(type(exc).__name__)
+                if self.deaf_since is None:
+                    self.deaf_since = time.time()
+                    log.error("message queue: subscription lost (%s); resubscribing",
+                              type(exc).__name__)
                 self.on_queue_error("subscribe")
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
                 self.server.sleep(delay)
                 delay = min(delay * 2, LISTEN_RETRY_MAX)
 
-    def _recovered(self) -> None:
-        self.queue_down = False
-        count = abort_sessions(self.server.eio, self.server.sleep)
-        log.warning("message queue back: closed %d transport(s) so their clients "
-                    "reconnect and replay what they missed", count)
+    def _resubscribed(self) -> None:
+        deaf_since, skip = self.deaf_since, self._delivered_while_deaf
+        self.deaf_since, self._delivered_while_deaf = None, set()
+        sent = self.on_resubscribed(deaf_since, skip)
+        self._caught_up = set(list(sent)[:RECENT_LIMIT])
+        self._caught_up_until = time.monotonic() + CAUGHT_UP_TTL
 
-    def _publish(self, data):
-        result = super()._publish(data)
-        if result is None:
-            self.on_queue_error("publish")
-        return result
+    def _handle_emit(self, message):
+        if self._caught_up and message.get("event") == NOTIFICATION_EVENT \
+                and message.get("host_id") != self.host_id:
+            if time.monotonic() > self._caught_up_until:
+                self._caught_up = set()
+            else:
+                data = (message.get("data") or [None])[0]
+                if isinstance(data, dict) and data.get("id") in self._caught_up:
+                    return  # the catch-up sent it already
+        return super()._handle_emit(message)
 
 
 # ------------------------------------------------------------ python-engineio 4.15.1

@@ -71,6 +71,11 @@ class SocketRegistry:
         entry = self._entries.get(sid)
         return entry.user_id if entry else None
 
+    def users(self) -> set[str]:
+        """The users with a socket here now (a copy)."""
+        with self._lock:
+            return set(self._by_user)
+
     def count_for(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
 

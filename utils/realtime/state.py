@@ -13,10 +13,13 @@ from utils.config import Settings
 from utils.edge.limits import client_ip
 from utils.edge.origins import OriginPolicy
 from utils.extensions import socketio
+from utils.notifications.database import connect_slots
 from utils.ops.logs import socketio_loggers
 from utils.patches import bound_websocket_messages, guard_socketio_server, patch_eventlet_websocket
 from utils.realtime import protocol
 from utils.realtime.admission import Admission
+from utils.realtime.catchup import make_catch_up
+from utils.realtime.connect_gate import ConnectGate
 from utils.realtime.pinger import install as install_pinger
 from utils.realtime.registry import ExpirySweeper, SocketRegistry
 from utils.realtime.replay import ReplayGuard, make_manager
@@ -33,6 +36,7 @@ class Realtime:
     registry: SocketRegistry
     guard: ReplayGuard
     sweeper: ExpirySweeper
+    gate: ConnectGate
 
     def forget(self, sid: str) -> None:
         self.registry.remove(sid)
@@ -82,7 +86,14 @@ def init_realtime(app: Flask, settings: Settings) -> None:
 
     sweeper = ExpirySweeper(registry, settings.token_sweep_interval, end_expired,
                             socketio.start_background_task, socketio.sleep)
-    app.extensions[Realtime.KEY] = Realtime(registry, guard, sweeper)
+    # A connect waits for a database slot at most half its CONNECT deadline, so a
+    # refusal reaches the client before the admission sweeper would close it.
+    gate = ConnectGate(connect_slots(settings.database_url),
+                       wait=min(5.0, settings.connect_timeout / 2))
+    app.extensions[Realtime.KEY] = Realtime(registry, guard, sweeper, gate)
+    manager = socketio.server.manager
+    if hasattr(manager, "on_resubscribed"):
+        manager.on_resubscribed = make_catch_up(app, registry, socketio.server)
     if settings.redis_url:
         from utils.realtime.queue import redis_probe
 
