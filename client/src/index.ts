@@ -89,7 +89,15 @@ const SUBSCRIBE_TIMEOUT_MS = 30000;
 // page finds it.
 export const DEFAULT_SERVICE_WORKER_URL = "/static/notifications-sw.js";
 
-type ConnectError = Error & { data?: { code?: string } };
+// A refusal the server means as "not now" (server_busy: too many connects at once;
+// server_unavailable: its database) is retried after the server's retry_after, or
+// RETRY_FIRST_MS doubling to RETRY_MAX_MS, each times a random factor of 0.5 to 1.5:
+// the clients a server refused together must not come back together.
+const RETRIED_REFUSALS = new Set<string>(["server_busy", "server_unavailable"]);
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+
+type ConnectError = Error & { data?: { code?: string; retry_after?: number } };
 
 /** A failed markRead(): the server's error code (or "network_error", "timeout"). */
 export class NotificationRequestError extends Error {
@@ -127,6 +135,8 @@ export class NotificationClient {
   private pendingMax = 0;
   private tokenExpired = false;
   private retriedExpired = false;
+  private refusedInARow = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private closed = true;
   private memoryLastId: string | null = null;
 
@@ -201,6 +211,7 @@ export class NotificationClient {
   /** Close the socket; nothing reconnects until connect(). */
   close(): void {
     this.closed = true;
+    this.cancelRetry();
     if (this.document) this.document.removeEventListener("visibilitychange", this.onVisibility);
     if (this.receipts) this.receipts.clear();
     if (this.socket) this.socket.disconnect();
@@ -293,6 +304,7 @@ export class NotificationClient {
 
   private bind(socket: NotificationSocket): void {
     socket.on("connect", () => {
+      this.refusedInARow = 0;
       this.setState("connected");
       if (this.receipts) this.receipts.flush(); // what waited for the connection
     });
@@ -343,6 +355,27 @@ export class NotificationClient {
       return;
     }
     this.retriedExpired = false;
+    if (RETRIED_REFUSALS.has(code) && !this.closed && this.socket) {
+      this.retryLater(err.data && err.data.retry_after);
+    }
+  }
+
+  private retryLater(retryAfterSeconds: number | undefined): void {
+    this.cancelRetry();
+    const backoff = Math.min(RETRY_FIRST_MS * 2 ** this.refusedInARow, RETRY_MAX_MS);
+    this.refusedInARow += 1;
+    const base = typeof retryAfterSeconds === "number" && retryAfterSeconds > 0
+      ? Math.min(retryAfterSeconds * 1000, RETRY_MAX_MS) : backoff;
+    this.setState("reconnecting");
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.closed && this.socket && !this.socket.connected) this.socket.connect();
+    }, base * (0.5 + Math.random()));
+  }
+
+  private cancelRetry(): void {
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
   }
 
   private onNotification(n: Notification): void {
@@ -772,7 +805,8 @@ const MESSAGES: Record<string, string> = {
   token_missing: "No token was sent. Sign in again.",
   token_invalid: "The token was not accepted (bad signature, wrong audience or malformed).",
   token_expired: "The token has expired. A fresh one is needed.",
-  server_unavailable: "The server could not check the token just now (its database?).",
+  server_unavailable: "The server could not check the token just now (its database?); retrying.",
+  server_busy: "The server is taking many connections at once; retrying shortly.",
   sync_failed: "Fetching missed notifications failed; they will come on the next connect.",
   "xhr poll error": "The server could not be reached over HTTP (down, blocked, or CORS).",
   "websocket error": "The WebSocket could not be opened (proxy, firewall or origin).",

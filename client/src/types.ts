@@ -135,6 +135,7 @@ export type ConnectRefusalCode =
   | "token_invalid"
   | "token_expired"
   | "server_unavailable"
+  | "server_busy"
   | "too_many_attempts"
   | "too_many_connections";
 
