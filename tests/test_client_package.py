@@ -322,3 +322,21 @@ def test_the_built_client_imports_nothing_so_pages_load_it_alone():
     built = (DIST / "index.js").read_text()
     assert "\nimport " not in built and "import(" not in built
     assert "export class NotificationClient" in built
+
+
+def test_a_busy_refusal_is_retried_after_a_spread_delay_and_a_final_one_is_not():
+    """server_busy (and server_unavailable) mean "not now": the client connects again
+    after retry_after times 0.5 to 1.5, so clients refused together come back spread
+    out; token_invalid is final; close() cancels a pending retry."""
+    node, _npm = require_node()
+    require_build()
+    result = subprocess.run([node, str(CLIENT / "test" / "retry.mjs")], cwd=CLIENT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["busy_connect_calls"] == [2] * 40
+    delays = report["busy_delays_ms"]
+    assert all(95 <= d <= 330 for d in delays), delays  # 0.5-1.5 × 200 ms, timer slack
+    assert max(delays) - min(delays) >= 50, delays
+    assert report["invalid_connect_calls"] == 1
+    assert report["closed_connect_calls"] == 1
