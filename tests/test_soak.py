@@ -1,12 +1,17 @@
-"""Soak: 2,000 sockets over two nodes behind the sticky HAProxy, about 200
-notifications a second for 60 s, through PostgreSQL and Redis.
+"""Soak: sockets over two nodes behind the sticky HAProxy, a steady stream of
+notifications, through PostgreSQL and Redis, on each worker. The clients send
+receipts as the reference client does (tests/support/soak.js).
 
-Outside the normal run (it takes about two minutes). Run it with:
+In every run, a short soak: 1,000 sockets, 200 notifications a second for 20 s.
+The full soak (2,000 sockets for 60 s, a few minutes a worker) runs with:
 
     RUN_SOAK=1 .venv/bin/python -m pytest tests/test_soak.py -s
 
 SOAK_SOCKETS, SOAK_RATE and SOAK_SECONDS change the load. The figures are printed
 and written to the test's tmp directory as soak.json.
+
+Nothing may be lost. While nothing fails (no node logs a queue outage), nothing
+may arrive twice and no socket may reconnect either.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ pytestmark = [
     pytest.mark.server,
     pytest.mark.redis,
     pytest.mark.postgres,
-    pytest.mark.skipif(os.environ.get("RUN_SOAK") != "1", reason="set RUN_SOAK=1 to run"),
     pytest.mark.timeout(600),
 ]
 
-SOCKETS = int(os.environ.get("SOAK_SOCKETS", "2000"))
+FULL = os.environ.get("RUN_SOAK") == "1"
+SOCKETS = int(os.environ.get("SOAK_SOCKETS", "2000" if FULL else "1000"))
 RATE = float(os.environ.get("SOAK_RATE", "200"))
-SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+SECONDS = float(os.environ.get("SOAK_SECONDS", "60" if FULL else "20"))
+# Lines a node logs when the queue failed: then a re-sent duplicate is expected.
+OUTAGE_LINES = ("publish failed", "subscription lost")
 
 
 def raise_fd_limit(needed: int) -> None:
@@ -48,7 +55,8 @@ def raise_fd_limit(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
+@pytest.mark.parametrize("worker", ["eventlet", "gevent"])
+def test_soak_loses_nothing_and_duplicates_nothing(worker, tmp_path, postgres_url):
     require_service("Redis", REDIS_HOST, REDIS_PORT)
     if shutil.which("node") is None:
         pytest.skip("node is not installed")
@@ -58,6 +66,7 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
         SHARED_REDIS,
         database_url=postgres_url,
         n=2,
+        ASYNC_MODE=worker,
         PING_INTERVAL="25",
         PING_TIMEOUT="20",
         RATE_LIMIT_HTTP="0",
@@ -79,7 +88,7 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
             "rate": RATE,
             "seconds": SECONDS,
             "producers": 16,
-            "connectSeconds": 90,
+            "connectSeconds": 90 if FULL else 60,
             "connectBatch": 50,
             "connectPauseMs": 100,
             "drainSeconds": 15,
@@ -100,12 +109,20 @@ def test_soak_2000_sockets_200_per_second(tmp_path, postgres_url):
         (tmp_path / "soak.json").write_text(json.dumps(figures, indent=2))
         print("\nsoak figures:", json.dumps(figures, indent=2))
 
+        logs = cluster.logs()
+        outage = [line for line in logs.splitlines() if any(o in line for o in OUTAGE_LINES)]
         assert figures["connected"] == SOCKETS, figures
         assert figures["held"] == SOCKETS, figures
         assert figures["sent"] >= 0.95 * RATE * SECONDS, figures
         assert figures["lost"] == 0, figures
-        assert figures["duplicates"] == 0, figures
-        assert "Invalid session" not in cluster.logs()
+        assert figures["receipts_failed"] == 0, figures
+        if not outage:
+            assert figures["duplicates"] == 0, figures
+            assert figures["reconnects"] == 0 and figures["disconnects_during_load"] == 0, figures
+        else:
+            print("queue outage during the soak:", *outage[:5], sep="\n  ")
+        assert "Invalid session" not in logs
+        assert "Traceback" not in logs and "QueuePool limit" not in logs, logs[-3000:]
         assert all(v > 0 for v in figures["sessions_per_node"].values()), figures
     finally:
         if proxy:

@@ -19,8 +19,35 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: cfg.producers });
 const sockets = [];
 const received = new Map(); // user index -> Map(id -> count)
 const latencies = [];
-let connectErrors = 0, disconnects = 0, reconnects = 0;
+let connectErrors = 0, disconnects = 0, reconnects = 0, busyRetries = 0;
+let receiptsSent = 0, receiptsFailed = 0;
 const errorSamples = [];
+const RETRIED = new Set(["server_busy", "server_unavailable"]);
+
+// Receipts as the reference client sends them (client/src/index.ts): the ids this
+// socket received, in one `delivered` event per 200 ms or per 100 ids.
+function receipts(socket) {
+  let queued = [];
+  let timer = null;
+  const flush = () => {
+    timer = null;
+    const ids = queued.splice(0, 100);
+    if (!ids.length) return;
+    receiptsSent += ids.length;
+    socket.timeout(10000).emit("delivered", { ids }, (err, ack) => {
+      if (err || !ack || ack.error) {
+        receiptsFailed += ids.length;
+        if (socket.connected) { queued.push(...ids); if (!timer) timer = setTimeout(flush, 1000); }
+      }
+    });
+    if (queued.length) timer = setTimeout(flush, 0);
+  };
+  return (id) => {
+    queued.push(id);
+    if (queued.length >= 100) { if (timer) clearTimeout(timer); flush(); }
+    else if (!timer) timer = setTimeout(flush, 200);
+  };
+}
 
 function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
@@ -35,14 +62,23 @@ function openSocket(i) {
     reconnectionDelayMax: 2000,
   });
   received.set(i, new Map());
+  const acknowledge = cfg.receipts === false ? () => {} : receipts(socket);
   socket.on("notification", (n) => {
     const seen = received.get(i);
     seen.set(n.id, (seen.get(n.id) || 0) + 1);
     if (n.data && typeof n.data.t === "number") latencies.push(Date.now() - n.data.t);
+    acknowledge(n.id);
   });
   socket.on("connect_error", (err) => {
     connectErrors++;
     if (errorSamples.length < 5) errorSamples.push(String(err && err.message));
+    // A refusal that means "not now" is retried as the reference client does.
+    const data = (err && err.data) || {};
+    if (RETRIED.has(data.code)) {
+      busyRetries++;
+      const base = (typeof data.retry_after === "number" ? data.retry_after : 1) * 1000;
+      setTimeout(() => socket.connect(), base * (0.5 + Math.random()));
+    }
   });
   socket.on("disconnect", () => { disconnects++; });
   socket.io.on("reconnect", () => { reconnects++; });
@@ -147,6 +183,7 @@ function quantile(sorted, q) {
   const result = {
     sockets: cfg.sockets, connected: connected.ok, connect_ms: connected.ms, held,
     disconnects_during_load: disconnects - disconnectsBefore, reconnects, connect_errors: connectErrors,
+    busy_retries: busyRetries, receipts_sent: receiptsSent, receipts_failed: receiptsFailed,
     error_samples: errorSamples,
     requested: Math.round(cfg.rate * cfg.seconds), post_statuses: produced.statuses,
     produce_ms: produced.ms, sent, received: got, lost: missing(), duplicates, unexpected,

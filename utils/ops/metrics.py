@@ -44,7 +44,8 @@ from prometheus_client.metrics_core import Metric
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 PROCESS_LABEL = "process"
 TRANSPORTS = ("polling", "websocket")
-REFUSAL_CODES = ("token_missing", "token_invalid", "token_expired", "server_unavailable")
+REFUSAL_CODES = ("token_missing", "token_invalid", "token_expired", "server_unavailable",
+                 "server_busy")
 QUEUE_OPERATIONS = ("publish", "subscribe", "emit")
 DATABASE_SOURCES = ("http", "socket")
 PUSH_OUTCOMES = ("sent", "removed", "retried", "failed", "expired", "suppressed")

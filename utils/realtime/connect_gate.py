@@ -47,7 +47,7 @@ class ConnectGate:
             with self._lock:
                 self.refused += 1
             low, high = self.retry_after
-            raise ConnectionRefusedError("the server is busy; retry shortly", {
+            raise ConnectionRefusedError("unavailable", {
                 "code": BUSY_CODE, "retry_after": round(self._random.uniform(low, high), 1)})
         with self._lock:
             self.in_use += 1
