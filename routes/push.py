@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Blueprint, current_app, g, jsonify
 
 from routes.api import json_body
 from utils.auth.access import require_user
 from utils.config import Settings
 from utils.edge.errors import ApiError
+from utils.extensions import socketio
 from utils.notifications.validation import ValidationError
 from utils.push import subscriptions
 from utils.push.dispatcher import SENDER_KEY
-from utils.push.sender import Sender, Target, payload
+from utils.push.sender import Answer, Sender, Target, payload
 
 bp = Blueprint("push", __name__, url_prefix="/api/push")
 
@@ -19,6 +26,47 @@ TEST_PUSH = {"id": 0, "type": "push_test", "title": "Test push",
              "body": "Push works on this device.", "data": {}, "created_at": None,
              "read_at": None, "delivered_at": None}
 TEST_PUSH_TTL = 60
+# Test pushes under way in this process: one call per user, and TEST_CALLS in all. A
+# call sends to each of the user's subscriptions at once and ends within one send's
+# deadline, whether or not its client is still there. Before issue 20, 300 calls
+# whose clients had hung up held 300 outbound connections.
+TEST_CALLS_PER_USER = 1
+TEST_CALLS = 16
+CALLS_KEY = "notifier.test_push_calls"
+
+
+class CallsUnderWay:
+    """Counts the test-push calls under way, per user and in all."""
+
+    def __init__(self, per_user: int = TEST_CALLS_PER_USER, total: int = TEST_CALLS) -> None:
+        self.per_user, self.total = per_user, total
+        self._lock = threading.Lock()
+        self._by_user: Counter[str] = Counter()
+
+    @contextmanager
+    def hold(self, user_id: str) -> Iterator[bool]:
+        """Yields whether a call for ``user_id`` may run now, and counts it while it
+        does."""
+        with self._lock:
+            allowed = (self._by_user[user_id] < self.per_user
+                       and sum(self._by_user.values()) < self.total)
+            if allowed:
+                self._by_user[user_id] += 1
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._lock:
+                    self._by_user[user_id] -= 1
+                    if not self._by_user[user_id]:
+                        del self._by_user[user_id]
+
+
+def _count_calls(state) -> None:
+    state.app.extensions[CALLS_KEY] = CallsUnderWay()
+
+
+bp.record_once(_count_calls)
 
 
 def settings() -> Settings:
@@ -70,9 +118,12 @@ def list_subscriptions():
 def unsubscribe():
     """Users: delete one of their subscriptions by its endpoint."""
     body = json_body()
-    endpoint = body.get("endpoint") if isinstance(body, dict) else None
-    if not isinstance(endpoint, str) or not endpoint:
+    if not isinstance(body, dict) or "endpoint" not in body:
         raise ApiError(400, "validation_error", 'send {"endpoint": "<the subscription\'s URL>"}')
+    try:
+        endpoint = subscriptions.endpoint_text(body["endpoint"])
+    except ValidationError as exc:
+        raise ApiError(400, exc.code, exc.message) from None
     if not subscriptions.unsubscribe(g.user_id, endpoint):
         raise ApiError(404, "not_found", "you have no subscription with this endpoint")
     return "", 204
@@ -81,12 +132,18 @@ def unsubscribe():
 @bp.post("/test")
 @require_user
 def send_test_push():
-    """Users: a test push to each of their subscriptions now, with each answer."""
+    """Users: a test push to each of their subscriptions now, with each answer; 429
+    while another of theirs is under way."""
     push = sender()
+    with current_app.extensions[CALLS_KEY].hold(g.user_id) as allowed:
+        if not allowed:
+            raise ApiError(429, "rate_limited", "a test push is already under way; try again "
+                           "when it ends", {"Retry-After": str(math.ceil(push.deadline))})
+        rows = subscriptions.of_user(g.user_id)
+        answers = _send_each(push, [Target(row.id, row.endpoint, row.p256dh, row.auth)
+                                    for row in rows])
     results, sent, gone = [], [], []
-    for row in subscriptions.of_user(g.user_id):
-        answer = push.send(Target(row.id, row.endpoint, row.p256dh, row.auth),
-                           payload(TEST_PUSH), TEST_PUSH_TTL, "high")
+    for row, answer in zip(rows, answers, strict=True):
         outcome = "failed" if answer.outcome == "retry" else answer.outcome  # no retry here
         if outcome == "sent":
             sent.append(row.id)
@@ -97,3 +154,23 @@ def send_test_push():
     subscriptions.record_success(sent)
     subscriptions.remove_gone(gone)
     return jsonify({"results": results})
+
+
+def _send_each(push: Sender, targets: list[Target]) -> list[Answer]:
+    """The test push to every target at once, each on its own task; each ends within
+    the sender's deadline."""
+    answers = [Answer("retry", None)] * len(targets)
+    ended = threading.Semaphore(0)
+    body = payload(TEST_PUSH)
+
+    def send(index: int, target: Target) -> None:
+        try:
+            answers[index] = push.send(target, body, TEST_PUSH_TTL, "high")
+        finally:
+            ended.release()
+
+    for index, target in enumerate(targets):
+        socketio.start_background_task(send, index, target)
+    for _ in targets:
+        ended.acquire()
+    return answers

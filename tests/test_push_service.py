@@ -1,22 +1,22 @@
-"""The real local push service (web-push-testing 1.2.2) with pywebpush 2.5.0, and the
-scripted endpoint, as issue 14's tests will use them (tests/support/push_service.py).
+"""The real local push service (web-push-testing 1.2.2) with the server's own sender
+(utils/push/sender.py), and the scripted endpoint (tests/support/push_service.py).
 
-The facts the issue states, proved here against the running service:
+The facts the server relies on, proved here against the running service:
 
 - a push sent the way the server sends it (aes128gcm, VAPID, a TTL, and
   ``Content-Type: application/octet-stream``) is decrypted by the service;
 - after ``/expire-subscription/<hash>`` the next push gets 410;
 - ``/subscribe`` takes form fields; a JSON body is refused.
 
-And what happens otherwise:
+And what happens otherwise, with pushes built by hand (``hand_built``: the same
+encryption and VAPID, posted by ``requests`` so that a header can be left out):
 
-- without the Content-Type header (pywebpush sends none unless asked) express never
-  reads the body, so decryption fails: 400 ``{"error": {"message": "buffer.readUIntBE
-  is not a function"}}``, nothing stored (as ``application/json``: 415);
-- pywebpush without ``ttl=`` sends ``TTL: 0``, which the service accepts (it only
-  refuses a missing or non-numeric TTL): the service cannot catch a TTL of 0, so the
-  server's own tests must assert the header; with no TTL header at all: 400
-  ``TTL header is invalid: undefined``;
+- without the Content-Type header express never reads the body, so decryption
+  fails: 400 ``{"error": {"message": "buffer.readUIntBE is not a function"}}``,
+  nothing stored (as ``application/json``: 415);
+- ``TTL: 0`` is accepted (the service only refuses a missing or non-numeric TTL): the
+  service cannot catch a TTL of 0, so the server's own tests assert the header; with
+  no TTL header at all: 400 ``TTL header is invalid: undefined``;
 - VAPID is checked: a push signed with another key gets 400 ``Invalid Crypto-Key header
   sent``; one without Authorization gets 400 too (``Cannot read properties of undefined
   (reading 'substring')``: its parser crashes before its own check);
@@ -33,10 +33,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from pywebpush import WebPushException, webpush
 
 from tests.support.push_service import (
-    OCTET_STREAM,
     PushService,
     PushServiceError,
     ScriptedEndpoint,
@@ -47,6 +45,8 @@ from tests.support.push_service import (
     running_push_service,
     unavailable_reason,
 )
+from utils.push.sender import Sender, Target, encrypt
+from utils.push.subscriptions import endpoint_origin
 
 SUBJECT = "mailto:ops@example.com"
 PAYLOAD = json.dumps({"id": 7, "type": "push_test", "title": "Bonjour ✓", "body": "é" * 40,
@@ -54,32 +54,32 @@ PAYLOAD = json.dumps({"id": 7, "type": "push_test", "title": "Bonjour ✓", "bod
                       "delivered_at": None})
 
 
-class RecordingSession(requests.Session):
-    """What pywebpush posts, recorded; the headers named in ``drop`` removed first."""
-
-    def __init__(self, drop: tuple[str, ...] = ()) -> None:
-        super().__init__()
-        self.drop = drop
-        self.sent: list[dict[str, str]] = []
-
-    def post(self, url, data=None, json=None, **kwargs):
-        headers = kwargs["headers"]
-        for name in self.drop:
-            headers.pop(name, None)
-        self.sent.append({k.lower(): v for k, v in headers.items()})
-        return super().post(url, data=data, json=json, **kwargs)
+def target(subscription: dict) -> Target:
+    return Target(1, subscription["endpoint"], subscription["keys"]["p256dh"],
+                  subscription["keys"]["auth"])
 
 
-def send(subscription: dict, keys: VapidKeys, data: str = PAYLOAD,
-         session: requests.Session | None = None, **options) -> requests.Response:
-    """One push with pywebpush; its response whatever the status."""
-    try:
-        return webpush(browser_json(subscription), data=data, vapid_private_key=keys.vapid(),
-                       vapid_claims={"sub": SUBJECT}, content_encoding="aes128gcm",
-                       timeout=10, requests_session=session, **options)
-    except WebPushException as exc:
-        assert exc.response is not None, exc
-        return exc.response
+def server_send(subscription: dict, keys: VapidKeys, data: str = PAYLOAD, ttl: int = 60,
+                **options):
+    """One push as the server sends it; the sender's Answer."""
+    sender = Sender(keys.private, SUBJECT, (endpoint_origin(subscription["endpoint"]),))
+    return sender.send(target(subscription), data.encode(), ttl, **options)
+
+
+def hand_built(subscription: dict, keys: VapidKeys, data: str = PAYLOAD,
+               drop: tuple[str, ...] = (), **headers: str) -> requests.Response:
+    """One push encrypted and signed as the server does it, posted with ``requests``:
+    Content-Type octet-stream and TTL 60 unless ``headers`` say otherwise, the header
+    names in ``drop`` left out. Its response whatever the status."""
+    origin = endpoint_origin(subscription["endpoint"])
+    signed = keys.vapid().sign({"sub": SUBJECT, "aud": origin})
+    named = {"Content-Type": "application/octet-stream", "Content-Encoding": "aes128gcm",
+             "TTL": "60", **signed, **{k.replace("_", "-"): v for k, v in headers.items()}}
+    for name in drop:
+        named.pop(name)
+    body = encrypt(data.encode(), subscription["keys"]["p256dh"], subscription["keys"]["auth"])
+    return requests.post(subscription["endpoint"], data=body, headers=named, timeout=10,
+                         allow_redirects=False)
 
 
 def unb64url(text: str) -> bytes:
@@ -122,7 +122,7 @@ def test_service_is_our_process_on_loopback_only_writing_nothing(push_service, k
     assert listening_addresses(push_service.port) == {"0100007F"}  # 127.0.0.1, nothing else
     assert Path(os.readlink(f"/proc/{push_service.pid}/cwd")) == push_service.workdir
     assert push_service.proc.poll() is None
-    assert send(subscribed, keys, ttl=60, headers=OCTET_STREAM).status_code == 201
+    assert server_send(subscribed, keys).status == 201
     push_service.expire(subscribed["clientHash"])
     # Its working directory holds only what we wrote: no .node-persist, no storage.
     assert {p.name for p in push_service.workdir.iterdir()} == {
@@ -165,57 +165,55 @@ def test_subscribe_refuses_a_json_body(push_service, keys):
     assert "userVisibleOnly is not of type boolean" in response.json()["error"]["message"]
 
 
-# -- the two facts the issue relies on ---------------------------------------------
+# -- the facts the server relies on ------------------------------------------------
 
 
-def test_push_with_octet_stream_and_a_ttl_is_decrypted(push_service, keys, subscribed):
-    response = send(subscribed, keys, ttl=60, headers=OCTET_STREAM)
-    assert response.status_code == 201, response.text
+def test_a_push_from_the_server_is_decrypted(push_service, keys, subscribed):
+    answer = server_send(subscribed, keys, urgency="high", topic="t1")
+    assert (answer.outcome, answer.status) == ("sent", 201)
     assert push_service.wait_for_messages(subscribed["clientHash"], 1) == [PAYLOAD]
 
 
-def test_after_expiry_the_next_push_gets_410(push_service, keys, subscribed):
-    assert send(subscribed, keys, ttl=60, headers=OCTET_STREAM).status_code == 201
+def test_after_expiry_the_next_push_gets_410_and_is_removed(push_service, keys, subscribed):
+    assert server_send(subscribed, keys).status == 201
     push_service.expire(subscribed["clientHash"])
-    response = send(subscribed, keys, data="after expiry", ttl=60, headers=OCTET_STREAM)
-    assert response.status_code == 410
+    answer = server_send(subscribed, keys, data="after expiry")
+    assert (answer.outcome, answer.status) == ("removed", 410)
+    response = hand_built(subscribed, keys, data="after expiry")
     assert response.json() == {"reason": "Push subscription has unsubscribed or expired."}
     assert push_service.messages(subscribed["clientHash"]) == [PAYLOAD]  # kept, no more
+
+
+def test_a_hand_built_push_is_the_servers_push(push_service, keys, subscribed):
+    """The negative cases below change one thing of what hand_built() sends."""
+    assert hand_built(subscribed, keys).status_code == 201
+    assert push_service.wait_for_messages(subscribed["clientHash"], 1) == [PAYLOAD]
 
 
 # -- without the header, without a TTL ---------------------------------------------
 
 
 def test_push_without_content_type_is_refused_and_not_stored(push_service, keys, subscribed):
-    session = RecordingSession()
-    response = send(subscribed, keys, ttl=60, session=session)
-    assert "content-type" not in session.sent[0]  # pywebpush sends none unless asked
-    assert session.sent[0]["content-encoding"] == "aes128gcm"
+    response = hand_built(subscribed, keys, drop=("Content-Type",))
     assert response.status_code == 400
     assert response.json() == {"error": {"message": "buffer.readUIntBE is not a function"}}
     assert push_service.messages(subscribed["clientHash"]) == []
 
 
 def test_push_as_json_is_refused_before_it_is_read(push_service, keys, subscribed):
-    response = send(subscribed, keys, ttl=60, headers={"Content-Type": "application/json"})
+    response = hand_built(subscribed, keys, Content_Type="application/json")
     assert response.status_code == 415
     assert "UnsupportedMediaTypeError: unsupported content encoding" in response.text
     assert push_service.messages(subscribed["clientHash"]) == []
 
 
-def test_pywebpush_sends_ttl_0_by_default_and_the_service_accepts_it(push_service, keys,
-                                                                      subscribed):
-    session = RecordingSession()
-    response = send(subscribed, keys, session=session, headers=OCTET_STREAM)
-    assert session.sent[0]["ttl"] == "0"
-    assert response.status_code == 201
+def test_ttl_0_is_accepted_so_the_service_cannot_catch_it(push_service, keys, subscribed):
+    assert hand_built(subscribed, keys, TTL="0").status_code == 201
     assert push_service.messages(subscribed["clientHash"]) == [PAYLOAD]
 
 
 def test_push_without_a_ttl_header_is_refused(push_service, keys, subscribed):
-    session = RecordingSession(drop=("ttl",))
-    response = send(subscribed, keys, ttl=60, session=session, headers=OCTET_STREAM)
-    assert "ttl" not in session.sent[0]
+    response = hand_built(subscribed, keys, drop=("TTL",))
     assert response.status_code == 400
     assert response.json() == {"error": {"message": "TTL header is invalid: undefined"}}
     assert push_service.messages(subscribed["clientHash"]) == []
@@ -225,17 +223,16 @@ def test_push_without_a_ttl_header_is_refused(push_service, keys, subscribed):
 
 
 def test_push_signed_with_another_vapid_key_is_refused(push_service, keys, subscribed):
-    response = send(subscribed, VapidKeys.generate(), ttl=60, headers=OCTET_STREAM)
-    assert response.status_code == 400
+    answer = server_send(subscribed, VapidKeys.generate())
+    assert (answer.outcome, answer.status) == ("failed", 400)
+    response = hand_built(subscribed, VapidKeys.generate())
     assert response.json() == {"error": {"message": "Invalid Crypto-Key header sent"}}
     assert push_service.messages(subscribed["clientHash"]) == []
 
 
 def test_push_without_vapid_is_refused(push_service, keys, subscribed):
     """Refused, though by a crash of its header parser rather than its own check."""
-    session = RecordingSession(drop=("authorization",))
-    response = send(subscribed, keys, ttl=60, session=session, headers=OCTET_STREAM)
-    assert "authorization" not in session.sent[0]
+    response = hand_built(subscribed, keys, drop=("Authorization",))
     assert response.status_code == 400
     assert response.json() == {
         "error": {"message": "Cannot read properties of undefined (reading 'substring')"}}
@@ -244,8 +241,9 @@ def test_push_without_vapid_is_refused(push_service, keys, subscribed):
 
 def test_push_to_an_unknown_hash_gets_400_not_404(push_service, keys, subscribed):
     unknown = {**subscribed, "endpoint": f"{push_service.origin}/notify/{'0' * 64}"}
-    response = send(unknown, keys, ttl=60, headers=OCTET_STREAM)
-    assert response.status_code == 400
+    answer = server_send(unknown, keys)
+    assert (answer.outcome, answer.status) == ("failed", 400)
+    response = hand_built(unknown, keys)
     assert response.json() == {"error": {"message": "Client not subscribed"}}
 
 
@@ -296,20 +294,23 @@ def test_scripted_endpoint_answers_in_order_then_201_and_records():
     assert received == sorted(received, key=lambda r: r.at)
 
 
-def test_scripted_endpoint_takes_pywebpush_pushes(keys):
+def test_scripted_endpoint_takes_the_servers_pushes(keys):
     subscription = {"endpoint": "", "keys": {
         "p256dh": VapidKeys.generate().public,  # any P-256 point: nobody decrypts here
         "auth": base64.urlsafe_b64encode(b"a" * 16).rstrip(b"=").decode()}}
     with ScriptedEndpoint([answer(429, retry_after=3)], url_host="localhost") as endpoint:
         subscription["endpoint"] = endpoint.endpoint("/wpush/v2/abc")
         assert endpoint.origin.startswith("http://localhost:")
-        first = send(subscription, keys, ttl=120, headers={"Urgency": "low", "Topic": "t1"})
-        second = send(subscription, keys, ttl=120)
+        first = server_send(subscription, keys, ttl=120, urgency="low", topic="t1")
+        second = server_send(subscription, keys, ttl=120)
         received = endpoint.received
-    assert (first.status_code, first.headers["Retry-After"]) == (429, "3")
-    assert second.status_code == 201
+    assert (first.outcome, first.status, first.retry_after) == ("retry", 429, 3.0)
+    assert (second.outcome, second.status) == ("sent", 201)
     assert received[0].path == "/wpush/v2/abc"
     assert received[0].headers["authorization"].startswith("vapid t=")
+    assert received[0].headers["host"] == endpoint.origin.removeprefix("http://")
+    assert received[0].headers["accept-encoding"] == "identity"
+    assert "cookie" not in received[0].headers
     assert (received[0].headers["ttl"], received[0].headers["urgency"],
             received[0].headers["topic"]) == ("120", "low", "t1")
     assert received[0].body and received[0].body != received[1].body  # a fresh salt each

@@ -75,7 +75,6 @@ net.Server.prototype.listen = function (...args) {
   return listen.apply(this, args);
 };
 """
-OCTET_STREAM = {"Content-Type": "application/octet-stream"}  # see the module's docstring
 
 
 class PushServiceError(Exception):
@@ -105,7 +104,7 @@ class VapidKeys:
                    b64url(point))
 
     def vapid(self) -> Any:
-        """A py_vapid key for pywebpush's ``vapid_private_key``."""
+        """The key as py_vapid's, to sign a hand-built push (tests/test_push_service.py)."""
         from py_vapid import Vapid
 
         return Vapid.from_raw(self.private.encode())

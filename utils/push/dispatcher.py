@@ -12,9 +12,17 @@ Queued pushes are rows (``push_sends``), so a restart loses none. A pass claims 
 rows in a short transaction, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so that
 several nodes never claim the same row, and moves a claimed send's ``due_at`` a
 lease ahead: a node that dies mid-send leaves its sends to be retried once the lease
-runs out. Answers are written back in one transaction per pass: sent, gone (the
-subscription is deleted), retried with back-off (honouring Retry-After, within the
-push's TTL), or given up.
+runs out.
+
+Each send runs on a task of its own and settles on its own (issue 20: a pass used to
+wait for its whole batch, so one endpoint dripping a byte every 5 s stopped every
+user's pushes). A pass claims only as many sends as there are free slots
+(MAX_CONCURRENT_SENDS in this process), and at most one for each subscription. It
+never waits for them. A send that ends wakes the dispatcher. The next pass writes
+back every answer that came, in one transaction: sent, gone (the subscription is
+deleted), retried with back-off (honouring Retry-After, within the push's TTL), or
+given up. A send lasts at most its deadline (utils/push/http.py, 10 s), well inside
+the lease.
 """
 
 from __future__ import annotations
@@ -49,8 +57,11 @@ log = logging.getLogger(__name__)
 CHECK_BATCH = 500
 SEND_BATCH = 50
 MAX_BATCHES_PER_PASS = 20  # then the next tick: other work gets the hub in between
-MAX_CONCURRENT_SENDS = 10
-LEASE = timedelta(seconds=60)  # longer than a send may take (utils/push/sender.py)
+# Sends under way in this process. A user has at most MAX_PUSH_SUBSCRIPTIONS_PER_USER
+# (10) subscriptions and each has at most one send under way, so one user's slow
+# endpoints leave most of the slots to everyone else.
+MAX_CONCURRENT_SENDS = 32
+LEASE = timedelta(seconds=60)  # longer than a send may take (utils/push/http.py: 10 s)
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 3600.0
 SENDER_KEY = "notifier.push_sender"
@@ -66,6 +77,7 @@ class Job:
 
     send_id: int
     was_due: datetime
+    claimed_at: datetime
     expires_at: datetime
     attempts: int
     target: Target
@@ -84,9 +96,12 @@ class PushDispatcher(Sweep):
         self._settings = settings
         self._sender = sender
         self._wakeup = threading.Event()
+        self._lock = threading.Lock()
+        self._busy: set[int] = set()  # subscriptions with a send under way here
+        self._finished: list[tuple[Job, Answer]] = []  # answers not yet written back
 
     def wake(self) -> None:
-        """Run the next pass now (a push "always" was stored)."""
+        """Run the next pass now (a push "always" was stored, or a send ended)."""
         self._wakeup.set()
 
     def _run(self) -> None:
@@ -173,22 +188,79 @@ class PushDispatcher(Sweep):
     # -- sends -------------------------------------------------------------------------
 
     def send_due(self) -> int:
-        """Claim due sends, send them (several at a time), write back the answers.
-        Returns how many it claimed."""
+        """Write back the answers that came, then claim due sends for the free slots and
+        start each on its own task. Returns how many it claimed."""
+        self.settle_finished()
+        with self._lock:
+            busy = set(self._busy)
+        free = SEND_BATCH if self._sender is None else MAX_CONCURRENT_SENDS - len(busy)
+        if free <= 0:
+            return 0
         now = utcnow()
-        claimed, jobs, dropped = self._claim_sends(now)
+        claimed, jobs, dropped = self._claim_sends(now, min(free, SEND_BATCH), busy)
         if not claimed:
             return 0
-        answers = self._send_all(jobs) if self._sender is not None else []
-        self._settle(now, jobs, answers, dropped)
+        if self._sender is None:  # push was turned off: drop them
+            dropped += [job.send_id for job in jobs]
+            jobs = []
+        if dropped:
+            self._settle([], [], dropped)
+        for job in jobs:
+            self._start(job)
         return claimed
 
+    def settle_finished(self) -> int:
+        """Write back the answers of the sends that ended; returns how many."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if finished:
+            try:
+                self._settle([job for job, _ in finished], [a for _, a in finished], [])
+            except Exception:
+                with self._lock:  # the next pass tries again
+                    self._finished[:0] = finished
+                raise
+        return len(finished)
+
+    def in_flight(self) -> int:
+        """Sends under way in this process."""
+        with self._lock:
+            return len(self._busy)
+
+    def _start(self, job: Job) -> None:
+        with self._lock:
+            self._busy.add(job.target.id)
+        try:
+            self._start_task(self._send_one, job)
+        except Exception as exc:  # no task: retried like a send without an answer
+            log.error("push send not started: %s", type(exc).__name__)
+            self._finish(job, Answer("retry", None))
+
+    def _send_one(self, job: Job) -> None:
+        answer = Answer("retry", None)
+        try:
+            ttl = max(1, int((job.expires_at - utcnow()).total_seconds()))
+            answer = self._sender.send(job.target, payload(job.notification), ttl,
+                                       job.urgency, job.topic)
+        except Exception as exc:  # a bug must not lose the send: it is retried
+            log.error("push send failed: %s", type(exc).__name__)
+        finally:
+            self._finish(job, answer)
+
+    def _finish(self, job: Job, answer: Answer) -> None:
+        with self._lock:
+            self._finished.append((job, answer))
+            self._busy.discard(job.target.id)
+        self.wake()
+
     @retry_when_locked
-    def _claim_sends(self, now: datetime) -> tuple[int, list[Job], list[int]]:
-        """The due sends, leased; with the ids of those not to send (their notification
-        or subscription gone, delivered meanwhile, or past their TTL)."""
+    def _claim_sends(self, now: datetime, limit: int,
+                     busy: set[int]) -> tuple[int, list[Job], list[int]]:
+        """Up to ``limit`` due sends, leased, at most one per subscription and none for
+        the ``busy`` ones; with the ids of those not to send (their notification or
+        subscription gone, delivered meanwhile, or past their TTL)."""
         with db.engine.begin() as conn:
-            ids = _due_ids(conn, _SENDS.c.due_at, now, SEND_BATCH)
+            ids = _due_sends(conn, now, limit, busy)
             if not ids:
                 return 0, [], []
             rows = conn.execute(sa.select(
@@ -215,43 +287,19 @@ class PushDispatcher(Sweep):
                 dropped.append(r.send_id)
                 metrics.pushed("expired")
             else:
-                jobs.append(Job(r.send_id, r.due_at, r.expires_at, r.attempts + 1,
+                jobs.append(Job(r.send_id, r.due_at, now, r.expires_at, r.attempts + 1,
                                 Target(r.sub_id, r.endpoint, r.p256dh, r.auth),
                                 notification_payload(r.id, r.type, r.title, r.body, r.data,
                                                      r.created_at, r.read_at, r.delivered_at),
                                 r.push_urgency, r.push_topic))
         return len(rows), jobs, dropped
 
-    def _send_all(self, jobs: list[Job]) -> list[Answer]:
-        """Every job's answer, at most MAX_CONCURRENT_SENDS under way at once."""
-        answers: list[Answer] = [Answer("retry", None)] * len(jobs)
-        slots = threading.Semaphore(MAX_CONCURRENT_SENDS)
-        finished = threading.Semaphore(0)
-
-        def run(index: int, job: Job) -> None:
-            try:
-                ttl = max(1, int((job.expires_at - utcnow()).total_seconds()))
-                answers[index] = self._sender.send(job.target, payload(job.notification),
-                                                   ttl, job.urgency, job.topic)
-            except Exception as exc:  # a bug must not lose the send: it is retried
-                log.error("push send failed: %s", type(exc).__name__)
-            finally:
-                slots.release()
-                finished.release()
-
-        for index, job in enumerate(jobs):
-            slots.acquire()
-            self._start_task(run, index, job)
-        for _ in jobs:
-            finished.acquire()
-        return answers
-
     @retry_when_locked
-    def _settle(self, now: datetime, jobs: list[Job], answers: list[Answer],
-                dropped: list[int]) -> None:
+    def _settle(self, jobs: list[Job], answers: list[Answer], dropped: list[int]) -> None:
         done, gone, sent_to, later = list(dropped), set(), [], []
-        for job, answer in zip(jobs, answers, strict=False):
-            metrics_outcome, lag = answer.outcome, (now - job.was_due).total_seconds()
+        for job, answer in zip(jobs, answers, strict=True):
+            metrics_outcome = answer.outcome
+            lag = (job.claimed_at - job.was_due).total_seconds()
             if answer.outcome == "retry":
                 delay = max(answer.retry_after or 0.0,
                             min(RETRY_FIRST_SECONDS * 2 ** (job.attempts - 1), RETRY_MAX_SECONDS))
@@ -269,8 +317,6 @@ class PushDispatcher(Sweep):
                 if answer.outcome == "sent":
                     sent_to.append(job.target.id)
             metrics.pushed(metrics_outcome, lag)
-        if jobs and self._sender is None:
-            done.extend(job.send_id for job in jobs)  # push was turned off: drop them
         with db.engine.begin() as conn:
             if done:
                 conn.execute(sa.delete(_SENDS).where(_SENDS.c.id.in_(done)))
@@ -292,6 +338,23 @@ def _due_ids(conn: sa.Connection, column: sa.Column, now: datetime, limit: int) 
     query = (sa.select(table.c.id).where(column <= now).order_by(column).limit(limit)
              .with_for_update(skip_locked=True))
     return set(conn.execute(query).scalars())
+
+
+def _due_sends(conn: sa.Connection, now: datetime, limit: int, busy: set[int]) -> list[int]:
+    """Ids of up to ``limit`` due sends, locked for this transaction, the first of each
+    subscription not in ``busy``: one send per subscription at a time."""
+    query = (sa.select(_SENDS.c.id, _SENDS.c.subscription_id).where(_SENDS.c.due_at <= now)
+             .order_by(_SENDS.c.due_at).limit(SEND_BATCH).with_for_update(skip_locked=True))
+    if busy:
+        query = query.where(_SENDS.c.subscription_id.not_in(busy))
+    ids, taken = [], set()
+    for send_id, subscription_id in conn.execute(query):
+        if subscription_id not in taken:
+            taken.add(subscription_id)
+            ids.append(send_id)
+            if len(ids) == limit:
+                break
+    return ids
 
 
 def init_push(app: Flask, settings: Settings) -> None:

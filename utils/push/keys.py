@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64url(raw: bytes) -> str:
@@ -28,6 +30,20 @@ def unb64url(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise ValueError("is not base64url") from None
+
+
+def exact_b64url(text: str, size: int) -> bytes:
+    """``size`` bytes from their base64url, strictly: the alphabet only, padding only
+    as much as the length needs, and the canonical last character. ValueError
+    otherwise. A browser's keys are this, and "A" * 22 + "=" * 70 is not."""
+    padding = "=" * (-size % 3)  # 16 bytes: "==", 65 bytes: "="
+    bare = text.removesuffix(padding) if padding else text
+    if not _B64URL.fullmatch(bare):
+        raise ValueError("is not base64url")
+    raw = unb64url(bare)
+    if len(raw) != size or b64url(raw) != bare:
+        raise ValueError(f"is not base64url of {size} bytes")
+    return raw
 
 
 def load_private_key(text: str) -> ec.EllipticCurvePrivateKey:

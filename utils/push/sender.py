@@ -1,5 +1,8 @@
-"""Sending one push: the payload cut to fit, VAPID, aes128gcm, and what the push
-service's answer means (RFC 8030, RFC 8291, RFC 8292), through pywebpush.
+"""Sending one push: the payload cut to fit, aes128gcm (RFC 8291, with http_ece),
+VAPID (RFC 8292, with py_vapid), and what the push service's answer means (RFC 8030).
+The POST itself goes through utils/push/http.py, which trusts nothing about the
+endpoint: pywebpush could not do that (it posts with requests, follows redirects,
+keeps cookies and always reads ``resp.text``, inflating whatever comes).
 
 Nothing here logs an endpoint: its path is the secret that lets anyone push to that
 browser. Logs name the endpoint's origin.
@@ -15,12 +18,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import requests
+import http_ece
+from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
-from pywebpush import WebPusher
 
-from utils.push.keys import load_private_key
-from utils.push.subscriptions import endpoint_origin, origin_allowed
+from utils.push.http import Client, NoAnswer, Refused, names_loopback, parse_endpoint
+from utils.push.keys import exact_b64url, load_private_key
+from utils.push.subscriptions import allowlist_entry
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 # plaintext: a 86-byte header (salt, record size, key id length, the 65-byte key),
 # a 16-byte tag and the 1-byte padding delimiter.
 MAX_PLAINTEXT = 4096 - 103
-SEND_TIMEOUT = 10.0
+SEND_TIMEOUT = 10.0  # the whole send: connect, TLS, request and answer
 # A VAPID JWT may live up to 24 h; one is signed per push-service origin and reused
 # for 11 of the 12 h it is valid.
 VAPID_LIFETIME = 12 * 3600
@@ -103,50 +107,85 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
+def encrypt(body: bytes, p256dh: str, auth: str) -> bytes:
+    """``body`` as aes128gcm for the browser's keys, with a fresh key and salt each
+    time; ValueError when the stored keys are not a browser's."""
+    receiver = exact_b64url(p256dh, 65)
+    secret = exact_b64url(auth, 16)
+    try:
+        return http_ece.encrypt(body, private_key=ec.generate_private_key(ec.SECP256R1()),
+                                dh=receiver, auth_secret=secret, version="aes128gcm")
+    except http_ece.ECEException as exc:
+        raise ValueError(str(exc)) from None
+
+
 class Sender:
     """Signs and sends pushes for one VAPID key; one per app."""
 
     def __init__(self, private_key: str, subject: str, allowed_origins: tuple[str, ...],
-                 timeout: float = SEND_TIMEOUT) -> None:
+                 timeout: float = SEND_TIMEOUT, client: Client | None = None) -> None:
         self._vapid = Vapid02(private_key=load_private_key(private_key))
         self._subject = subject
         self._allowed = allowed_origins
-        self._timeout = timeout
-        self._session = requests.Session()
-        self._signed: dict[str, tuple[float, dict[str, str]]] = {}
+        self._client = client or Client(deadline=timeout)
+        self._signed: dict[str, tuple[float, str]] = {}
+
+    @property
+    def deadline(self) -> float:
+        """The longest one send may take."""
+        return self._client.deadline
 
     def send(self, target: Target, body: bytes, ttl: int, urgency: str | None = None,
              topic: str | None = None) -> Answer:
-        origin = endpoint_origin(target.endpoint)
-        if not origin_allowed(origin, self._allowed):
+        try:
+            endpoint = parse_endpoint(target.endpoint)
+        except Refused as exc:
+            # Stored before the endpoint rules of issue 20: never sent to.
+            log.warning("push to subscription %s not sent: its endpoint is not plain (%s)",
+                        target.id, exc)
+            return Answer("failed", None)
+        origin = endpoint.origin
+        entry = allowlist_entry(origin, self._allowed)
+        if entry is None:
             # Stored before WEB_PUSH_ENDPOINT_ORIGINS changed: never sent to.
             log.warning("push to %s not sent: not in WEB_PUSH_ENDPOINT_ORIGINS", origin)
             return Answer("failed", None)
-        # The push service reads the body only as application/octet-stream.
-        headers = {"Content-Type": "application/octet-stream", **self._authorization(origin)}
-        if urgency:
-            headers["Urgency"] = urgency
-        if topic:
-            headers["Topic"] = topic
-        subscription = {"endpoint": target.endpoint,
-                        "keys": {"p256dh": target.p256dh, "auth": target.auth}}
         try:
-            response = WebPusher(subscription, requests_session=self._session).send(
-                body, headers=headers, ttl=ttl, content_encoding="aes128gcm",
-                timeout=self._timeout)
-        except requests.RequestException as exc:
-            log.warning("push to %s got no answer: %s", origin, type(exc).__name__)
-            return Answer("retry", None)
-        outcome = classify(response.status_code)
+            encrypted = encrypt(body, target.p256dh, target.auth)
+        except ValueError:
+            log.warning("push to %s not sent: the subscription's keys are not valid", origin)
+            return Answer("failed", None)
+        try:
+            reply = self._client.post(endpoint, self._headers(origin, ttl, urgency, topic),
+                                      encrypted, allow_loopback=names_loopback(entry))
+        except Refused as exc:
+            log.warning("push to %s not sent: %s", origin, exc)
+            return Answer("failed", None)
+        except NoAnswer as exc:
+            log.warning("push to %s got no answer: %s", origin, exc)
+            return Answer("failed" if exc.final else "retry", None)
+        outcome = classify(reply.status)
         if outcome == "failed":
-            log.warning("push to %s refused with %s; given up", origin, response.status_code)
-        return Answer(outcome, response.status_code,
-                      retry_after_seconds(response.headers.get("Retry-After")))
+            log.warning("push to %s refused with %s; given up", origin, reply.status)
+        return Answer(outcome, reply.status, retry_after_seconds(reply.headers.get("retry-after")))
 
-    def _authorization(self, origin: str) -> dict[str, str]:
+    def _headers(self, origin: str, ttl: int, urgency: str | None,
+                 topic: str | None) -> list[tuple[str, str]]:
+        # The push service reads the body only as application/octet-stream.
+        headers = [("Content-Type", "application/octet-stream"),
+                   ("Content-Encoding", "aes128gcm"), ("TTL", str(int(ttl))),
+                   ("Authorization", self._authorization(origin))]
+        if urgency:
+            headers.append(("Urgency", urgency))
+        if topic:
+            headers.append(("Topic", topic))
+        return headers
+
+    def _authorization(self, origin: str) -> str:
         now = time.time()
         cached = self._signed.get(origin)
         if cached is None or cached[0] < now:
             claims = {"sub": self._subject, "aud": origin, "exp": int(now) + VAPID_LIFETIME}
-            cached = self._signed[origin] = (now + VAPID_REUSE, self._vapid.sign(claims))
+            signed = self._vapid.sign(claims)["Authorization"]
+            cached = self._signed[origin] = (now + VAPID_REUSE, signed)
         return cached[1]

@@ -4,8 +4,10 @@ secret that lets anyone push to that browser), so it is stored but never logged 
 shown: lists and logs name its origin only.
 
 No SSRF: the server sends only to endpoints whose origin is on the allowlist
-(WEB_PUSH_ENDPOINT_ORIGINS), checked here when a browser subscribes and again
-before every send (utils/push/sender.py).
+(WEB_PUSH_ENDPOINT_ORIGINS). That is checked here when a browser subscribes, and
+again before every send (utils/push/sender.py). One parser, in utils/push/http.py,
+reads an endpoint for both checks and for the send itself. At send time, the address
+that the host resolves to is checked too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,9 +25,9 @@ from utils.notifications.models import PushSend, PushSubscription, isoformat, ut
 from utils.notifications.sqlite_locks import retry_when_locked
 from utils.notifications.validation import ValidationError
 from utils.ops import metrics
-from utils.push.keys import unb64url
+from utils.push.http import MAX_ENDPOINT, Refused, address_problem, names_loopback, parse_endpoint
+from utils.push.keys import exact_b64url
 
-MAX_ENDPOINT = 2048
 NOT_ALLOWED = "push_endpoint_not_allowed"
 
 
@@ -39,51 +40,61 @@ class NewSubscription:
 
 
 def endpoint_origin(endpoint: str) -> str | None:
-    """``scheme://host[:port]`` of an http(s) URL, lowercased; None when it is not one
-    or carries credentials."""
+    """``scheme://host[:port]`` of a plain http(s) URL (utils/push/http.py); None when
+    it is not one."""
     try:
-        parts = urlsplit(endpoint)
-        port = parts.port
-    except ValueError:
+        return parse_endpoint(endpoint).origin
+    except Refused:
         return None
-    host = parts.hostname
-    if parts.scheme not in ("https", "http") or not host or "@" in parts.netloc:
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
-def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
-    """Exact match, or ``https://*.example.com`` for any subdomain of example.com."""
+def allowlist_entry(origin: str | None, allowed: Iterable[str]) -> str | None:
+    """The allowlist entry that ``origin`` matches, or None: an exact match, or
+    ``https://*.example.com`` for any subdomain of example.com."""
     if origin is None:
-        return False
+        return None
     for entry in allowed:
         if origin == entry:
-            return True
+            return entry
         scheme, _, rest = entry.partition("://*.")
         if rest and origin.startswith(scheme + "://") and origin.endswith("." + rest):
-            return True
-    return False
+            return entry
+    return None
+
+
+def endpoint_text(value: object) -> str:
+    """A string that can be an endpoint: 1 to MAX_ENDPOINT characters of printable
+    ASCII. Anything else (a lone surrogate, a NUL) is ValidationError: no stored
+    endpoint has it, and no database should be asked."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ENDPOINT:
+        raise ValidationError(f"endpoint must be a URL of at most {MAX_ENDPOINT} characters")
+    if not value.isascii() or not value.isprintable():
+        raise ValidationError("endpoint must be a URL of printable ASCII")
+    return value
 
 
 def parse_subscription(body: object, allowed: Iterable[str]) -> NewSubscription:
-    """``PushSubscription.toJSON()``, checked: an allowed endpoint, a P-256 point and a
-    16-byte auth secret. A foreign endpoint raises ValidationError with NOT_ALLOWED."""
+    """``PushSubscription.toJSON()``, checked: a plain, allowed endpoint, a P-256 point
+    and a 16-byte auth secret. A foreign endpoint raises ValidationError with
+    NOT_ALLOWED."""
     if not isinstance(body, dict):
         raise ValidationError('send PushSubscription.toJSON(): {"endpoint", "keys": '
                               '{"p256dh", "auth"}}')
-    endpoint = body.get("endpoint")
-    if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
-        raise ValidationError(f"endpoint must be a URL of at most {MAX_ENDPOINT} characters")
-    if not endpoint.isascii() or not endpoint.isprintable():
-        raise ValidationError("endpoint must be a URL of printable ASCII")
-    origin = endpoint_origin(endpoint)
-    if origin is None:
-        raise ValidationError("endpoint must be an http(s) URL")
-    if not origin_allowed(origin, allowed):
-        raise ValidationError(f"push endpoints at {origin} are not allowed on this server",
-                              code=NOT_ALLOWED)
+    endpoint = endpoint_text(body.get("endpoint"))
+    try:
+        parsed = parse_endpoint(endpoint)
+    except Refused as exc:
+        raise ValidationError(f"endpoint must be a plain http(s) URL: {exc}") from None
+    entry = allowlist_entry(parsed.origin, allowed)
+    if entry is None:
+        raise ValidationError(f"push endpoints at {parsed.origin} are not allowed on this "
+                              "server", code=NOT_ALLOWED)
+    # An IP literal is checked now; a name is checked where it resolves, at each send.
+    ip = parsed.ip
+    problem = address_problem(ip, names_loopback(entry)) if ip is not None else None
+    if problem:
+        raise ValidationError(f"push endpoints at {parsed.origin} are not allowed: "
+                              f"{problem}", code=NOT_ALLOWED)
     keys = body.get("keys")
     if not isinstance(keys, dict):
         raise ValidationError('keys must be {"p256dh": ..., "auth": ...}')
@@ -91,30 +102,27 @@ def parse_subscription(body: object, allowed: Iterable[str]) -> NewSubscription:
                            _expiration(body.get("expirationTime")))
 
 
-def _decoded(value: object, field: str) -> bytes:
-    if not isinstance(value, str) or not value.isascii() or len(value) > 100:
-        raise ValidationError(f"keys.{field} must be a base64url string")
-    try:
-        return unb64url(value)
-    except ValueError:
-        raise ValidationError(f"keys.{field} must be base64url") from None
-
-
 def _p256dh(value: object) -> str:
-    raw = _decoded(value, "p256dh")
     try:
-        if len(raw) != 65 or raw[0] != 4:
+        if not isinstance(value, str):
+            raise ValueError
+        raw = exact_b64url(value, 65)
+        if raw[0] != 4:
             raise ValueError
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
     except ValueError:
-        raise ValidationError("keys.p256dh must be an uncompressed P-256 point (65 bytes) "
-                              "on the curve") from None
+        raise ValidationError("keys.p256dh must be base64url of an uncompressed P-256 point "
+                              "(65 bytes) on the curve") from None
     return str(value)
 
 
 def _auth(value: object) -> str:
-    if len(_decoded(value, "auth")) != 16:
-        raise ValidationError("keys.auth must be 16 bytes")
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        exact_b64url(value, 16)
+    except ValueError:
+        raise ValidationError("keys.auth must be base64url of 16 bytes") from None
     return str(value)
 
 
