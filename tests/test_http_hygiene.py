@@ -5,6 +5,8 @@ test_security_server.py (the test client has no server)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import API_KEY, ORIGIN, build_app
@@ -23,7 +25,7 @@ def paths(client, make_token):
         client.get("/no-such-page"),  # 404
         client.delete("/api/notifications"),  # 405
         client.get("/socket.io/?EIO=4&transport=polling", headers={"Origin": ORIGIN}),
-        client.get("/socket.io/?EIO=4&transport=polling&sid=nope"),  # Engine.IO's 400
+        client.get("/socket.io/?EIO=4&transport=polling&sid=nope"),  # the guard's 400
     ]
 
 
@@ -88,6 +90,22 @@ def test_cors_only_for_the_allowlist(client, make_token):
 def test_no_wildcard_cors_anywhere(client, make_token):
     for response in paths(client, make_token):
         assert response.headers.get("Access-Control-Allow-Origin") != "*"
+
+
+def test_an_engineio_session_this_process_does_not_hold_is_400_without_the_sid(client):
+    """The guard answers made-up and ended sessions itself (utils/edge/eio_guard.py),
+    in the error shape, never echoing the sid (python-engineio's answer does)."""
+    made_up = "made-up-" + "s" * 500
+    opened = client.get("/socket.io/?EIO=4&transport=polling", headers={"Origin": ORIGIN})
+    issued = json.loads(opened.get_data(as_text=True)[1:])["sid"]
+    url = f"/socket.io/?EIO=4&transport=polling&sid={issued}"
+    assert client.post(url, data="1", headers={"Origin": ORIGIN}).status_code == 200
+    for sid in (made_up, issued):  # the issued one ended with its CLOSE packet
+        url = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        for response in (client.get(url), client.post(url, data="40")):
+            assert response.status_code == 400
+            assert response.get_json()["error"]["code"] == "unknown_session"
+            assert sid not in response.get_data(as_text=True)
 
 
 def test_engineio_refuses_a_foreign_origin(client):

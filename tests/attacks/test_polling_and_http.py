@@ -6,7 +6,8 @@ breaks a feed) and F6 (a 500 with a traceback), against a real server.
   per client address, and each is closed after CONNECT_TIMEOUT (2 s).
 - F8: a second long-poll carrying ``Upgrade: websocket`` without ``Connection:
   upgrade`` slipped past the one-long-poll-per-session guard and hung. Fixed: 400
-  ``transport_overlap`` at once.
+  ``transport_overlap`` at once, and (issue 20) the session is closed, as for any
+  duplicate long-poll.
 - F4: deeply nested ``data``, NaN/Infinity and lone surrogates were stored and broke
   every client's feed (and a poisoned row broke the replay for good). Fixed: refused
   with 400 at the door; a bad stored row is skipped by the replay.
@@ -110,7 +111,9 @@ def test_a_websocket_without_connect_is_closed_after_connect_timeout(
 def test_f8_second_long_poll_with_a_bare_upgrade_header_is_400(server, bystander, figures):
     """F8: a signed-in polling session has a long-poll open; a second GET on the same
     sid carries ``Upgrade: websocket`` but no ``Connection: upgrade``. Expected: 400
-    with error code ``transport_overlap`` within 1 s (before, it hung beside the first)."""
+    with error code ``transport_overlap`` within 1 s (before, it hung beside the first),
+    the session closed: the first poll returns the CLOSE packet ``1`` and a later poll
+    gets 400 ``unknown_session`` (before issue 20, the session stayed open)."""
     with bystander(server):
         sid = poll_open(server)
         poll_sign_in(server, sid, token(unique("f8")))
@@ -118,8 +121,9 @@ def test_f8_second_long_poll_with_a_bare_upgrade_header_is_400(server, bystander
 
         def long_poll() -> None:
             try:
-                first["status"] = requests.get(eio_url(server, sid=sid), headers=attacker(),
-                                               timeout=8).status_code
+                response = requests.get(eio_url(server, sid=sid), headers=attacker(),
+                                        timeout=8)
+                first.update(status=response.status_code, body=response.text)
             except requests.RequestException as exc:
                 first["status"] = type(exc).__name__
 
@@ -134,12 +138,18 @@ def test_f8_second_long_poll_with_a_bare_upgrade_header_is_400(server, bystander
         except requests.RequestException as exc:
             status, code = type(exc).__name__, None
         took = time.monotonic() - started
-        requests.post(eio_url(server, sid=sid), data="1", headers=attacker(), timeout=5)
         thread.join(8)
+        try:
+            later = requests.get(eio_url(server, sid=sid), headers=attacker(), timeout=2)
+            after = (later.status_code, error_code(later))
+        except requests.RequestException as exc:
+            after = (type(exc).__name__, None)  # held open: the session is alive
         figures.update(second_status=status, second_code=code, second_took_s=round(took, 2),
-                       first_status=first.get("status"))
+                       first=first, later=after)
         assert status == 400 and code == "transport_overlap", (status, code)
         assert took < 1.0, f"the overlapping long-poll took {took:.2f}s to be refused"
+        assert first.get("status") == 200 and str(first.get("body")).endswith("1"), first
+        assert after == (400, "unknown_session"), after
 
 
 # ---------------------------------------------------------------- F4

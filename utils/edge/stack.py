@@ -13,6 +13,7 @@ from utils.edge.eio_guard import EngineIOGuard
 from utils.edge.headers import SecurityHeaders, script_origin
 from utils.edge.limits import SocketLimits, client_ip
 from utils.extensions import socketio
+from utils.patches import close_session
 from utils.realtime.admission import Admission
 from utils.realtime.drain import DrainLayer
 
@@ -31,19 +32,32 @@ def wsgi_stack(app: Flask, settings: Settings) -> WSGI:
         tracker = app.extensions[TRACKER_KEY] = DrainLayer(inner)
         return tracker
 
+    def address_of(environ: dict[str, Any]) -> str:
+        return client_ip(environ, settings.trusted_proxies, settings.trusted_proxy_hops)
+
     def allow_handshake(environ: dict[str, Any]) -> bool:
-        address = client_ip(environ, settings.trusted_proxies, settings.trusted_proxy_hops)
-        return admission.has_room(address) and socket_limits.allow_handshake(environ)
+        return admission.has_room(address_of(environ)) and \
+            socket_limits.allow_handshake(environ)
+
+    def known_session(sid: str) -> bool:
+        """Whether this process's Engine.IO holds an open session ``sid``."""
+        session = socketio.server.eio.sockets.get(sid)
+        return session is not None and not session.closed
+
+    def end_session(sid: str) -> None:
+        close_session(socketio.server, sid)
 
     layers: list[tuple[str, Callable[[WSGI], WSGI]]] = [
         # Outermost, so the headers go on every response: Flask's, Engine.IO's (which
         # never pass through after_request) and the guard's own refusals.
         ("security headers", lambda inner: SecurityHeaders(
             inner, settings.is_production, script_origin(settings.socketio_client_url))),
-        # Refuses what python-engineio mishandles, caps new sessions per address and
-        # throttles each connection's reads, before Engine.IO parses a byte.
+        # Refuses what python-engineio mishandles, answers sids it does not hold,
+        # caps new sessions per address and throttles each connection's reads, before
+        # Engine.IO parses a byte.
         ("Engine.IO guard", lambda inner: EngineIOGuard(
-            inner, settings.max_http_buffer_size, allow_handshake=allow_handshake,
+            inner, settings.max_http_buffer_size, known_session=known_session,
+            end_session=end_session, allow_handshake=allow_handshake, address_of=address_of,
             read_rate=settings.socket_read_rate, sleep=socketio.sleep)),
         # Notes each WebSocket's raw connection so a SIGTERM drain can shut it down,
         # and refuses new sessions once draining (utils/realtime/drain.py); inside the
