@@ -8,15 +8,18 @@ segment of the request's path, so a single server plays every part:
 - ``/ok/…``: 201, as a push service that accepts the push;
 - ``/redirect-302/…``, ``/redirect-307/…``: a redirect to ``redirect_to`` (another
   loopback URL that a test watches, and that must never be reached);
-- ``/gzip/…``: 200, ``Content-Encoding: gzip``, a body of about 256 KB that inflates
-  to 256 MiB of zeros;
+- ``/gzip/…``: 200, ``Content-Encoding: gzip`` and no Content-Type (so requests would
+  guess a charset over the inflated text), a body of about 256 KB that inflates to
+  256 MiB of zeros;
 - ``/cookies/…``: 201 with 50 ``Set-Cookie`` headers of 60 KiB each;
 - ``/drip/…``: a status line written one byte every ``drip_every`` seconds, until the
   client hangs up.
 
 Every request is recorded (``received``) with its headers, when it came, and when
-its connection closed. ``open_connections(prefix)`` counts the connections still
-open, and ``max_open(prefix)`` the most that were ever open at once.
+its connection closed. A request that http.server refuses before reading it (a header
+line over 64 KiB: 50 cookies sent back, say) is recorded too, with ``refused`` set.
+``open_connections(prefix)`` counts the connections still open, and
+``max_open(prefix)`` the most that were ever open at once.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Received:
     headers: dict[str, str]
     at: float
     closed_at: float | None = None
+    refused: str | None = None  # why http.server answered 4xx before reading it
 
 
 class HostileEndpoint:
@@ -198,8 +202,7 @@ class HostileEndpoint:
 
             def _gzip(self) -> None:
                 bomb = gzip_bomb()
-                self._head(200, [("Content-Type", "application/json"),
-                                 ("Content-Encoding", "gzip")], len(bomb))
+                self._head(200, [("Content-Encoding", "gzip")], len(bomb))
                 self.wfile.write(bomb)
 
             def _cookies(self) -> None:
@@ -218,6 +221,16 @@ class HostileEndpoint:
                     ready, _, _ = select.select([connection], [], [], endpoint.drip_every)
                     if ready and not connection.recv(1):
                         return  # the client closed its side
+
+            def send_error(self, code: int, message: str | None = None,
+                           explain: str | None = None) -> None:
+                path = getattr(self, "path", "") or ""
+                mode = path.split("/")[1] if path.count("/") >= 2 else "?"
+                now = time.monotonic()
+                endpoint._opened(id(self), Received(mode, getattr(self, "command", "") or "",
+                                                    path, {}, now, refused=message or str(code)))
+                endpoint._closed(id(self))
+                super().send_error(code, message, explain)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the tests read ``received``
