@@ -9,7 +9,7 @@ import os
 import warnings
 
 # eventlet warns on import with a multi-line banner; the server logs one line about
-# it instead (utils/ops/runtime.py), and CLI commands say nothing.
+# it instead (entrypoints/runtime.py), and CLI commands say nothing.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 if __name__ == "__main__":
@@ -43,12 +43,12 @@ ROOT = Path(__file__).resolve().parent
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` overrides environment variables by name, e.g.
     ``create_app({"APP_ENV": "production", "DATABASE_URL": "sqlite://"})``."""
+    from entrypoints.cli import register_commands
     from routes import register_routes
     from utils.auth.tokens import TokenService
+    from utils.db.engine import init_database
     from utils.edge.limits import register_limits, register_socket_limits
     from utils.edge.stack import wsgi_stack
-    from utils.notifications.database import init_database
-    from utils.ops.cli import register_commands
     from utils.ops.logs import configure_logging
     from utils.push.dispatcher import init_push
     from utils.realtime.state import init_realtime
@@ -101,6 +101,6 @@ def _load() -> Flask:
 app = _load()
 
 if __name__ == "__main__":
-    from utils.ops.devserver import serve
+    from entrypoints.devserver import serve
 
     serve(app)

@@ -7,7 +7,7 @@ their token as ?token=..., and a token must never reach a log.
 import warnings
 
 # eventlet warns on import with a multi-line banner; each worker logs one line about
-# it instead (utils/ops/runtime.py). This file is read before gunicorn imports the
+# it instead (entrypoints/runtime.py). This file is read before gunicorn imports the
 # worker class.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
@@ -36,10 +36,10 @@ _raise_open_file_limit()
 
 def post_worker_init(worker) -> None:
     """In each worker, once the app is loaded: what every server process of the app
-    installs (utils/ops/runtime.py: GC settings, GC pause recording when asked for,
+    installs (entrypoints/runtime.py: GC settings, GC pause recording when asked for,
     and the drain that ends the worker's sockets on SIGTERM so clients reconnect to
     other nodes)."""
-    from utils.ops.runtime import start_serving
+    from entrypoints.runtime import start_serving
 
     start_serving(worker.wsgi, worker)
 

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.ops.processes import start_group, stop_group
+from bench.processes import start_group, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"

@@ -29,7 +29,7 @@ CHANNEL = "notifications"  # utils.realtime.replay: make_manager(..., "notificat
 
 
 def user_room(user_id: str) -> str:
-    """The room every socket of ``user_id`` joins (utils.realtime.protocol.user_room)."""
+    """The room every socket of ``user_id`` joins (utils.protocol.user_room)."""
     return f"user:{user_id}"
 
 

@@ -9,7 +9,7 @@ from flask import Flask
 def register_routes(app: Flask) -> None:
     """The blueprints, the error shape for every HTTP error, and CORS on /api."""
     from routes import api, debug, health, metrics, openapi, push
-    from utils.edge.errors import register_error_handlers
+    from utils.edge.error_handlers import register_error_handlers
     from utils.edge.origins import register_cors
     from utils.realtime.state import ORIGINS_KEY
 

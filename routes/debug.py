@@ -24,11 +24,11 @@ from flask import (
     send_file,
 )
 
-from routes.api import json_body
+from routes.body import json_body
 from utils.auth.access import require_user
 from utils.auth.tokens import MAX_USER_ID_LENGTH, create_access_token
 from utils.config.settings import Settings
-from utils.edge.errors import ApiError
+from utils.errors import ApiError
 from utils.notifications.notifier import notify_users
 from utils.realtime.state import ORIGINS_KEY
 

@@ -9,15 +9,15 @@ from flask import current_app, request
 from flask_socketio import ConnectionRefusedError, emit, join_room
 from sqlalchemy.exc import SQLAlchemyError
 
+from utils import protocol
 from utils.auth.access import authenticate_socket
-from utils.edge.errors import error_body
 from utils.edge.limits import socket_limits, throttled
+from utils.errors import ValidationError, error_body
 from utils.extensions import db, socketio
 from utils.notifications import store
 from utils.notifications.notifier import push_unread_count
 from utils.notifications.receipts import record_receipt
 from utils.notifications.validation import (
-    ValidationError,
     check_data,
     delivered_request,
     page_limit,
@@ -25,7 +25,6 @@ from utils.notifications.validation import (
     read_request,
 )
 from utils.ops import metrics
-from utils.realtime import protocol
 from utils.realtime.state import Realtime
 
 log = logging.getLogger(__name__)
@@ -216,7 +215,7 @@ def on_event_error(exc: Exception) -> dict[str, Any]:
         return error_body(exc.code, exc.message)
     if isinstance(exc, TypeError):
         return error_body("validation_error", "unexpected arguments for this event")
-    if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # see utils/edge/errors.py
+    if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # see utils/edge/error_handlers.py
         log.error("database error in a socket event: %s", type(exc).__name__)
         metrics.database_error("socket")
         return error_body("database_unavailable", "the database is unavailable; retry later")

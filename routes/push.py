@@ -10,12 +10,11 @@ from contextlib import contextmanager
 
 from flask import Blueprint, current_app, g, jsonify
 
-from routes.api import json_body
+from routes.body import json_body
 from utils.auth.access import require_user
 from utils.config import Settings
-from utils.edge.errors import ApiError
+from utils.errors import ApiError, ValidationError
 from utils.extensions import socketio
-from utils.notifications.validation import ValidationError
 from utils.push import subscriptions
 from utils.push.dispatcher import SENDER_KEY
 from utils.push.sender import Answer, Sender, Target, payload

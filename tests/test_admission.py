@@ -1,6 +1,6 @@
 """Unit tests for the hardening pieces that need no server: what an unsigned session
 may send (utils/realtime/admission.py), read budgets (utils/edge/throttle.py), the library patches
-(utils/patches.py), the expiry heap and the Socket.IO loggers. tests/attacks/ runs
+(utils/patches/), the expiry heap and the Socket.IO loggers. tests/attacks/ runs
 the same defences against real gunicorn servers."""
 
 from __future__ import annotations

@@ -160,7 +160,8 @@ def test_nan_and_infinity_are_refused_in_any_body(client, api_headers, make_toke
 def test_data_check_refuses_nan_and_depth_from_any_caller():
     """The CLI's --data reaches the same check without the HTTP parser; the depth check
     loops, so a structure far deeper than Python's recursion limit is refused too."""
-    from utils.notifications.validation import ValidationError, notification_request
+    from utils.errors import ValidationError
+    from utils.notifications.validation import notification_request
 
     deep = []
     for _ in range(100_000):

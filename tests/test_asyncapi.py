@@ -22,9 +22,9 @@ from referencing import Registry, Resource
 
 import routes.events
 from tests.support.services import in_ci
+from utils import protocol
 from utils.auth.tokens import TokenError
-from utils.notifications.validation import ValidationError
-from utils.realtime import protocol
+from utils.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "asyncapi.json"

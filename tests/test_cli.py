@@ -131,7 +131,7 @@ def test_prune_waits_for_a_writer_in_another_process(app, runner):
 def test_a_write_locked_past_the_deadline_fails_with_one_line(tmp_path, monkeypatch):
     from tests.conftest import build_app
     from tests.test_sqlite_locks import WriteLockHolder
-    from utils.notifications import sqlite_locks
+    from utils.db import sqlite_locks
 
     monkeypatch.setattr(sqlite_locks, "WRITE_DEADLINE_SECONDS", 0.3)
     app = build_app(tmp_path)

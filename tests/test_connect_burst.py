@@ -19,7 +19,7 @@ import socketio
 
 from tests.support.servers import gunicorn, migrate, mint, server_env
 from tests.support.services import PG_HOST, PG_PORT
-from utils.notifications.database import CONNECT_SLOTS, MAX_OVERFLOW, POOL_SIZE
+from utils.db.engine import CONNECT_SLOTS, MAX_OVERFLOW, POOL_SIZE
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import threading
 import time
 
 from tests.test_metrics import delta, scrape
+from utils.db.group_commit import GroupCommit
 from utils.extensions import db
 from utils.notifications import store
-from utils.notifications.group_commit import GroupCommit
 from utils.notifications.models import NewNotification
 from utils.notifications.notifier import (
     IdempotencyConflict,

@@ -14,7 +14,8 @@ from flask_socketio import ConnectionRefusedError
 from tests.conftest import API_KEY, ORIGIN, build_app
 from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
 from utils.config.settings import Settings
-from utils.edge.limits import SocketLimits, client_ip
+from utils.edge.addresses import client_ip
+from utils.edge.limits import SocketLimits
 from utils.extensions import socketio
 
 
@@ -110,7 +111,7 @@ def test_x_forwarded_for_is_ignored_without_trusted_proxies(limited):
     ("", "10.0.0.1", "10.0.0.1"),  # the edge appended nothing: the peer stands
 ])
 def test_a_hop_count_trusts_the_nearest_proxy_whatever_its_address(forwarded, peer, expected):
-    from utils.edge.limits import client_ip
+    from utils.edge.addresses import client_ip
 
     environ = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
     assert client_ip(environ, (), hops=1) == expected

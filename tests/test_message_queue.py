@@ -132,7 +132,7 @@ def test_without_redis_url_nothing_imports_redis(tmp_path):
 
 
 def test_python_socketio_alone_would_import_redis(tmp_path):
-    """The finding behind utils/patches.py (without_modules): the check above can fail."""
+    """The finding behind utils/patches/ (without_modules): the check above can fail."""
     code = "import sys, socketio; print('redis' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],

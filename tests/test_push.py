@@ -20,9 +20,11 @@ from tests.conftest import build_app
 from tests.support.hostile_endpoint import HostileEndpoint
 from tests.support.push_service import ScriptedEndpoint, VapidKeys, b64url
 from utils.config import ConfigError, load_settings
+from utils.config import vapid as keys
 from utils.extensions import db
-from utils.notifications.models import Notification, PushSend, PushSubscription, utcnow
-from utils.push import http, keys, sender
+from utils.notifications.models import Notification, utcnow
+from utils.push import http, sender
+from utils.push.models import PushSend, PushSubscription
 
 APPLE = "https://web.push.apple.com"
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.conftest import build_app
 from tests.support.servers import gunicorn, migrate, mint, post, server_env
-from utils.notifications import sqlite_locks
+from utils.db import sqlite_locks
 
 HOLD_SECONDS = 3.0  # how long the other process keeps the write lock
 HEALTHZ_EVERY = 0.1  # seconds between /healthz probes
@@ -198,7 +198,7 @@ def unread(app, user_id: str) -> int:
 
 
 def test_sqlite3_waits_in_c_only_where_no_hub_runs(monkeypatch):
-    from utils.notifications.database import engine_options as _engine_options
+    from utils.db.engine import engine_options as _engine_options
 
     monkeypatch.setattr(sqlite_locks, "runs_a_hub", lambda: False)
     assert _engine_options("sqlite:///x.db")["connect_args"]["timeout"] == \

@@ -1,6 +1,6 @@
 """How the app is put together: the library versions its patches were written for,
-the one WSGI stack, and the same system under every server (utils/patches.py,
-utils/edge/stack.py, utils/ops/runtime.py)."""
+the one WSGI stack, and the same system under every server (utils/patches/,
+utils/edge/stack.py, entrypoints/runtime.py)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_a_server_with_other_versions_exits_with_one_line(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 4
     assert out.stderr.strip().splitlines() == [
-        "cannot start: utils/patches.py was written for other library versions: eventlet 0.1 "
+        "cannot start: utils/patches/ was written for other library versions: eventlet 0.1 "
         "(patched for 0.41.3); install requirements.txt, or review each patch against the "
         "new version"]
 

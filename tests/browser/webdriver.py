@@ -19,8 +19,8 @@ from typing import Any
 
 import requests
 
+from bench.processes import start_group, stop_group
 from tests.support.servers import free_port
-from utils.ops.processes import start_group, stop_group
 
 MINIBROWSER = Path("/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser")
 CHROMIUM = Path("/usr/bin/chromium")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 
+from bench.processes import signal_group, start_group, stop_group
 from tests.support.servers import (
     ROOT,
     SERVER_API_KEY,
@@ -31,7 +32,6 @@ from tests.support.servers import (
     mint,
     server_env,
 )
-from utils.ops.processes import signal_group, start_group, stop_group
 
 SECRET = SERVER_JWT_SECRET
 API_KEY = SERVER_API_KEY

@@ -59,9 +59,9 @@ from typing import Any
 import pytest
 import requests
 
+from bench.processes import start_group, stop_group
 from tests.support.servers import ROOT, free_port
 from tests.support.services import in_ci
-from utils.ops.processes import start_group, stop_group
 
 PACKAGE = ROOT / "node_modules" / "web-push-testing"
 SERVER_JS = PACKAGE / "src" / "bin" / "server.js"

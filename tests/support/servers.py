@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from utils.ops.processes import signal_group, start_group, stop_group
+from bench.processes import signal_group, start_group, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 # The secrets every real test server runs with (server_env), for minting and posting.

@@ -12,7 +12,7 @@ from flask_socketio import ConnectionRefusedError
 
 from utils.auth.credentials import bearer, require_bearer_secret
 from utils.auth.tokens import TokenError, VerifiedToken, verify_access_token
-from utils.edge.errors import ApiError
+from utils.errors import ApiError
 
 REFUSAL_MESSAGE = "unauthorized"
 

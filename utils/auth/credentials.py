@@ -6,7 +6,7 @@ import hmac
 
 from flask import request
 
-from utils.edge.errors import ApiError
+from utils.errors import ApiError
 
 
 def bearer(value: object) -> str | None:

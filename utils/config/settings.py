@@ -402,7 +402,7 @@ def _operations(env: Env) -> dict[str, object]:
 
 def _push(env: Env, production: bool, instance_path: Path,
           generated: list[str]) -> dict[str, object]:
-    from utils.push import keys  # cryptography: loaded only to read the settings
+    from utils.config import vapid as keys  # cryptography: loaded only to read the settings
 
     raw = env.raw("VAPID_PRIVATE_KEY").replace("\\n", "\n")
     subject = env.raw("VAPID_SUBJECT")

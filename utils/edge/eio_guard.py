@@ -53,8 +53,8 @@ from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
-from utils.edge.errors import error_body
 from utils.edge.throttle import MAX_POLL_WAIT, ByteBudget, SessionBudgets, ThrottledSocket
+from utils.errors import error_body
 from utils.patches import end_taken_over_connection
 
 # Packet types a client may send over polling (Engine.IO v4): close, pong, message

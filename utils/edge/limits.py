@@ -4,7 +4,6 @@ bucket per socket. Every figure comes from configuration (see utils/config/setti
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import threading
@@ -21,9 +20,9 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from utils.auth.credentials import bearer, same_secret
 from utils.config.settings import Settings
-from utils.edge.errors import error_response
+from utils.edge.addresses import client_ip
+from utils.errors import ValidationError, error_response
 from utils.extensions import socketio
-from utils.notifications.validation import ValidationError
 from utils.patches import close_connection, expire_memory_limits_inline
 
 log = logging.getLogger(__name__)
@@ -46,37 +45,6 @@ class RateLimited(ValidationError):
 
 
 # ---------------------------------------------------------------- client address
-
-def client_ip(environ: Mapping[str, Any], trusted: tuple[str, ...], hops: int = 0) -> str:
-    """The client's address: the peer, unless the peer is a trusted proxy, in which
-    case X-Forwarded-For is walked from the right past every trusted hop. With
-    ``hops`` the nearest that many proxies are trusted whatever their addresses: the
-    client is the entry the outermost of them appended."""
-    peer = str(environ.get("REMOTE_ADDR") or "unknown")
-    if hops:
-        forwarded = [h.strip() for h in str(environ.get("HTTP_X_FORWARDED_FOR") or "")
-                     .split(",") if h.strip()]
-        chain = [*forwarded, peer]
-        return chain[-(hops + 1)] if len(chain) > hops else chain[0]
-    if not trusted:
-        return peer
-    networks = [ipaddress.ip_network(n) for n in trusted]
-    hops = [h.strip() for h in str(environ.get("HTTP_X_FORWARDED_FOR") or "").split(",")]
-    candidate = peer
-    for hop in [peer, *reversed([h for h in hops if h])]:
-        candidate = hop
-        if not _within(hop, networks):
-            return hop
-    return candidate
-
-
-def _within(address: str, networks: list) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False  # garbage in the header is the client's claim, not a proxy
-    return any(ip in net for net in networks)
-
 
 # ---------------------------------------------------------------- HTTP limits
 

@@ -8,10 +8,11 @@ from typing import Any
 from flask import Flask
 
 from utils.config import Settings
+from utils.edge.addresses import client_ip
 from utils.edge.compression import NoWebSocketCompression
 from utils.edge.eio_guard import EngineIOGuard
 from utils.edge.headers import SecurityHeaders, script_origin
-from utils.edge.limits import SocketLimits, client_ip
+from utils.edge.limits import SocketLimits
 from utils.extensions import socketio
 from utils.patches import close_session
 from utils.realtime.admission import Admission

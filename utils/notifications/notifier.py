@@ -14,13 +14,13 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from utils import protocol
+from utils.db.group_commit import GroupCommit, per_app
+from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db, socketio
 from utils.notifications import store
-from utils.notifications.group_commit import GroupCommit, per_app
 from utils.notifications.models import NewNotification
-from utils.notifications.sqlite_locks import retry_when_locked
 from utils.ops import metrics
-from utils.realtime import protocol
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def notify_users(
 ) -> Delivery:
     """Store one notification per user, then emit each to its user's room. The write
     is durable before the first emit; requests arriving together share one
-    transaction (utils/notifications/group_commit.py). With an idempotency key, a
+    transaction (utils/db/group_commit.py). With an idempotency key, a
     repeat returns the first answer. ``push`` says when Web Push follows
     (utils/push/dispatcher.py): "auto" when no receipt comes within PUSH_AFTER,
     "always" at once, "never" not at all."""

@@ -4,7 +4,7 @@ re-emit, no "auto" push).
 
 Receipts arrive in bursts: every tab of every user that a fan-out reached answers
 at once. They go through the same group commit as notifications
-(utils/notifications/group_commit.py), with one difference: a group's leader waits
+(utils/db/group_commit.py), with one difference: a group's leader waits
 RECEIPT_LINGER before closing it, not just one pass of the hub. Nobody waits on a
 receipt's ack, so receipts that arrive within that time share one transaction, with
 one UPDATE per user in it, however many ids and tabs: a steady trickle (each tab
@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from utils.db.group_commit import per_app
+from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db
 from utils.notifications import store
-from utils.notifications.group_commit import per_app
-from utils.notifications.sqlite_locks import retry_when_locked
 from utils.ops import metrics
 
 RECEIPTS_KEY = "notifier.receipts"

@@ -8,17 +8,17 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
 
+from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db
 from utils.notifications.models import (
     IdempotencyKey,
     InsertedNotification,
     NewNotification,
     Notification,
-    PushSend,
     Watermark,
     utcnow,
 )
-from utils.notifications.sqlite_locks import retry_when_locked
+from utils.push.models import PushSend
 
 # The table, not the entity: skips the ORM bulk path. Built once: its cache key is too.
 _INSERT_RETURNING_IDS = sa.insert(Notification.__table__).returning(

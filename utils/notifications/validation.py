@@ -10,6 +10,7 @@ from itertools import chain
 from typing import Any
 
 from utils.auth.tokens import MAX_USER_ID_LENGTH
+from utils.errors import ValidationError
 
 MAX_RECIPIENTS = 1000
 MAX_TYPE = 64
@@ -24,13 +25,6 @@ MAX_ID = 2**63 - 1
 PUSH_MODES = ("auto", "always", "never")
 URGENCIES = ("very-low", "low", "normal", "high")  # RFC 8030's Urgency header
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030: up to 32 base64url characters
-
-
-class ValidationError(ValueError):
-    def __init__(self, message: str, code: str = "validation_error") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Garbage-collector settings for a long-running worker that holds many sockets.
 
-Called once per server process after the app is loaded (utils/ops/runtime.py):
+Called once per server process after the app is loaded (entrypoints/runtime.py):
 
 - ``gc.freeze()`` moves everything built at start-up (modules, the app, SQLAlchemy's
   mappers: over 100k objects) into the permanent generation, so no later collection

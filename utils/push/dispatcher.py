@@ -36,21 +36,16 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
+from utils import protocol
 from utils.config import Settings
+from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db, socketio
-from utils.notifications.models import (
-    Notification,
-    PushSend,
-    PushSubscription,
-    notification_payload,
-    utcnow,
-)
-from utils.notifications.sqlite_locks import retry_when_locked
+from utils.notifications.models import Notification, notification_payload, utcnow
 from utils.ops import metrics
 from utils.push import subscriptions
+from utils.push.models import PushSend, PushSubscription
 from utils.push.sender import Answer, Sender, Target, payload
-from utils.realtime import protocol
-from utils.realtime.sweep import Sweep
+from utils.tasks import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +354,7 @@ def _due_sends(conn: sa.Connection, now: datetime, limit: int, busy: set[int]) -
 
 def init_push(app: Flask, settings: Settings) -> None:
     """The app's sender (when push is on) and dispatcher; the server process starts the
-    dispatcher's task (utils/ops/runtime.py)."""
+    dispatcher's task (entrypoints/runtime.py)."""
     from utils.notifications.notifier import DISPATCHER_KEY
 
     sender = None

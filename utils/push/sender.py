@@ -22,8 +22,8 @@ import http_ece
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 
+from utils.config.vapid import exact_b64url, load_private_key
 from utils.push.http import Client, NoAnswer, Refused, names_loopback, parse_endpoint
-from utils.push.keys import exact_b64url, load_private_key
 from utils.push.subscriptions import allowlist_entry
 
 log = logging.getLogger(__name__)

@@ -20,13 +20,14 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.exc import IntegrityError
 
+from utils.config.vapid import exact_b64url
+from utils.db.sqlite_locks import retry_when_locked
+from utils.errors import ValidationError
 from utils.extensions import db
-from utils.notifications.models import PushSend, PushSubscription, isoformat, utcnow
-from utils.notifications.sqlite_locks import retry_when_locked
-from utils.notifications.validation import ValidationError
+from utils.notifications.models import isoformat, utcnow
 from utils.ops import metrics
 from utils.push.http import MAX_ENDPOINT, Refused, address_problem, names_loopback, parse_endpoint
-from utils.push.keys import exact_b64url
+from utils.push.models import PushSend, PushSubscription
 
 NOT_ALLOWED = "push_endpoint_not_allowed"
 

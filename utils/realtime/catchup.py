@@ -1,6 +1,6 @@
 """After the Redis listener lost its subscription: re-send what was stored meanwhile.
 
-While a process's subscription is down (utils/patches.py, ``RedisQueuePatches``),
+While a process's subscription is down (utils/patches/, ``RedisQueuePatches``),
 the notifications other processes publish never reach it, and its sockets miss them
 live. When it subscribes again, this reads what was stored since shortly before it
 went deaf and sends each row whose user has a socket here to that user's room, on
@@ -25,10 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
+from utils import protocol
 from utils.extensions import db
 from utils.notifications.models import Notification, notification_payload
 from utils.patches import abort_sessions
-from utils.realtime import protocol
 from utils.realtime.registry import SocketRegistry
 
 log = logging.getLogger(__name__)

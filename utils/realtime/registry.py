@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from utils.realtime.sweep import Sweep
+from utils.tasks import Sweep
 
 log = logging.getLogger(__name__)
 

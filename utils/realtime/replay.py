@@ -23,8 +23,8 @@ from typing import Any
 
 import socketio
 
+from utils import protocol
 from utils.patches import RedisQueuePatches
-from utils.realtime import protocol
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class GuardedManager(socketio.Manager):
 class GuardedRedisManager(RedisQueuePatches, socketio.RedisManager, GuardedManager):
     """Redis pub/sub for several processes, with local delivery guarded (the MRO puts
     GuardedManager after PubSubManager) and Redis outages turned into replays
-    (``RedisQueuePatches`` in utils/patches.py)."""
+    (``RedisQueuePatches`` in utils/patches/)."""
 
 
 def _count_queue_error(operation: str) -> None:

@@ -9,14 +9,14 @@ from functools import partial
 
 from flask import Flask
 
+from utils import protocol
 from utils.config import Settings
-from utils.edge.limits import client_ip
+from utils.db.engine import connect_slots
+from utils.edge.addresses import client_ip
 from utils.edge.origins import OriginPolicy
 from utils.extensions import socketio
-from utils.notifications.database import connect_slots
 from utils.ops.logs import socketio_loggers
 from utils.patches import bound_websocket_messages, guard_socketio_server, patch_eventlet_websocket
-from utils.realtime import protocol
 from utils.realtime.admission import Admission
 from utils.realtime.catchup import make_catch_up
 from utils.realtime.connect_gate import ConnectGate

@@ -55,7 +55,7 @@ def check_versions(installed: Callable[[str], str] = metadata.version) -> None:
             wrong.append(f"{package} {found} (patched for {expected})")
     if wrong:
         raise PatchedVersionError(
-            "utils/patches.py was written for other library versions: " + ", ".join(wrong)
+            "utils/patches/ was written for other library versions: " + ", ".join(wrong)
             + "; install requirements.txt, or review each patch against the new version")
 
 

@@ -14,7 +14,7 @@ import time
 from flask import Flask
 from flask_migrate import upgrade
 
-from utils.ops.runtime import start_serving
+from entrypoints.runtime import start_serving
 
 HOST = "0.0.0.0"
 

@@ -2,7 +2,7 @@
 
 The same for every server the app runs under: gunicorn's eventlet and gevent workers
 (gunicorn.conf.py's ``post_worker_init`` passes the worker) and ``python app.py``
-(utils/ops/devserver.py). ``create_app`` itself routes Engine.IO's pings through one
+(entrypoints/devserver.py). ``create_app`` itself routes Engine.IO's pings through one
 task (utils/realtime/pinger.py) wherever the app runs, the test client included.
 """
 

@@ -13,13 +13,14 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
 from utils.auth.tokens import create_access_token
+from utils.errors import ValidationError
 from utils.notifications.notifier import IDEMPOTENCY_TTL, notify_users
-from utils.notifications.validation import ValidationError, notification_request
+from utils.notifications.validation import notification_request
 
 
 @contextmanager
 def database_errors_in_one_line() -> Iterator[None]:
-    """A database still locked after the write deadline (utils/notifications/sqlite_locks.py), or
+    """A database still locked after the write deadline (utils/db/sqlite_locks.py), or
     unreachable, ends the command with one line instead of a traceback."""
     try:
         yield
@@ -101,7 +102,7 @@ def doctor(args: tuple[str, ...]) -> None:
 @click.command("vapid-keys")
 def vapid_keys() -> None:
     """Print a new VAPID key pair for Web Push, as environment variables."""
-    from utils.push.keys import generate
+    from utils.config.vapid import generate
 
     private, public = generate()
     click.echo(f"VAPID_PRIVATE_KEY={private}")

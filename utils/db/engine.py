@@ -10,8 +10,8 @@ from flask import Flask
 from sqlalchemy import event
 
 from utils.config import Settings
+from utils.db.sqlite_locks import busy_timeout
 from utils.extensions import db, migrate
-from utils.notifications.sqlite_locks import busy_timeout
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -32,7 +32,7 @@ def engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # Greenthreads share pooled connections, so sqlite3's same-thread check would
         # misfire. Under eventlet/gevent sqlite3 must not wait for a lock in C, which
-        # blocks the hub: writes wait in utils/notifications/sqlite_locks.py instead.
+        # blocks the hub: writes wait in utils/db/sqlite_locks.py instead.
         return {"connect_args": {"check_same_thread": False, "timeout": busy_timeout()}}
     return {"pool_pre_ping": True, "pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW,
             "pool_timeout": 10}

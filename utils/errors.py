@@ -1,0 +1,52 @@
+"""The one error shape, {"error": {"code", "message"}}, and the errors that carry it."""
+
+from __future__ import annotations
+
+from flask import jsonify
+
+# Codes for statuses raised by Flask/Werkzeug itself rather than by our handlers.
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client as-is, in the contract's shape."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The one error shape, for HTTP bodies, Engine.IO refusals and socket acks."""
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    response = jsonify(error_body(code, message))
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+class ValidationError(ValueError):
+    def __init__(self, message: str, code: str = "validation_error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,39 @@
+"""Push's tables: browsers' subscriptions, and the pushes queued for them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from utils.auth.tokens import MAX_USER_ID_LENGTH
+from utils.extensions import db
+from utils.notifications.models import IdType, utcnow
+
+
+class PushSubscription(db.Model):
+    """A browser's PushSubscription: where to send a user's pushes, and its keys."""
+
+    __tablename__ = "push_subscriptions"
+
+    id = sa.Column(IdType, primary_key=True, autoincrement=True)
+    user_id = sa.Column(sa.String(MAX_USER_ID_LENGTH), nullable=False, index=True)
+    endpoint = sa.Column(sa.String(2048), nullable=False, unique=True)
+    p256dh = sa.Column(sa.String(100), nullable=False)
+    auth = sa.Column(sa.String(40), nullable=False)
+    expires_at = sa.Column(sa.DateTime, nullable=True)  # the browser's expirationTime
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    last_success_at = sa.Column(sa.DateTime, nullable=True)
+
+
+class PushSend(db.Model):
+    """One push of one notification to one subscription, due at ``due_at``: queued
+    work in the database, so a restart loses none. A node claims due rows by moving
+    ``due_at`` past the time its send may take."""
+
+    __tablename__ = "push_sends"
+
+    id = sa.Column(IdType, primary_key=True, autoincrement=True)
+    notification_id = sa.Column(IdType, nullable=False, index=True)
+    subscription_id = sa.Column(IdType, nullable=False, index=True)
+    due_at = sa.Column(sa.DateTime, nullable=False, index=True)
+    expires_at = sa.Column(sa.DateTime, nullable=False)  # created + PUSH_TTL
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
