@@ -45,12 +45,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ``create_app({"APP_ENV": "production", "DATABASE_URL": "sqlite://"})``."""
     from entrypoints.cli import register_commands
     from routes import register_routes
+    from routes.events import register as register_events
     from utils.auth.tokens import TokenService
     from utils.db.engine import init_database
     from utils.edge.limits import register_limits, register_socket_limits
     from utils.edge.stack import wsgi_stack
+    from utils.extensions import socketio
     from utils.ops.logs import configure_logging
     from utils.push.dispatcher import init_push
+    from utils.realtime.admission import Admission
+    from utils.realtime.drain import DrainLayer
     from utils.realtime.state import init_realtime
 
     check_versions()
@@ -62,11 +66,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_database(app, settings)
     app.extensions[TokenService.KEY] = TokenService(settings)
     init_realtime(app, settings)
+    register_events(socketio)  # after init_app: on this app's server
     init_push(app, settings)
     register_routes(app)
     register_limits(app, settings)
     register_socket_limits(app, settings)
-    app.wsgi_app = wsgi_stack(app, settings)
+    app.wsgi_app = wsgi_stack(app, settings, has_room=app.extensions[Admission.KEY].has_room,
+                              drain_layer=DrainLayer)
     register_commands(app)
     _announce_generated(settings)
     return app

@@ -81,10 +81,12 @@ def notify(user_id: str, type_: str, title: str, body: str | None, data: str | N
 def prune(days: int | None) -> None:
     """Delete notifications older than the retention period."""
     from utils.notifications import store
+    from utils.push.subscriptions import prune_expired_sends
 
     days = days or current_app.config["SETTINGS"].retention_days
     with database_errors_in_one_line():
         deleted = store.prune(timedelta(days=days), IDEMPOTENCY_TTL)
+        prune_expired_sends()
     click.echo(f"deleted {deleted} notification(s) older than {days} day(s)")
 
 

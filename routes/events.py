@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import current_app, request
-from flask_socketio import ConnectionRefusedError, emit, join_room
+from flask_socketio import ConnectionRefusedError, Namespace, SocketIO, emit, join_room
 from sqlalchemy.exc import SQLAlchemyError
 
 from utils import protocol
@@ -46,27 +46,6 @@ def _last_id(auth: Any) -> int | None:
         return None
 
 
-@socketio.on("connect")
-def on_connect(auth: Any = None) -> None:
-    """Browsers: open a socket with a token; join the user's room, replay what was missed."""
-    try:
-        _connect(auth)
-    except ConnectionRefusedError as exc:
-        metrics.refused(exc)
-        raise
-    except Exception as exc:
-        # Anything else must still be a refusal: Flask-SocketIO retries a handler that
-        # raises TypeError without its argument, and a traceback helps no client.
-        if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # retryable, and known
-            log.error("connect refused: database error %s", type(exc).__name__)
-        else:
-            log.exception("connect failed")
-        metrics.connect_failed(exc)
-        realtime().forget(request.sid)
-        db.session.rollback()
-        raise ConnectionRefusedError("unavailable", {"code": "server_unavailable"}) from None
-
-
 def _connect(auth: Any) -> None:
     rt, limits = realtime(), socket_limits()
     limits.check_connect(request.environ)  # attempts per client IP, refused ones too
@@ -92,7 +71,7 @@ def _connect(auth: Any) -> None:
             db.session.rollback()  # the connection goes back before anything is sent
     rt.sweeper.ensure_started()
     _replay(rt, sid, last_id, missed)
-    metrics.connected(socketio.start_background_task, socketio.sleep)  # replay done too
+    metrics.connected(socketio)  # replay done too
 
 
 Missed = tuple[list[dict[str, Any]], int, bool, bool]
@@ -150,13 +129,6 @@ def _deliverable_after(user_id: str, after_id: int,
     return payloads, upto, has_more
 
 
-@socketio.on("disconnect")
-def on_disconnect(*_reason: Any) -> None:
-    """Socket.IO: a socket went away; forget it."""
-    realtime().forget(request.sid)
-    socket_limits().forget(request.sid)
-
-
 def _current_user() -> str:
     user_id = realtime().registry.user_of(request.sid)
     if user_id is None:
@@ -164,51 +136,83 @@ def _current_user() -> str:
     return user_id
 
 
-@socketio.on("mark_read")
-@throttled
-def on_mark_read(payload: Any = None) -> dict[str, Any]:
-    """Browsers: mark notifications read; the user's other sockets get the new count."""
-    user_id = _current_user()
-    ids = read_request(payload)
-    updated = store.mark_read(user_id, ids)
-    count = store.unread_count(user_id)
-    db.session.rollback()
-    push_unread_count(user_id, count, skip_sid=request.sid)
-    return {"updated": updated, "unread_count": count}
+class Events(Namespace):
+    """Socket.IO handlers for "/", one method per event: ``on_<event>``. An event with
+    no method gets the ``unknown_event`` ack. ``create_app`` registers an instance on
+    each app's server (``register``), so adding an event is adding a method, and no
+    import order can lose a handler."""
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect") or hasattr(self, "on_" + (event or "")):
+            return super().trigger_event(event, *args)
+        # A class namespace has no catch-all: an unknown event gets its name first, as
+        # a "*" handler does, through Flask-SocketIO's own handler wrapper.
+        sid, *rest = args
+        return self.socketio._handle_event(self.unknown_event, "*", self.namespace, sid,
+                                           event, *rest)
+
+    def on_connect(self, auth: Any = None) -> None:
+        """Browsers: open a socket with a token; join the user's room, replay what was missed."""
+        try:
+            _connect(auth)
+        except ConnectionRefusedError as exc:
+            metrics.refused(exc)
+            raise
+        except Exception as exc:
+            # Anything else must still be a refusal: Flask-SocketIO retries a handler that
+            # raises TypeError without its argument, and a traceback helps no client.
+            if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # retryable, and known
+                log.error("connect refused: database error %s", type(exc).__name__)
+            else:
+                log.exception("connect failed")
+            metrics.connect_failed(exc)
+            realtime().forget(request.sid)
+            db.session.rollback()
+            raise ConnectionRefusedError("unavailable", {"code": "server_unavailable"}) from None
+
+    def on_disconnect(self, *_reason: Any) -> None:
+        """Socket.IO: a socket went away; forget it."""
+        realtime().forget(request.sid)
+        socket_limits().forget(request.sid)
+
+    @throttled
+    def on_mark_read(self, payload: Any = None) -> dict[str, Any]:
+        """Browsers: mark notifications read; the user's other sockets get the new count."""
+        user_id = _current_user()
+        ids = read_request(payload)
+        updated = store.mark_read(user_id, ids)
+        count = store.unread_count(user_id)
+        db.session.rollback()
+        push_unread_count(user_id, count, skip_sid=request.sid)
+        return {"updated": updated, "unread_count": count}
+
+    @throttled
+    def on_delivered(self, payload: Any = None) -> dict[str, Any]:
+        """Browsers: receipts for notifications this device received (live, replayed or
+        synced); the first receipt of each sets its delivered_at."""
+        user_id = _current_user()
+        return {"updated": record_receipt(user_id, delivered_request(payload))}
+
+    @throttled
+    def on_sync(self, payload: Any = None) -> dict[str, Any]:
+        """Browsers: page through stored notifications after ``after_id``, oldest first."""
+        user_id = _current_user()
+        if not isinstance(payload, dict):
+            raise ValidationError('send {"after_id": <int>, "limit": <int>}')
+        after_id = positive_id(payload.get("after_id", 0), "after_id", allow_zero=True)
+        limit = page_limit(payload.get("limit"), default=REPLAY_LIMIT)
+        payloads, _upto, has_more = _deliverable_after(user_id, after_id, limit)
+        db.session.rollback()
+        return {"notifications": payloads, "has_more": has_more}
+
+    @throttled
+    def unknown_event(self, event: str, *_args: Any) -> dict[str, Any]:
+        """Browsers: an event this server does not know (no ``on_`` prefix: a client
+        cannot call it by name)."""
+        return error_body("unknown_event", f"unknown event {str(event)[:64]!r}")
 
 
-@socketio.on("delivered")
-@throttled
-def on_delivered(payload: Any = None) -> dict[str, Any]:
-    """Browsers: receipts for notifications this device received (live, replayed or
-    synced); the first receipt of each sets its delivered_at."""
-    user_id = _current_user()
-    return {"updated": record_receipt(user_id, delivered_request(payload))}
-
-
-@socketio.on("sync")
-@throttled
-def on_sync(payload: Any = None) -> dict[str, Any]:
-    """Browsers: page through stored notifications after ``after_id``, oldest first."""
-    user_id = _current_user()
-    if not isinstance(payload, dict):
-        raise ValidationError('send {"after_id": <int>, "limit": <int>}')
-    after_id = positive_id(payload.get("after_id", 0), "after_id", allow_zero=True)
-    limit = page_limit(payload.get("limit"), default=REPLAY_LIMIT)
-    payloads, _upto, has_more = _deliverable_after(user_id, after_id, limit)
-    db.session.rollback()
-    return {"notifications": payloads, "has_more": has_more}
-
-
-@socketio.on("*")
-@throttled
-def on_unknown(event: str, *_args: Any) -> dict[str, Any]:
-    """Browsers: an event this server does not know."""
-    return error_body("unknown_event", f"unknown event {str(event)[:64]!r}")
-
-
-@socketio.on_error_default
-def on_event_error(exc: Exception) -> dict[str, Any]:
+def error_ack(exc: Exception) -> dict[str, Any]:
     """Any handler's failure becomes an error ack; the connection stays up."""
     db.session.rollback()
     if isinstance(exc, ValidationError):
@@ -221,3 +225,10 @@ def on_event_error(exc: Exception) -> dict[str, Any]:
         return error_body("database_unavailable", "the database is unavailable; retry later")
     log.exception("socket event failed")
     return error_body("internal_error", "the server failed to handle this event")
+
+
+def register(socketio: SocketIO) -> None:
+    """The handlers, on the server ``socketio.init_app`` has just built: called by
+    ``create_app`` after it, so each app's server has its own."""
+    socketio.on_namespace(Events("/"))
+    socketio.on_error_default(error_ack)

@@ -54,6 +54,10 @@ audit_status=0
 echo "== ruff check"
 .venv/bin/ruff check .
 
+# The layers (pyproject.toml [tool.importlinter]): each package imports only those below.
+echo "== lint-imports"
+.venv/bin/lint-imports
+
 echo "== pytest"
 test_status=0
 .venv/bin/python -m pytest "$@" || test_status=$?

@@ -49,6 +49,24 @@ def test_one_wsgi_stack_outermost_first(app):
                                          "NoWebSocketCompression", "_SocketIOMiddleware"]
 
 
+def _engineio_app(wsgi):
+    while hasattr(wsgi, "app"):  # as layer_names walks the stack
+        wsgi = wsgi.app
+    return wsgi.engineio_app
+
+
+def test_every_app_gets_its_own_handlers(tmp_path):
+    """create_app registers routes/events.py's Events on each app's server: the second
+    app (every test builds several) handles every event too, with its own instance."""
+    from tests.conftest import build_app
+
+    first = build_app(tmp_path / "first")
+    second = build_app(tmp_path / "second")
+    handlers = [_engineio_app(a.wsgi_app).namespace_handlers.get("/") for a in (first, second)]
+    assert all(type(h).__name__ == "Events" for h in handlers)
+    assert handlers[0] is not handlers[1]
+
+
 def test_every_app_routes_pings_through_the_one_task(app):
     assert engineio.socket.Socket.schedule_ping.__module__ == "utils.patches"
 

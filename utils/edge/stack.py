@@ -15,29 +15,29 @@ from utils.edge.headers import SecurityHeaders, script_origin
 from utils.edge.limits import SocketLimits
 from utils.extensions import socketio
 from utils.patches import close_session
-from utils.realtime.admission import Admission
-from utils.realtime.drain import DrainLayer
 
 WSGI = Callable[[dict[str, Any], Callable], Any]
 TRACKER_KEY = "notifier.websockets"
 
 
-def wsgi_stack(app: Flask, settings: Settings) -> WSGI:
+def wsgi_stack(app: Flask, settings: Settings, *, has_room: Callable[[str], bool],
+               drain_layer: Callable[[WSGI], WSGI]) -> WSGI:
     """Every layer in front of Flask, outermost first, each with why it sits there.
     Innermost is what ``socketio.init_app`` left in ``app.wsgi_app``: Flask-SocketIO's
-    middleware, which hands /socket.io/ to Engine.IO and everything else to Flask."""
-    admission: Admission = app.extensions[Admission.KEY]
+    middleware, which hands /socket.io/ to Engine.IO and everything else to Flask.
+    Realtime's parts come in as arguments (``has_room``: admission's room for a new
+    session from an address; ``drain_layer``: utils/realtime/drain.py's DrainLayer)."""
     socket_limits: SocketLimits = app.extensions[SocketLimits.KEY]
 
     def track(inner: WSGI) -> WSGI:
-        tracker = app.extensions[TRACKER_KEY] = DrainLayer(inner)
+        tracker = app.extensions[TRACKER_KEY] = drain_layer(inner)
         return tracker
 
     def address_of(environ: dict[str, Any]) -> str:
         return client_ip(environ, settings.trusted_proxies, settings.trusted_proxy_hops)
 
     def allow_handshake(environ: dict[str, Any]) -> bool:
-        return admission.has_room(address_of(environ)) and \
+        return has_room(address_of(environ)) and \
             socket_limits.allow_handshake(environ)
 
     def known_session(sid: str) -> bool:

@@ -18,7 +18,6 @@ from utils.notifications.models import (
     Watermark,
     utcnow,
 )
-from utils.push.models import PushSend
 
 # The table, not the entity: skips the ORM bulk path. Built once: its cache key is too.
 _INSERT_RETURNING_IDS = sa.insert(Notification.__table__).returning(
@@ -189,7 +188,6 @@ def prune(older_than: timedelta, idempotency_ttl: timedelta) -> int:
     db.session.execute(
         sa.delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - idempotency_ttl)
     )
-    db.session.execute(sa.delete(PushSend).where(PushSend.expires_at < utcnow()))
     db.session.commit()
     return int(deleted)
 

@@ -161,12 +161,13 @@ def producer_started() -> float:
     return time.perf_counter()
 
 
-def connected(start_task: Any = None, sleep: Any = None) -> None:
+def connected(socketio: Any = None) -> None:
     """A socket was accepted. In multiprocess mode it also makes sure this worker
-    refreshes its sockets gauge in the background."""
+    refreshes its sockets gauge in the background, on ``socketio``'s server (the
+    caller's Flask-SocketIO object: metrics imports nothing of the app)."""
     CONNECTS.inc()
-    if MULTIPROCESS and not _refresher_started and start_task is not None:
-        _start_refresher(start_task, sleep)
+    if MULTIPROCESS and not _refresher_started and socketio is not None:
+        _start_refresher(socketio)
 
 
 def refused(exc: BaseException) -> None:
@@ -275,7 +276,7 @@ def refresh_sockets(server: Any) -> None:
         _SOCKETS[transport].set(value)
 
 
-def _start_refresher(start_task: Any, sleep: Any) -> None:
+def _start_refresher(socketio: Any) -> None:
     global _refresher_started
     with _refresher_lock:
         if _refresher_started:
@@ -283,16 +284,14 @@ def _start_refresher(start_task: Any, sleep: Any) -> None:
         _refresher_started = True
 
     def loop() -> None:
-        from utils.extensions import socketio
-
         while True:
             try:
                 refresh_sockets(socketio.server)
             except Exception:  # a bad moment must not end the loop for good
                 pass
-            sleep(GAUGE_REFRESH_SECONDS)
+            socketio.sleep(GAUGE_REFRESH_SECONDS)
 
-    start_task(loop)
+    socketio.start_background_task(loop)
 
 
 # -- exposition --------------------------------------------------------------------------

@@ -18,22 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from socket import SHUT_RDWR
-from typing import Any
-
-from utils.realtime.admission import (
-    CONNECT,
-    DISCONNECT,
-    Admission,
-    AdmissionSweeper,
-    event_problem,
-    message_problem,
-)
+from typing import Any, NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
 PATCHED_FOR = {"python-engineio": "4.15.1", "python-socketio": "5.18.1", "eventlet": "0.41.3",
+               "flask-socketio": "5.7.0",  # routes/events.py: Events.trigger_event
                "limits": "5.8.0"}
 NAMESPACE = "/"
+CONNECT, DISCONNECT = "0", "1"  # Socket.IO packet types: a message's first character
 # eventlet keeps each received chunk of a message in a list; a message this many
 # chunks long is refused whatever its size (zero-length fragments cost memory too).
 MAX_MESSAGE_CHUNKS = 1024
@@ -150,8 +143,24 @@ def close_connection(server: Any, sid: str) -> None:
         server.disconnect(sid, namespace=NAMESPACE)
 
 
-def guard_socketio_server(server: Any, admission: Admission,
-                          address_of: Callable[[dict[str, Any]], str]) -> AdmissionSweeper:
+class SessionRules(Protocol):
+    """What a session may send, and when (utils/realtime/admission.py's ``Rules``)."""
+
+    def message_problem(self, data: object, signed_in: bool) -> str | None: ...
+    def event_problem(self, data: object) -> str | None: ...
+    def connected(self, eio_sid: str, environ: dict[str, Any]) -> None: ...
+    def opened(self, eio_sid: str, environ: dict[str, Any]) -> None: ...
+    def settled(self, eio_sid: str) -> None: ...
+
+
+class Sessions(NamedTuple):
+    """What the guard gives back: whether a session signed in, and ending one."""
+
+    signed_in: Callable[[str], bool]
+    end: Callable[[str, str], None]
+
+
+def guard_socketio_server(server: Any, rules: SessionRules) -> Sessions:
     """Put utils/realtime/admission.py's rules in front of python-socketio's packet handling.
 
     Upstream, ``socketio.Server.__init__`` registers ``_handle_eio_connect``,
@@ -179,17 +188,13 @@ def guard_socketio_server(server: Any, admission: Admission,
         log.warning("closed an Engine.IO session: %s", why)
         close_session(server, eio_sid, abrupt=True)
 
-    sweeper = AdmissionSweeper(admission, lambda eio_sid: end(eio_sid, "no CONNECT in time"),
-                               signed_in, server.start_background_task, server.sleep)
-
     def handle_eio_connect(eio_sid: str, environ: dict[str, Any]) -> Any:
-        admission.opened(eio_sid, address_of(environ))
-        sweeper.ensure_started()
+        rules.connected(eio_sid, environ)
         return on_eio_connect(eio_sid, environ)
 
     def handle_eio_message(eio_sid: str, data: Any) -> None:
         was_signed_in = signed_in(eio_sid)
-        problem = message_problem(data, was_signed_in)
+        problem = rules.message_problem(data, was_signed_in)
         if problem:
             end(eio_sid, problem)
             return
@@ -200,14 +205,14 @@ def guard_socketio_server(server: Any, admission: Admission,
             return
         kind = data[:1]
         if kind == CONNECT and signed_in(eio_sid):
-            admission.settled(eio_sid)
+            rules.settled(eio_sid)
         elif kind == DISCONNECT and was_signed_in:
             signed_out(eio_sid)
 
     def signed_out(eio_sid: str) -> None:
         """A session left "/" but stays open: it must sign in again in time."""
         if eio_sid in server.eio.sockets and not signed_in(eio_sid):
-            admission.opened(eio_sid, address_of(server.environ.get(eio_sid) or {}))
+            rules.opened(eio_sid, server.environ.get(eio_sid) or {})
 
     def disconnect(sid: str, namespace: str | None = None, ignore_queue: bool = False) -> None:
         eio_sid = manager.eio_sid_from_sid(sid, namespace or NAMESPACE)
@@ -216,11 +221,11 @@ def guard_socketio_server(server: Any, admission: Admission,
             signed_out(eio_sid)
 
     def handle_eio_disconnect(eio_sid: str, *reason: Any) -> None:
-        admission.settled(eio_sid)
+        rules.settled(eio_sid)
         on_eio_disconnect(eio_sid, *reason)
 
     def handle_event(eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
-        problem = event_problem(data)
+        problem = rules.event_problem(data)
         if problem:
             end(eio_sid, problem)
             return
@@ -234,7 +239,7 @@ def guard_socketio_server(server: Any, admission: Admission,
     server.eio.on("connect", handle_eio_connect)
     server.eio.on("message", handle_eio_message)
     server.eio.on("disconnect", handle_eio_disconnect)
-    return sweeper
+    return Sessions(signed_in, end)
 
 
 # ------------------------------------------------------------ python-socketio's RedisManager

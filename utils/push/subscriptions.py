@@ -222,6 +222,15 @@ def record_success(ids: list[int]) -> None:
                          .values(last_success_at=utcnow()))
 
 
+@retry_when_locked
+def prune_expired_sends() -> int:
+    """Delete queued pushes past their deadline (``flask prune``, after the
+    notifications). One transaction, run again whole while SQLite is locked."""
+    deleted = db.session.execute(sa.delete(PushSend).where(PushSend.expires_at < utcnow()))
+    db.session.commit()
+    return int(deleted.rowcount or 0)
+
+
 def listed(row: sa.Row) -> dict[str, object]:
     """What the user's list shows of a subscription: never its whole endpoint."""
     return {"id": row.id, "origin": endpoint_origin(row.endpoint),

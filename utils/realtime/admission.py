@@ -136,3 +136,27 @@ class AdmissionSweeper(Sweep):
             except Exception:
                 log.exception("could not close a session that never signed in")
         return closed
+
+
+class Rules:
+    """Admission's rules in the shape utils/patches' ``guard_socketio_server`` takes
+    them: the patch applies them, and imports nothing of the app."""
+
+    def __init__(self, admission: Admission, address_of: Callable[[dict], str]) -> None:
+        self.admission, self.address_of = admission, address_of
+        self.sweeper: AdmissionSweeper | None = None  # set once the guard is installed
+
+    message_problem = staticmethod(message_problem)
+    event_problem = staticmethod(event_problem)
+
+    def opened(self, eio_sid: str, environ: dict) -> None:
+        self.admission.opened(eio_sid, self.address_of(environ))
+
+    def connected(self, eio_sid: str, environ: dict) -> None:
+        """A new Engine.IO session: opened, and the sweeper that closes it in time runs."""
+        self.opened(eio_sid, environ)
+        if self.sweeper is not None:
+            self.sweeper.ensure_started()
+
+    def settled(self, eio_sid: str) -> None:
+        self.admission.settled(eio_sid)

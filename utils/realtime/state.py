@@ -17,7 +17,7 @@ from utils.edge.origins import OriginPolicy
 from utils.extensions import socketio
 from utils.ops.logs import socketio_loggers
 from utils.patches import bound_websocket_messages, guard_socketio_server, patch_eventlet_websocket
-from utils.realtime.admission import Admission
+from utils.realtime.admission import Admission, AdmissionSweeper, Rules
 from utils.realtime.catchup import make_catch_up
 from utils.realtime.connect_gate import ConnectGate
 from utils.realtime.pinger import install as install_pinger
@@ -44,11 +44,6 @@ class Realtime:
 
 
 def init_realtime(app: Flask, settings: Settings) -> None:
-    # Handlers must be declared before the first init_app: Flask-SocketIO keeps
-    # handlers declared before it for every server it builds, but binds later ones
-    # to the current server only, which a second app (every test) would lack.
-    import routes.events  # noqa: F401
-
     guard = ReplayGuard()
     sio_logger, eio_logger = socketio_loggers(settings.socketio_logger)
     policy = app.extensions[ORIGINS_KEY] = OriginPolicy(settings.frontend_urls)
@@ -72,7 +67,11 @@ def init_realtime(app: Flask, settings: Settings) -> None:
         settings.connect_timeout, settings.max_pending_sessions_per_ip)
     address_of = partial(client_ip, trusted=settings.trusted_proxies,
                          hops=settings.trusted_proxy_hops)
-    guard_socketio_server(socketio.server, admission, address_of)
+    rules = Rules(admission, address_of)
+    sessions = guard_socketio_server(socketio.server, rules)
+    rules.sweeper = AdmissionSweeper(
+        admission, lambda eio_sid: sessions.end(eio_sid, "no CONNECT in time"),
+        sessions.signed_in, socketio.server.start_background_task, socketio.server.sleep)
     bound_websocket_messages(socketio.server.eio)
     if settings.async_mode == "eventlet":
         patch_eventlet_websocket()
