@@ -46,33 +46,49 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from entrypoints.cli import register_commands
     from routes import register_routes
     from routes.events import register as register_events
+    from routes.openapi import document
+    from routes.push import CallsUnderWay
     from utils.auth.tokens import TokenService
     from utils.db.engine import init_database
-    from utils.edge.limits import register_limits, register_socket_limits
+    from utils.db.group_commit import GroupCommit
+    from utils.edge.limits import SocketLimits, register_limits
+    from utils.edge.origins import OriginPolicy, register_cors
     from utils.edge.stack import wsgi_stack
     from utils.extensions import socketio
+    from utils.notifications.notifier import MAX_GROUP_ROWS, store_group
+    from utils.notifications.receipts import MAX_GROUP_IDS, linger, write_receipts
     from utils.ops.logs import configure_logging
     from utils.push.dispatcher import init_push
-    from utils.realtime.admission import Admission
     from utils.realtime.drain import DrainLayer
     from utils.realtime.state import init_realtime
+    from utils.services import KEY, Services
 
     check_versions()
     env = {**os.environ, **{k: str(v) for k, v in (config or {}).items()}}
     settings = load_settings(env, ROOT / "instance")
     app = Flask(__name__, instance_path=settings.instance_path)
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=256 * 1024, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=256 * 1024, JSON_SORT_KEYS=False)
     configure_logging(settings.log_level, settings.secrets_to_redact())
     init_database(app, settings)
-    app.extensions[TokenService.KEY] = TokenService(settings)
-    init_realtime(app, settings)
+    # The one wiring point: each part is built here, once, and handed to what uses it.
+    origins = OriginPolicy(settings.frontend_urls)  # Socket.IO's allowlist, and CORS's
+    realtime = init_realtime(app, settings, origins)
     register_events(socketio)  # after init_app: on this app's server
-    init_push(app, settings)
+    sender, dispatcher = init_push(app, settings)
+    http_limits = register_limits(app, settings)
+    socket_limits = SocketLimits(settings)
     register_routes(app)
-    register_limits(app, settings)
-    register_socket_limits(app, settings)
-    app.wsgi_app = wsgi_stack(app, settings, has_room=app.extensions[Admission.KEY].has_room,
-                              drain_layer=DrainLayer)
+    register_cors(app, origins)
+    app.wsgi_app, drain = wsgi_stack(app.wsgi_app, settings,
+                                     has_room=realtime.admission.has_room,
+                                     socket_limits=socket_limits, drain_layer=DrainLayer)
+    app.extensions[KEY] = Services(
+        settings=settings, tokens=TokenService(settings), origins=origins, realtime=realtime,
+        socket_limits=socket_limits, http_limits=http_limits,
+        writes=GroupCommit(store_group, MAX_GROUP_ROWS),
+        receipts=GroupCommit(write_receipts, MAX_GROUP_IDS, linger),
+        push_sender=sender, dispatcher=dispatcher, test_push_calls=CallsUnderWay(),
+        openapi=document(), drain=drain)
     register_commands(app)
     _announce_generated(settings)
     return app

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
@@ -16,6 +16,7 @@ from utils.auth.tokens import create_access_token
 from utils.errors import ValidationError
 from utils.notifications.notifier import IDEMPOTENCY_TTL, notify_users
 from utils.notifications.validation import notification_request
+from utils.services import services
 
 
 @contextmanager
@@ -83,7 +84,7 @@ def prune(days: int | None) -> None:
     from utils.notifications import store
     from utils.push.subscriptions import prune_expired_sends
 
-    days = days or current_app.config["SETTINGS"].retention_days
+    days = days or services().settings.retention_days
     with database_errors_in_one_line():
         deleted = store.prune(timedelta(days=days), IDEMPOTENCY_TTL)
         prune_expired_sends()

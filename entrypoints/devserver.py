@@ -15,12 +15,13 @@ from flask import Flask
 from flask_migrate import upgrade
 
 from entrypoints.runtime import start_serving
+from utils.services import services
 
 HOST = "0.0.0.0"
 
 
 def serve(app: Flask) -> None:
-    settings = app.config["SETTINGS"]
+    settings = services(app).settings
     with app.app_context():
         upgrade()  # the same migrations `flask --app app db upgrade` applies
     try:

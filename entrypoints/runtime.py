@@ -13,10 +13,9 @@ from typing import Any
 
 from flask import Flask
 
-from utils.edge.stack import TRACKER_KEY
-from utils.notifications.notifier import DISPATCHER_KEY
 from utils.ops import gc_pauses, gc_tuning
 from utils.realtime.drain import drain_on_sigterm
+from utils.services import services
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,11 @@ def start_serving(app: Flask, worker: Any = None) -> None:
     """GC settings for many sockets, GC pause recording when asked for, the push
     dispatcher's task, and with a gunicorn ``worker`` the drain that ends its
     transports on SIGTERM."""
-    settings = app.config["SETTINGS"]
+    settings = services(app).settings
     gc_tuning.tune_after_start(settings.gc_tuning)
     gc_pauses.install(settings.gc_pause_log)
-    app.extensions[DISPATCHER_KEY].ensure_started()  # delivery checks and pushes
+    services(app).dispatcher.ensure_started()  # delivery checks and pushes
     if worker is not None:
-        drain_on_sigterm(worker, app.extensions[TRACKER_KEY])
+        drain_on_sigterm(worker, services(app).drain)
     if settings.async_mode == "eventlet":
         log.warning(EVENTLET_NOTICE)

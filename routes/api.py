@@ -6,7 +6,7 @@ from flask import Blueprint, g, jsonify, request
 
 from routes.body import json_body
 from utils.auth.access import require_api_key, require_user
-from utils.errors import ApiError, ValidationError
+from utils.errors import ApiError
 from utils.notifications import store
 from utils.notifications.notifier import (
     IdempotencyConflict,
@@ -26,19 +26,12 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def _validated(fn, *args):
-    try:
-        return fn(*args)
-    except ValidationError as exc:
-        raise ApiError(400, exc.code, exc.message) from None
-
-
 @bp.post("/notifications")
 @require_api_key
 def create_notifications():
     """Producers: store and deliver a notification to one or many users."""
     body = json_body()
-    req = _validated(notification_request, body)
+    req = notification_request(body)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise ApiError(400, "validation_error",
@@ -63,9 +56,9 @@ def create_notifications():
 @require_user
 def list_notifications():
     """Users: their inbox, newest first, paged with ``before``."""
-    limit = _validated(page_limit, request.args.get("limit"))
+    limit = page_limit(request.args.get("limit"))
     before_raw = request.args.get("before")
-    before = _validated(positive_id, before_raw, "before") if before_raw else None
+    before = positive_id(before_raw, "before") if before_raw else None
     unread_only = request.args.get("unread", "").lower() in ("1", "true", "yes")
     rows, next_before = store.page(g.user_id, before, limit, unread_only)
     return jsonify({
@@ -86,7 +79,7 @@ def get_unread_count():
 @require_user
 def mark_notifications_read():
     """Users: mark some or all of their notifications read."""
-    ids = _validated(read_request, json_body())
+    ids = read_request(json_body())
     updated = store.mark_read(g.user_id, ids)
     count = store.unread_count(g.user_id)
     push_unread_count(g.user_id, count)

@@ -33,8 +33,8 @@ def json_body() -> Any:
         raise ApiError(415, "unsupported_media_type", "send Content-Type: application/json")
     try:
         body = json.loads(_body_bytes(), parse_constant=_not_json)
-    except ValidationError as exc:
-        raise ApiError(400, exc.code, exc.message) from None
+    except ValidationError:  # a ValueError too: not invalid_json, but its own 400
+        raise
     except RecursionError:  # the parser recurses once per level of nesting
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     except ValueError:  # not JSON, or not UTF-8

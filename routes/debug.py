@@ -30,7 +30,7 @@ from utils.auth.tokens import MAX_USER_ID_LENGTH, create_access_token
 from utils.config.settings import Settings
 from utils.errors import ApiError
 from utils.notifications.notifier import notify_users
-from utils.realtime.state import ORIGINS_KEY
+from utils.services import services
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
@@ -45,7 +45,7 @@ bp = Blueprint("debug", __name__, url_prefix="/debug")
 
 
 def settings() -> Settings:
-    return current_app.config["SETTINGS"]
+    return services().settings
 
 
 @bp.before_request
@@ -102,7 +102,7 @@ def origin_check():
     """The page: whether ``?origin=`` may open sockets here (the same test Engine.IO
     applies), so a phone can check the page's own origin or a front end's."""
     origin = request.args.get("origin", "")[:300]
-    policy = current_app.extensions[ORIGINS_KEY]
+    policy = services().origins
     return jsonify({"origin": origin, "allowed": bool(origin) and policy(origin, request.environ)})
 
 

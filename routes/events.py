@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace, SocketIO, emit, join_room
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +26,7 @@ from utils.notifications.validation import (
 )
 from utils.ops import metrics
 from utils.realtime.state import Realtime
+from utils.services import services
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ REPLAY_LIMIT = 100
 
 
 def realtime() -> Realtime:
-    return current_app.extensions[Realtime.KEY]
+    return services().realtime
 
 
 def _last_id(auth: Any) -> int | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from utils import __version__
 from utils.extensions import db, socketio
 from utils.notifications import store
-from utils.realtime.state import QUEUE_PROBE_KEY
+from utils.services import services
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _monkey_patched() -> bool:
 @bp.get("/healthz")
 def healthz():
     """Anyone: liveness, with the facts an operator checks first. No I/O."""
-    settings = current_app.config["SETTINGS"]
+    settings = services().settings
     return jsonify({
         "status": "ok",
         "async_mode": socketio.async_mode,
@@ -58,7 +58,7 @@ def readyz():
         db.session.rollback()
         log.warning("readiness: database error: %s", type(exc).__name__)
         checks["database"] = "error"
-    probe = current_app.extensions.get(QUEUE_PROBE_KEY)
+    probe = services().realtime.queue_probe
     if probe is not None:
         checks["message_queue"] = "ok" if probe() else "error"
     ok = all(v in ("ok", "disabled") for v in checks.values())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
 from utils.auth.credentials import require_bearer_secret
 from utils.extensions import socketio
 from utils.ops import metrics
+from utils.services import services
 
 bp = Blueprint("metrics", __name__)
 
@@ -26,7 +27,7 @@ def _authorize(expected: str | None) -> None:
 @bp.get("/metrics")
 def scrape() -> Response:
     """Operators (Prometheus): this process's counters, histogram and gauges."""
-    _authorize(current_app.config["SETTINGS"].metrics_token)
+    _authorize(services().settings.metrics_token)
     body, content_type = metrics.exposition(socketio.server)
     return Response(body, status=200, content_type=content_type,
                     headers={"Cache-Control": "no-store"})

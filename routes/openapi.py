@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
+
+from utils.services import services
 
 SOURCE = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 COMPONENTS = "#/components/schemas/"
@@ -69,15 +71,13 @@ def bundle(path: Path = SOURCE) -> dict[str, Any]:
     return bundled
 
 
-@bp.record_once
-def _load(state: Any) -> None:
-    """Bundled once, when the app registers the blueprint: a broken document or schema
-    file stops the start instead of failing requests."""
-    state.app.extensions[KEY] = json.dumps(bundle(), ensure_ascii=False,
-                                           separators=(",", ":")).encode()
+def document() -> bytes:
+    """The bundled document, as served. ``create_app`` builds it once: a broken
+    document or schema file stops the start instead of failing requests."""
+    return json.dumps(bundle(), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     """Anyone: the OpenAPI document."""
-    return Response(current_app.extensions[KEY], mimetype="application/json")
+    return Response(services().openapi, mimetype="application/json")

@@ -8,16 +8,16 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, g, jsonify
 
 from routes.body import json_body
 from utils.auth.access import require_user
 from utils.config import Settings
-from utils.errors import ApiError, ValidationError
+from utils.errors import ApiError
 from utils.extensions import socketio
 from utils.push import subscriptions
-from utils.push.dispatcher import SENDER_KEY
 from utils.push.sender import Answer, Sender, Target, payload
+from utils.services import services
 
 bp = Blueprint("push", __name__, url_prefix="/api/push")
 
@@ -31,7 +31,6 @@ TEST_PUSH_TTL = 60
 # whose clients had hung up held 300 outbound connections.
 TEST_CALLS_PER_USER = 1
 TEST_CALLS = 16
-CALLS_KEY = "notifier.test_push_calls"
 
 
 class CallsUnderWay:
@@ -61,20 +60,13 @@ class CallsUnderWay:
                         del self._by_user[user_id]
 
 
-def _count_calls(state) -> None:
-    state.app.extensions[CALLS_KEY] = CallsUnderWay()
-
-
-bp.record_once(_count_calls)
-
-
 def settings() -> Settings:
-    return current_app.config["SETTINGS"]
+    return services().settings
 
 
 def sender() -> Sender:
     """The app's sender, or 503 push_disabled."""
-    found = current_app.extensions.get(SENDER_KEY)
+    found = services().push_sender
     if found is None:
         raise ApiError(503, "push_disabled",
                        "Web Push is off on this server: set VAPID_PRIVATE_KEY and VAPID_SUBJECT")
@@ -94,11 +86,7 @@ def push_config():
 def subscribe():
     """Users: store this browser's PushSubscription (201 new, 200 known)."""
     sender()
-    try:
-        new = subscriptions.parse_subscription(json_body(), settings().web_push_endpoint_origins)
-    except ValidationError as exc:
-        status = 422 if exc.code == subscriptions.NOT_ALLOWED else 400
-        raise ApiError(status, exc.code, exc.message) from None
+    new = subscriptions.parse_subscription(json_body(), settings().web_push_endpoint_origins)
     sub_id, created = subscriptions.subscribe(g.user_id, new,
                                               settings().max_push_subscriptions_per_user)
     return jsonify({"id": sub_id}), 201 if created else 200
@@ -119,10 +107,7 @@ def unsubscribe():
     body = json_body()
     if not isinstance(body, dict) or "endpoint" not in body:
         raise ApiError(400, "validation_error", 'send {"endpoint": "<the subscription\'s URL>"}')
-    try:
-        endpoint = subscriptions.endpoint_text(body["endpoint"])
-    except ValidationError as exc:
-        raise ApiError(400, exc.code, exc.message) from None
+    endpoint = subscriptions.endpoint_text(body["endpoint"])
     if not subscriptions.unsubscribe(g.user_id, endpoint):
         raise ApiError(404, "not_found", "you have no subscription with this endpoint")
     return "", 204
@@ -134,7 +119,7 @@ def send_test_push():
     """Users: a test push to each of their subscriptions now, with each answer; 429
     while another of theirs is under way."""
     push = sender()
-    with current_app.extensions[CALLS_KEY].hold(g.user_id) as allowed:
+    with services().test_push_calls.hold(g.user_id) as allowed:
         if not allowed:
             raise ApiError(429, "rate_limited", "a test push is already under way; try again "
                            "when it ends", {"Retry-After": str(math.ceil(push.deadline))})

@@ -25,6 +25,7 @@ from tests.support.services import in_ci
 from utils import protocol
 from utils.auth.tokens import TokenError
 from utils.errors import ValidationError
+from utils.services import services
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "asyncapi.json"
@@ -434,7 +435,6 @@ def drain(test_client) -> list[tuple[str, object]]:
 def test_what_a_socket_receives_matches_the_documented_schemas(app, sio_client, make_token,
                                                                notify):
     from utils.realtime.registry import ExpirySweeper
-    from utils.realtime.state import Realtime
 
     missed = notify("alice", title="missed", data={"order": 7})[0]
     alice = sio_client(auth={"token": make_token("alice"), "last_id": 0})
@@ -450,7 +450,7 @@ def test_what_a_socket_receives_matches_the_documented_schemas(app, sio_client, 
     }
     refused = alice.emit("delivered", {"ids": []}, callback=True)
 
-    rt = app.extensions[Realtime.KEY]
+    rt = services(app).realtime
     later = time.time() + 31
     sweeper = ExpirySweeper(rt.registry, 1.0, rt.sweeper.on_expired, lambda f: None,
                             lambda s: None, clock=lambda: later)

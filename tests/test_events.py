@@ -6,6 +6,7 @@ import pytest
 
 from utils.realtime.registry import ExpirySweeper, SocketRegistry
 from utils.realtime.replay import ReplayGuard
+from utils.services import services
 
 
 def events(test_client, name=None):
@@ -262,7 +263,6 @@ def test_notification_read_by_replay_and_emitted_live_arrives_once(
         app, sio_client, make_token, notify, monkeypatch):
     """The other side of the race: stored before the replay query, emitted after it."""
     from utils.notifications import notifier
-    from utils.realtime.state import Realtime
 
     real_emit = notifier.emit_notification
     held_back = []
@@ -271,7 +271,7 @@ def test_notification_read_by_replay_and_emitted_live_arrives_once(
     stored = notify("alice")[0]  # committed; its emit is held back
     monkeypatch.setattr(notifier, "emit_notification", real_emit)
 
-    guard = app.extensions[Realtime.KEY].guard
+    guard = services(app).realtime.guard
     original_finish = guard.finish
 
     def finish_after_the_late_emit(sid, upto):
@@ -291,9 +291,8 @@ def test_expired_token_disconnects_the_socket(app, sio_client, make_token):
     """The sweeper's clock is moved, not waited for."""
     import time
 
-    from utils.realtime.state import Realtime
 
-    rt = app.extensions[Realtime.KEY]
+    rt = services(app).realtime
     short = sio_client(auth={"token": make_token("alice", ttl=30)})
     keeper = sio_client(auth={"token": make_token("alice", ttl=3600)})
     clock = {"now": time.time() + 10}

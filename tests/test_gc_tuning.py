@@ -14,6 +14,7 @@ import pytest
 
 from utils.ops import gc_pauses as gcpauses
 from utils.ops import gc_tuning as gctune
+from utils.services import services
 
 
 @pytest.fixture
@@ -39,8 +40,8 @@ def test_tuning_freezes_start_up_objects_and_raises_thresholds(restore_gc):
 def test_gc_tuning_0_leaves_the_collector_alone(restore_gc, value, tmp_path):
     from app import create_app
 
-    settings = create_app({"GC_TUNING": value, "INSTANCE_PATH": str(tmp_path),
-                           "DATABASE_URL": "sqlite://"}).config["SETTINGS"]
+    settings = services(create_app({"GC_TUNING": value, "INSTANCE_PATH": str(tmp_path),
+                           "DATABASE_URL": "sqlite://"})).settings
     assert settings.gc_tuning is False
     gc.unfreeze()
     before = gc.get_threshold()

@@ -17,6 +17,7 @@ from utils.config.settings import Settings
 from utils.edge.addresses import client_ip
 from utils.edge.limits import SocketLimits
 from utils.extensions import socketio
+from utils.services import services
 
 
 def producer_headers(key: str = API_KEY) -> dict:
@@ -237,7 +238,7 @@ def test_field_limits_inside_the_body_are_400(client):
 
 def test_socketio_buffer_size_is_configured(tmp_path):
     app = build_app(tmp_path, MAX_HTTP_BUFFER_SIZE="2048")
-    assert app.config["SETTINGS"].max_http_buffer_size == 2048
+    assert services(app).settings.max_http_buffer_size == 2048
     assert socketio.server.eio.max_http_buffer_size == 2048
 
 
@@ -267,7 +268,7 @@ def test_event_bucket_acks_errors_then_a_flood_disconnects(tmp_path):
 def test_event_bucket_refills_with_time(tmp_path):
     app = build_app(tmp_path, SOCKET_EVENT_BURST="2", SOCKET_EVENT_RATE="1")
     now = [100.0]
-    app.extensions["notifier.limits"].clock = lambda: now[0]
+    services(app).socket_limits.clock = lambda: now[0]
     client = connect(app, token_for(app))
     for _ in range(2):
         assert "notifications" in client.emit("sync", {}, callback=True)

@@ -25,6 +25,7 @@ from utils.extensions import db
 from utils.notifications.models import Notification, utcnow
 from utils.push import http, sender
 from utils.push.models import PushSend, PushSubscription
+from utils.services import services
 
 APPLE = "https://web.push.apple.com"
 
@@ -45,7 +46,7 @@ def test_config_is_public_and_names_the_key(client, app):
     assert body["enabled"] is True
     raw = keys.unb64url(body["vapid_public_key"])
     assert len(raw) == 65 and raw[0] == 4
-    assert body["vapid_public_key"] == app.config["SETTINGS"].vapid_public_key
+    assert body["vapid_public_key"] == services(app).settings.vapid_public_key
 
 
 def test_subscribe_is_201_then_200_and_lists_the_origin_only(client, user_headers):
@@ -302,7 +303,6 @@ def due_now(app, *ids: int) -> None:
 def test_a_pass_emits_the_undelivered_again_and_queues_auto_pushes(app, notify, client,
                                                                    user_headers, sio_client,
                                                                    make_token):
-    from utils.notifications.notifier import DISPATCHER_KEY
 
     client.post("/api/push/subscriptions", json=subscription(), headers=user_headers())
     socket = sio_client(auth={"token": make_token("alice")})
@@ -312,7 +312,7 @@ def test_a_pass_emits_the_undelivered_again_and_queues_auto_pushes(app, notify, 
     socket.emit("delivered", {"ids": [acked]}, callback=True)
     socket.get_received()
     due_now(app, auto, never, acked)
-    dispatcher = app.extensions[DISPATCHER_KEY]
+    dispatcher = services(app).dispatcher
     with app.app_context():
         assert dispatcher.check_deliveries() == 2  # the acked one has no check left
         queued = db.session.execute(sa.select(PushSend.notification_id)).scalars().all()
@@ -326,12 +326,11 @@ def test_a_pass_emits_the_undelivered_again_and_queues_auto_pushes(app, notify, 
 
 def test_a_send_for_a_notification_delivered_meanwhile_is_suppressed(app, notify, client,
                                                                      user_headers):
-    from utils.notifications.notifier import DISPATCHER_KEY
 
     client.post("/api/push/subscriptions", json=subscription(), headers=user_headers())
     (nid,) = notify("alice")
     due_now(app, nid)
-    dispatcher = app.extensions[DISPATCHER_KEY]
+    dispatcher = services(app).dispatcher
     with app.app_context():
         dispatcher.check_deliveries()
         db.session.execute(sa.update(Notification).values(delivered_at=utcnow()))
@@ -355,7 +354,7 @@ def test_no_log_line_holds_a_push_endpoints_path(tmp_path, caplog):
         secret_path = "/push/s3cr3t-capability-path"
         target = sender.Target(1, endpoint.endpoint(secret_path),
                                subscription()["keys"]["p256dh"], b64url(b"sixteen-bytes-ok"))
-        push = app.extensions["notifier.push_sender"]
+        push = services(app).push_sender
         assert push.send(target, b"{}", 60).outcome == "failed"
         assert push.send(target, b"{}", 60).outcome == "retry"
         assert push.send(target, b"{}", 60).outcome == "sent"
@@ -640,18 +639,17 @@ def test_a_second_test_push_of_a_user_is_429_while_the_first_runs(tmp_path, make
 def test_a_slow_send_holds_only_itself(tmp_path, make_token_for):
     """One user's endpoint drips; a pass starts its send and returns at once, the other
     user's push arrives, and the slow send is written back when it ends."""
-    from utils.notifications.notifier import DISPATCHER_KEY
     from utils.push.dispatcher import PushDispatcher
 
     with HostileEndpoint(drip_every=0.2) as hostile:
         app = build_app(tmp_path, WEB_PUSH_ENDPOINT_ORIGINS=hostile.origin)
-        push = sender.Sender(app.config["SETTINGS"].vapid_private_key, "mailto:a@example.com",
+        push = sender.Sender(services(app).settings.vapid_private_key, "mailto:a@example.com",
                              (hostile.origin,), timeout=2.0)
-        dispatcher = PushDispatcher(app, app.config["SETTINGS"], push,
+        dispatcher = PushDispatcher(app, services(app).settings, push,
                                     lambda f, *a: threading.Thread(target=f, args=a,
                                                                    daemon=True).start(),
                                     time.sleep)
-        app.extensions[DISPATCHER_KEY] = dispatcher
+        services(app).dispatcher = dispatcher
         client = app.test_client()
         for user, mode in (("slow", "drip"), ("quick", "ok")):
             token = {"Authorization": f"Bearer {make_token_for(app, user)}"}

@@ -11,8 +11,9 @@ import engineio.socket
 import pytest
 
 from tests.support.servers import ROOT, VENV_BIN, server_env
-from utils.edge.stack import TRACKER_KEY, layer_names
+from utils.edge.stack import layer_names
 from utils.patches import PATCHED_FOR, PatchedVersionError, check_versions
+from utils.services import services
 
 
 def test_the_installed_libraries_are_the_ones_the_patches_were_written_for():
@@ -86,7 +87,7 @@ def test_a_draining_process_refuses_new_sessions_only(app, client):
     client must not open a session here (its long-poll would hold the worker)."""
     handshake = "/socket.io/?EIO=4&transport=polling"
     assert client.get(handshake).status_code == 200
-    app.extensions[TRACKER_KEY].draining = True
+    services(app).drain.draining = True
     refused = client.get(handshake)
     assert refused.status_code == 503
     assert refused.get_json()["error"]["code"] == "draining"

@@ -46,7 +46,11 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 
 class ValidationError(ValueError):
-    def __init__(self, message: str, code: str = "validation_error") -> None:
+    """Bad input: an HTTP 400 (or ``status``) from the one handler in
+    utils/edge/error_handlers.py, an error ack on a socket."""
+
+    def __init__(self, message: str, code: str = "validation_error", status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status

@@ -7,12 +7,13 @@ from functools import wraps
 from typing import Any
 from urllib.parse import parse_qs
 
-from flask import current_app, g, request
+from flask import g, request
 from flask_socketio import ConnectionRefusedError
 
 from utils.auth.credentials import bearer, require_bearer_secret
 from utils.auth.tokens import TokenError, VerifiedToken, verify_access_token
 from utils.errors import ApiError
+from utils.services import services
 
 REFUSAL_MESSAGE = "unauthorized"
 
@@ -70,7 +71,7 @@ def require_api_key(view: Callable) -> Callable:
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        expected = current_app.config["SETTINGS"].notify_api_key
+        expected = services().settings.notify_api_key
         if not expected:
             raise ApiError(503, "producer_disabled", "NOTIFY_API_KEY is not configured")
         require_bearer_secret(expected, "notifications", "api_key", "NOTIFY_API_KEY")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from flask import current_app
 
 from utils.config.settings import Settings
+from utils.services import services
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ class VerifiedToken:
 class TokenService:
     """Signs and verifies JWTs with the algorithm list pinned by configuration."""
 
-    KEY = "notifier.tokens"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -166,7 +165,7 @@ def _describe(exc: jwt.PyJWTError) -> str:
 
 
 def tokens() -> TokenService:
-    return current_app.extensions[TokenService.KEY]
+    return services().tokens
 
 
 def create_access_token(user_id: str, ttl: int = 3600, **extra: Any) -> str:

@@ -61,18 +61,6 @@ def _yield_once() -> None:
     time.sleep(0)  # monkey-patched: a switch to the hub, which runs every ready writer
 
 
-def per_app(key: str, write: Callable[[list[Req]], Sequence[Res | BaseException]],
-            max_weight: int, gather: Callable[[], None] = _yield_once) -> GroupCommit[Req, Res]:
-    """The current app's committer under ``key``, made on first use."""
-    from flask import current_app
-
-    extensions = current_app.extensions
-    committer = extensions.get(key)
-    if committer is None:  # setdefault: two first writers still share one committer
-        committer = extensions.setdefault(key, GroupCommit(write, max_weight, gather))
-    return committer
-
-
 class GroupCommit(Generic[Req, Res]):
     """``write(requests)`` runs a whole group in one transaction and returns one result
     per request, in order; a result that is an exception is raised to that writer

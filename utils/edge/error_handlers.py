@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from utils.errors import STATUS_CODES, ApiError, error_response
+from utils.errors import STATUS_CODES, ApiError, ValidationError, error_response
 from utils.ops import metrics
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(ValidationError)
+    def _validation_error(exc: ValidationError):
+        return error_response(exc.status, exc.code, exc.message)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from flask_socketio import ConnectionRefusedError
 from limits import parse as parse_limit
 from limits.storage import MemoryStorage, storage_from_string
@@ -24,6 +24,7 @@ from utils.edge.addresses import client_ip
 from utils.errors import ValidationError, error_response
 from utils.extensions import socketio
 from utils.patches import close_connection, expire_memory_limits_inline
+from utils.services import services
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class RateLimited(ValidationError):
 # ---------------------------------------------------------------- HTTP limits
 
 def _settings() -> Settings:
-    return current_app.config["SETTINGS"]
+    return services().settings
 
 
 def _offered_key() -> str:
@@ -87,7 +88,6 @@ class HttpLimits:
     This replaced Flask-Limiter, which spent 16% of a producer request's CPU choosing
     which of its limits applied (docs/BENCHMARKS.md, issue 13)."""
 
-    KEY = "notifier.http_limits"
     RECHECK_SECONDS = 5.0
 
     def __init__(self, settings: Settings) -> None:
@@ -157,7 +157,6 @@ def register_limits(app: Flask, settings: Settings) -> HttpLimits:
     """The HTTP rate limits, before every request."""
     expire_memory_limits_inline()
     limits = HttpLimits(settings)
-    app.extensions[HttpLimits.KEY] = limits
     if limits.per_address is not None or limits.per_key is not None:
         app.before_request(limits.before_request)
         app.after_request(limits.after_request)
@@ -191,7 +190,6 @@ class SocketLimits:
     """Per-IP connection attempts (shared storage), sockets per user and event buckets
     (this process)."""
 
-    KEY = "notifier.limits"
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
@@ -253,13 +251,7 @@ class SocketLimits:
 
 
 def socket_limits() -> SocketLimits:
-    return current_app.extensions[SocketLimits.KEY]
-
-
-def register_socket_limits(app: Flask, settings: Settings) -> SocketLimits:
-    limits = SocketLimits(settings)
-    app.extensions[SocketLimits.KEY] = limits
-    return limits
+    return services().socket_limits
 
 
 def throttled(handler: Callable) -> Callable:

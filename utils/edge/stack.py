@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-from flask import Flask
+from typing import Any, TypeVar
 
 from utils.config import Settings
 from utils.edge.addresses import client_ip
@@ -17,21 +15,23 @@ from utils.extensions import socketio
 from utils.patches import close_session
 
 WSGI = Callable[[dict[str, Any], Callable], Any]
-TRACKER_KEY = "notifier.websockets"
+DrainLike = TypeVar("DrainLike", bound=WSGI)
 
 
-def wsgi_stack(app: Flask, settings: Settings, *, has_room: Callable[[str], bool],
-               drain_layer: Callable[[WSGI], WSGI]) -> WSGI:
+def wsgi_stack(inner: WSGI, settings: Settings, *, has_room: Callable[[str], bool],
+               socket_limits: SocketLimits,
+               drain_layer: Callable[[WSGI], DrainLike]) -> tuple[WSGI, DrainLike]:
     """Every layer in front of Flask, outermost first, each with why it sits there.
-    Innermost is what ``socketio.init_app`` left in ``app.wsgi_app``: Flask-SocketIO's
+    ``inner`` is what ``socketio.init_app`` left in ``app.wsgi_app``: Flask-SocketIO's
     middleware, which hands /socket.io/ to Engine.IO and everything else to Flask.
     Realtime's parts come in as arguments (``has_room``: admission's room for a new
-    session from an address; ``drain_layer``: utils/realtime/drain.py's DrainLayer)."""
-    socket_limits: SocketLimits = app.extensions[SocketLimits.KEY]
+    session from an address; ``drain_layer``: utils/realtime/drain.py's DrainLayer).
+    Returns the stack and its drain layer."""
+    tracker: list[DrainLike] = []
 
     def track(inner: WSGI) -> WSGI:
-        tracker = app.extensions[TRACKER_KEY] = drain_layer(inner)
-        return tracker
+        tracker.append(drain_layer(inner))
+        return tracker[0]
 
     def address_of(environ: dict[str, Any]) -> str:
         return client_ip(environ, settings.trusted_proxies, settings.trusted_proxy_hops)
@@ -67,10 +67,10 @@ def wsgi_stack(app: Flask, settings: Settings, *, has_room: Callable[[str], bool
         # Removes the permessage-deflate offer, so Engine.IO never negotiates it.
         ("no WebSocket compression", NoWebSocketCompression),
     ]
-    wsgi: WSGI = app.wsgi_app
+    wsgi: WSGI = inner
     for _name, wrap in reversed(layers):
         wsgi = wrap(wsgi)
-    return wsgi
+    return wsgi, tracker[0]
 
 
 def layer_names(wsgi: Any) -> list[str]:

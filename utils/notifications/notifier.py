@@ -11,16 +11,16 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from utils import protocol
-from utils.db.group_commit import GroupCommit, per_app
+from utils.db.group_commit import GroupCommit
 from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db, socketio
 from utils.notifications import store
 from utils.notifications.models import NewNotification
 from utils.ops import metrics
+from utils.services import services
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +110,16 @@ def notify_users(
 
 def wake_dispatcher() -> None:
     """Pushes due now: run the dispatcher's pass without waiting for its next tick."""
-    dispatcher = current_app.extensions.get(DISPATCHER_KEY)
-    if dispatcher is not None:
-        dispatcher.wake()
+    services().dispatcher.wake()
 
 
 # Rows in one group's transaction: five full batch requests.
 MAX_GROUP_ROWS = 5000
-WRITES_KEY = "notifier.writes"
-DISPATCHER_KEY = "notifier.push_dispatcher"
 
 
 def writes() -> GroupCommit[NotifyRequest, Stored]:
     """This app's group committer for notifications."""
-    return per_app(WRITES_KEY, store_group, MAX_GROUP_ROWS)
+    return services().writes
 
 
 @retry_when_locked
@@ -166,7 +162,7 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
                 outcomes[i] = earlier
                 continue
         fresh.append(i)
-    check_after = timedelta(seconds=current_app.config["SETTINGS"].push_after)
+    check_after = timedelta(seconds=services().settings.push_after)
     rows = store.insert_notifications(conn, [item for i in fresh for item in requests[i].items],
                                       check_after)
     keys, at = [], 0

@@ -16,18 +16,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from utils.db.group_commit import per_app
 from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db
 from utils.notifications import store
 from utils.ops import metrics
+from utils.services import services
 
-RECEIPTS_KEY = "notifier.receipts"
 MAX_GROUP_IDS = 20_000
 RECEIPT_LINGER = 0.05  # seconds
 
 
-def _linger() -> None:
+def linger() -> None:
     time.sleep(RECEIPT_LINGER)  # monkey-patched: other greenthreads run meanwhile
 
 
@@ -40,8 +39,7 @@ class Receipt:
 def record_receipt(user_id: str, ids: list[int]) -> int:
     """Mark the user's notifications among ``ids`` delivered; returns how many were
     not marked before."""
-    committer = per_app(RECEIPTS_KEY, write_receipts, MAX_GROUP_IDS, _linger)
-    return committer.submit(Receipt(user_id, ids), weight=len(ids))
+    return services().receipts.submit(Receipt(user_id, ids), weight=len(ids))
 
 
 @retry_when_locked

@@ -59,7 +59,6 @@ MAX_CONCURRENT_SENDS = 32
 LEASE = timedelta(seconds=60)  # longer than a send may take (utils/push/http.py: 10 s)
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 3600.0
-SENDER_KEY = "notifier.push_sender"
 
 _N = Notification.__table__
 _SENDS = PushSend.__table__
@@ -352,16 +351,12 @@ def _due_sends(conn: sa.Connection, now: datetime, limit: int, busy: set[int]) -
     return ids
 
 
-def init_push(app: Flask, settings: Settings) -> None:
+def init_push(app: Flask, settings: Settings) -> tuple[Sender | None, PushDispatcher]:
     """The app's sender (when push is on) and dispatcher; the server process starts the
     dispatcher's task (entrypoints/runtime.py)."""
-    from utils.notifications.notifier import DISPATCHER_KEY
-
     sender = None
     if settings.push_enabled:
         sender = Sender(settings.vapid_private_key or "", settings.vapid_subject,
                         settings.web_push_endpoint_origins)
-    app.extensions[SENDER_KEY] = sender
-    app.extensions[DISPATCHER_KEY] = PushDispatcher(app, settings, sender,
-                                                    socketio.start_background_task,
-                                                    socketio.sleep)
+    return sender, PushDispatcher(app, settings, sender, socketio.start_background_task,
+                                  socketio.sleep)

@@ -89,13 +89,13 @@ def parse_subscription(body: object, allowed: Iterable[str]) -> NewSubscription:
     entry = allowlist_entry(parsed.origin, allowed)
     if entry is None:
         raise ValidationError(f"push endpoints at {parsed.origin} are not allowed on this "
-                              "server", code=NOT_ALLOWED)
+                              "server", code=NOT_ALLOWED, status=422)
     # An IP literal is checked now; a name is checked where it resolves, at each send.
     ip = parsed.ip
     problem = address_problem(ip, names_loopback(entry)) if ip is not None else None
     if problem:
         raise ValidationError(f"push endpoints at {parsed.origin} are not allowed: "
-                              f"{problem}", code=NOT_ALLOWED)
+                              f"{problem}", code=NOT_ALLOWED, status=422)
     keys = body.get("keys")
     if not isinstance(keys, dict):
         raise ValidationError('keys must be {"p256dh": ..., "auth": ...}')

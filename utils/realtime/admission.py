@@ -61,7 +61,6 @@ def event_problem(data: object) -> str | None:
 class Admission:
     """Engine.IO sessions that have not signed in yet: their deadlines and addresses."""
 
-    KEY = "notifier.admission"
 
     def __init__(self, timeout: float, per_address: int,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -4,6 +4,7 @@ admission rules, the socket registry and the expiry sweeper."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,33 +25,31 @@ from utils.realtime.pinger import install as install_pinger
 from utils.realtime.registry import ExpirySweeper, SocketRegistry
 from utils.realtime.replay import ReplayGuard, make_manager
 
-ORIGINS_KEY = "notifier.origins"
-QUEUE_PROBE_KEY = "notifier.queue_probe"
 CHANNEL = "notifications"
 
 
 @dataclass
 class Realtime:
-    KEY = "notifier.realtime"
-
     registry: SocketRegistry
     guard: ReplayGuard
     sweeper: ExpirySweeper
     gate: ConnectGate
+    admission: Admission
+    queue_probe: Callable[[], bool] | None = None  # with REDIS_URL: whether Redis answers
 
     def forget(self, sid: str) -> None:
         self.registry.remove(sid)
         self.guard.forget(sid)
 
 
-def init_realtime(app: Flask, settings: Settings) -> None:
+def init_realtime(app: Flask, settings: Settings, origins: OriginPolicy) -> Realtime:
+    """Socket.IO on ``app``, with ``origins`` (built once, by create_app) as its allowlist."""
     guard = ReplayGuard()
     sio_logger, eio_logger = socketio_loggers(settings.socketio_logger)
-    policy = app.extensions[ORIGINS_KEY] = OriginPolicy(settings.frontend_urls)
     socketio.init_app(
         app,
         async_mode=settings.async_mode,
-        cors_allowed_origins=policy,
+        cors_allowed_origins=origins,
         cors_credentials=True,
         transports=list(settings.transports),
         ping_interval=settings.ping_interval,
@@ -63,7 +62,7 @@ def init_realtime(app: Flask, settings: Settings) -> None:
         http_compression=True,
         always_connect=False,
     )
-    admission = app.extensions[Admission.KEY] = Admission(
+    admission = Admission(
         settings.connect_timeout, settings.max_pending_sessions_per_ip)
     address_of = partial(client_ip, trusted=settings.trusted_proxies,
                          hops=settings.trusted_proxy_hops)
@@ -89,11 +88,12 @@ def init_realtime(app: Flask, settings: Settings) -> None:
     # refusal reaches the client before the admission sweeper would close it.
     gate = ConnectGate(connect_slots(settings.database_url),
                        wait=min(5.0, settings.connect_timeout / 2))
-    app.extensions[Realtime.KEY] = Realtime(registry, guard, sweeper, gate)
+    realtime = Realtime(registry, guard, sweeper, gate, admission)
     manager = socketio.server.manager
     if hasattr(manager, "on_resubscribed"):
         manager.on_resubscribed = make_catch_up(app, registry, socketio.server)
     if settings.redis_url:
         from utils.realtime.queue import redis_probe
 
-        app.extensions[QUEUE_PROBE_KEY] = redis_probe(settings.redis_url)
+        realtime.queue_probe = redis_probe(settings.redis_url)
+    return realtime
