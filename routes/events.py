@@ -6,128 +6,30 @@ import logging
 from typing import Any
 
 from flask import request
-from flask_socketio import ConnectionRefusedError, Namespace, SocketIO, emit, join_room
+from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
 from sqlalchemy.exc import SQLAlchemyError
 
-from utils import protocol
-from utils.auth.access import authenticate_socket
 from utils.edge.limits import socket_limits, throttled
 from utils.errors import ValidationError, error_body
-from utils.extensions import db, socketio
+from utils.extensions import db
 from utils.notifications import store
 from utils.notifications.notifier import push_unread_count
 from utils.notifications.receipts import record_receipt
 from utils.notifications.validation import (
-    check_data,
     delivered_request,
     page_limit,
     positive_id,
     read_request,
 )
 from utils.ops import metrics
+from utils.realtime import replay
 from utils.realtime.state import Realtime
 from utils.services import services
 
 log = logging.getLogger(__name__)
 
-REPLAY_LIMIT = 100
-
-
 def realtime() -> Realtime:
     return services().realtime
-
-
-def _last_id(auth: Any) -> int | None:
-    """The client's replay cursor; an unusable value counts as none."""
-    if not isinstance(auth, dict) or auth.get("last_id") is None:
-        return None
-    try:
-        return positive_id(auth["last_id"], "last_id", allow_zero=True)
-    except ValidationError:
-        return None
-
-
-def _connect(auth: Any) -> None:
-    rt, limits = realtime(), socket_limits()
-    limits.check_connect(request.environ)  # attempts per client IP, refused ones too
-    verified = authenticate_socket(auth, request.environ)
-    sid, user_id = request.sid, verified.user_id
-    last_id = _last_id(auth)
-    # One pooled connection, for the count and the replay's read, held by at most
-    # rt.gate.capacity connects at once (a reconnect wave waits here, or is refused
-    # server_busy, instead of draining the pool).
-    with rt.gate.admit():
-        try:
-            unread = store.unread_count(user_id)
-            # No I/O between the count and add(), so concurrent connects cannot both
-            # slip in.
-            limits.check_user_cap(rt.registry.count_for(user_id))
-            rt.registry.add(sid, user_id, verified.expires_at)
-            if last_id is not None:
-                rt.guard.begin(sid)
-            join_room(protocol.user_room(user_id))
-            emit(protocol.AUTH_SUCCESS, {"user_id": user_id, "unread_count": unread})
-            missed = _read_replay(user_id, last_id)
-        finally:
-            db.session.rollback()  # the connection goes back before anything is sent
-    rt.sweeper.ensure_started()
-    _replay(rt, sid, last_id, missed)
-    metrics.connected(socketio)  # replay done too
-
-
-Missed = tuple[list[dict[str, Any]], int, bool, bool]
-
-
-def _read_replay(user_id: str, last_id: int | None) -> Missed | None:
-    """What a connect with ``last_id`` missed: payloads, the id read up to, whether
-    more remain, and whether pruning left a gap."""
-    if last_id is None:
-        return None
-    payloads, upto, has_more = _deliverable_after(user_id, last_id, REPLAY_LIMIT)
-    return payloads, upto, has_more, last_id < store.pruned_through()
-
-
-def _replay(rt: Realtime, sid: str, last_id: int | None, missed: Missed | None) -> None:
-    if last_id is None or missed is None:
-        emit(protocol.SYNC_COMPLETE, {"last_id": None, "replayed": 0, "has_more": False,
-                               "gap": False})
-        return
-    payloads, upto, has_more, gap = missed
-    for payload in payloads:
-        emit(protocol.NOTIFICATION, payload, to=sid)
-    metrics.replayed(len(payloads))
-    cursor = upto  # past the skipped ones too
-    for held in rt.guard.finish(sid, upto):
-        emit(protocol.NOTIFICATION, held, to=sid)
-        if not has_more:
-            cursor = held["id"]
-    emit(protocol.SYNC_COMPLETE, {"last_id": cursor, "replayed": len(payloads),
-                           "has_more": has_more, "gap": gap})
-
-
-def _deliverable_after(user_id: str, after_id: int,
-                       limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-    """store.after() as payloads, with the id read up to and whether more remain. A
-    stored row that cannot be delivered (data too deep to load, or refused by today's
-    check_data: NaN, too deep, not Unicode), written by an older version or straight
-    into the database, is logged and skipped: it never blocks the rows after it."""
-    try:
-        rows, has_more = store.after(user_id, after_id, limit)
-    except (RecursionError, ValueError):
-        # Some row's data cannot even be loaded: load each row's data on its own.
-        db.session.rollback()
-        rows, has_more = store.after(user_id, after_id, limit, lazy_data=True)
-    payloads, upto = [], after_id
-    for row in rows:
-        upto = row.id
-        try:
-            payload = row.to_dict()
-            check_data(payload["data"])
-        except (RecursionError, ValueError) as exc:  # a ValidationError is a ValueError
-            log.warning("notification %s cannot be delivered, skipped: %s", upto, exc)
-            continue
-        payloads.append(payload)
-    return payloads, upto, has_more
 
 
 def _current_user() -> str:
@@ -155,7 +57,7 @@ class Events(Namespace):
     def on_connect(self, auth: Any = None) -> None:
         """Browsers: open a socket with a token; join the user's room, replay what was missed."""
         try:
-            _connect(auth)
+            replay.connect(auth)
         except ConnectionRefusedError as exc:
             metrics.refused(exc)
             raise
@@ -201,8 +103,8 @@ class Events(Namespace):
         if not isinstance(payload, dict):
             raise ValidationError('send {"after_id": <int>, "limit": <int>}')
         after_id = positive_id(payload.get("after_id", 0), "after_id", allow_zero=True)
-        limit = page_limit(payload.get("limit"), default=REPLAY_LIMIT)
-        payloads, _upto, has_more = _deliverable_after(user_id, after_id, limit)
+        limit = page_limit(payload.get("limit"), default=replay.REPLAY_LIMIT)
+        payloads, _upto, has_more = replay.deliverable_after(user_id, after_id, limit)
         db.session.rollback()
         return {"notifications": payloads, "has_more": has_more}
 

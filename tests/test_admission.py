@@ -13,7 +13,7 @@ import pytest
 
 from utils.edge.throttle import ByteBudget, SessionBudgets, ThrottledSocket
 from utils.ops.logs import configure_logging, socketio_loggers
-from utils.patches import unmask
+from utils.patches.eventlet import unmask
 from utils.realtime.admission import Admission, AdmissionSweeper, event_problem, message_problem
 from utils.realtime.registry import HEAP_SLACK, SocketRegistry
 

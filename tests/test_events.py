@@ -177,7 +177,7 @@ def test_replay_and_sync_skip_a_stored_notification_that_cannot_be_delivered(
     before = notify("alice")[0]
     bad = store_raw(app, "alice", data_json)
     after = notify("alice")[0]
-    caplog.set_level(logging.WARNING, logger="routes.events")
+    caplog.set_level(logging.WARNING, logger="utils.realtime.replay")
     socket = connect(sio_client, make_token, last_id=0)
     assert [n["id"] for n in events(socket, "notification")] == [before, after]
     assert events(socket, "sync_complete") == [
@@ -186,7 +186,7 @@ def test_replay_and_sync_skip_a_stored_notification_that_cannot_be_delivered(
     assert [n["id"] for n in ack["notifications"]] == [before, after]
     # One warning line per pass (the replay, then the sync), with the id, no traceback.
     logged = [(r.levelno, f"notification {bad} " in r.getMessage(), r.exc_info)
-              for r in caplog.records if r.name == "routes.events"]
+              for r in caplog.records if r.name == "utils.realtime.replay"]
     assert logged == [(logging.WARNING, True, None)] * 2
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -238,8 +238,8 @@ def test_notification_stored_during_replay_arrives_once_and_in_order(
         app, sio_client, make_token, notify, monkeypatch):
     """A producer commits and emits while the replay query is running: the socket
     gets it once, after the replayed ones."""
-    import routes.events as events_module
     from utils.notifications import store
+    from utils.realtime import replay as events_module
 
     first = notify("alice")[0]
     real_after = store.after

@@ -31,7 +31,7 @@ from tests.support.services import (
     SHARED_REDIS,
     require_service,
 )
-from utils.realtime.catchup import CATCH_UP_MARGIN
+from utils.realtime.queue import CATCH_UP_MARGIN
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 

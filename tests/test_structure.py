@@ -69,7 +69,7 @@ def test_every_app_gets_its_own_handlers(tmp_path):
 
 
 def test_every_app_routes_pings_through_the_one_task(app):
-    assert engineio.socket.Socket.schedule_ping.__module__ == "utils.patches"
+    assert engineio.socket.Socket.schedule_ping.__module__ == "utils.patches.python_engineio"
 
 
 def test_cli_commands_print_no_eventlet_banner(tmp_path):

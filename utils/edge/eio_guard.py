@@ -55,7 +55,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from utils.edge.throttle import MAX_POLL_WAIT, ByteBudget, SessionBudgets, ThrottledSocket
 from utils.errors import error_body
-from utils.patches import end_taken_over_connection
+from utils.patches.eventlet import end_taken_over_connection
 
 # Packet types a client may send over polling (Engine.IO v4): close, pong, message
 # and upgrade. Not "b", a base64 binary message: this API has no binary payloads.

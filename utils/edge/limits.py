@@ -23,7 +23,8 @@ from utils.config.settings import Settings
 from utils.edge.addresses import client_ip
 from utils.errors import ValidationError, error_response
 from utils.extensions import socketio
-from utils.patches import close_connection, expire_memory_limits_inline
+from utils.patches.limits import expire_memory_limits_inline
+from utils.patches.python_socketio import close_connection
 from utils.services import services
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from utils.edge.eio_guard import EngineIOGuard
 from utils.edge.headers import SecurityHeaders, script_origin
 from utils.edge.limits import SocketLimits
 from utils.extensions import socketio
-from utils.patches import close_session
+from utils.patches.python_socketio import close_session
 
 WSGI = Callable[[dict[str, Any], Callable], Any]
 DrainLike = TypeVar("DrainLike", bound=WSGI)

@@ -204,9 +204,3 @@ def _earlier(conn: sa.Connection, key: str,
         return IdempotencyConflict(key)
     return Stored(Delivery(row.response, replayed=True), [])
 
-
-def notify_user(user_id: str, type: str, title: str, body: str | None = None,
-                data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Store and emit one notification; returns its ``{"id", "user_id"}``."""
-    delivery = notify_users([user_id], type, title, body, data)
-    return delivery.response["notifications"][0]

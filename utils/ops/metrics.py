@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import g, has_request_context
@@ -334,9 +334,3 @@ def exposition(server: Any) -> tuple[bytes, str]:
     body = generate_latest(_Labelled(_source(), {PROCESS_LABEL: process_label()}))
     return body, CONTENT_TYPE_LATEST
 
-
-def metric_names() -> Iterable[str]:
-    """Every series name this module exposes (the dashboard test checks against it)."""
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            yield sample.name

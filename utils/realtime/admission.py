@@ -11,7 +11,7 @@ After sign-in, a packet this API never uses also ends the session: binary packet
 server's own lifecycle events, which would otherwise run its connect and disconnect
 handlers (python-socketio keeps reserved names only from the catch-all handler).
 
-``Admission`` is the pure bookkeeping; utils/patches/ hooks it into
+``Admission`` is the pure bookkeeping; utils/patches/python_socketio.py hooks it into
 python-socketio's Engine.IO handlers.
 """
 

@@ -1,7 +1,7 @@
 """End this process's Engine.IO transports so their clients reconnect elsewhere.
 
 Used on SIGTERM (``drain_on_sigterm``, installed by entrypoints/runtime.py in each
-gunicorn worker) and when the Redis queue comes back (utils/patches/). Closing
+gunicorn worker) and when the Redis queue comes back (utils/realtime/queue.py). Closing
 the Socket.IO session (a DISCONNECT packet) would tell socket.io-client the server
 meant it ("io server disconnect"), and the client would not reconnect by itself.
 Ending the transport instead looks like a dropped connection: every
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from utils.errors import error_body
-from utils.patches import abort_sessions
+from utils.patches.python_engineio import abort_sessions
 
 log = logging.getLogger(__name__)
 

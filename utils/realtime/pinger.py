@@ -32,7 +32,7 @@ from typing import Any
 
 from engineio import packet
 
-from utils.patches import route_pings
+from utils.patches.python_engineio import route_pings
 
 log = logging.getLogger(__name__)
 

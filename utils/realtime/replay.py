@@ -1,4 +1,6 @@
-"""Exactly-once delivery around replay, enforced where Socket.IO delivers to sockets.
+"""Replay: what a socket missed, sent on CONNECT (``connect``, which the "connect"
+handler calls), and exactly-once delivery around it, enforced where Socket.IO
+delivers to sockets. A Redis outage's catch-up is in queue.py.
 
 A socket that connects with ``last_id`` is replayed from the store while live
 notifications keep arriving in its user's room. Without care a notification stored
@@ -19,12 +21,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
+from flask import request
+from flask_socketio import emit, join_room
 
 from utils import protocol
-from utils.patches import RedisQueuePatches
+from utils.auth.access import authenticate_socket
+from utils.edge.limits import socket_limits
+from utils.errors import ValidationError
+from utils.extensions import db
+from utils.extensions import socketio as flask_socketio
+from utils.notifications import store
+from utils.notifications.validation import check_data, positive_id
+from utils.ops import metrics
+from utils.services import services
+
+if TYPE_CHECKING:
+    from utils.realtime.state import Realtime
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +106,101 @@ class GuardedManager(socketio.Manager):
                             callback=callback, **kwargs)
 
 
-class GuardedRedisManager(RedisQueuePatches, socketio.RedisManager, GuardedManager):
-    """Redis pub/sub for several processes, with local delivery guarded (the MRO puts
-    GuardedManager after PubSubManager) and Redis outages turned into replays
-    (``RedisQueuePatches`` in utils/patches/)."""
+# ------------------------------------------------------------ the replay on CONNECT
+
+REPLAY_LIMIT = 100
 
 
-def _count_queue_error(operation: str) -> None:
-    from utils.ops.metrics import queue_error  # imported late: the metrics need Flask
+def _last_id(auth: Any) -> int | None:
+    """The client's replay cursor; an unusable value counts as none."""
+    if not isinstance(auth, dict) or auth.get("last_id") is None:
+        return None
+    try:
+        return positive_id(auth["last_id"], "last_id", allow_zero=True)
+    except ValidationError:
+        return None
 
-    queue_error(operation)
+
+def connect(auth: Any) -> None:
+    """A socket's CONNECT, in the handler's request context: the limits, the token, the
+    user's room, the unread count, then what it missed since ``auth["last_id"]``."""
+    rt, limits = services().realtime, socket_limits()
+    limits.check_connect(request.environ)  # attempts per client IP, refused ones too
+    verified = authenticate_socket(auth, request.environ)
+    sid, user_id = request.sid, verified.user_id
+    last_id = _last_id(auth)
+    # One pooled connection, for the count and the replay's read, held by at most
+    # rt.gate.capacity connects at once (a reconnect wave waits here, or is refused
+    # server_busy, instead of draining the pool).
+    with rt.gate.admit():
+        try:
+            unread = store.unread_count(user_id)
+            # No I/O between the count and add(), so concurrent connects cannot both
+            # slip in.
+            limits.check_user_cap(rt.registry.count_for(user_id))
+            rt.registry.add(sid, user_id, verified.expires_at)
+            if last_id is not None:
+                rt.guard.begin(sid)
+            join_room(protocol.user_room(user_id))
+            emit(protocol.AUTH_SUCCESS, {"user_id": user_id, "unread_count": unread})
+            missed = _read_replay(user_id, last_id)
+        finally:
+            db.session.rollback()  # the connection goes back before anything is sent
+    rt.sweeper.ensure_started()
+    _replay(rt, sid, last_id, missed)
+    metrics.connected(flask_socketio)  # replay done too
 
 
-def make_manager(guard: ReplayGuard, redis_url: str | None, channel: str, logger=None):
-    if redis_url:
-        manager = GuardedRedisManager(redis_url, channel=channel, logger=logger)
-        manager.on_queue_error = _count_queue_error
-    else:
-        manager = GuardedManager()
-    manager.guard = guard
-    return manager
+Missed = tuple[list[dict[str, Any]], int, bool, bool]
+
+
+def _read_replay(user_id: str, last_id: int | None) -> Missed | None:
+    """What a connect with ``last_id`` missed: payloads, the id read up to, whether
+    more remain, and whether pruning left a gap."""
+    if last_id is None:
+        return None
+    payloads, upto, has_more = deliverable_after(user_id, last_id, REPLAY_LIMIT)
+    return payloads, upto, has_more, last_id < store.pruned_through()
+
+
+def _replay(rt: Realtime, sid: str, last_id: int | None, missed: Missed | None) -> None:
+    if last_id is None or missed is None:
+        emit(protocol.SYNC_COMPLETE, {"last_id": None, "replayed": 0, "has_more": False,
+                               "gap": False})
+        return
+    payloads, upto, has_more, gap = missed
+    for payload in payloads:
+        emit(protocol.NOTIFICATION, payload, to=sid)
+    metrics.replayed(len(payloads))
+    cursor = upto  # past the skipped ones too
+    for held in rt.guard.finish(sid, upto):
+        emit(protocol.NOTIFICATION, held, to=sid)
+        if not has_more:
+            cursor = held["id"]
+    emit(protocol.SYNC_COMPLETE, {"last_id": cursor, "replayed": len(payloads),
+                           "has_more": has_more, "gap": gap})
+
+
+def deliverable_after(user_id: str, after_id: int,
+                       limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """store.after() as payloads, with the id read up to and whether more remain. A
+    stored row that cannot be delivered (data too deep to load, or refused by today's
+    check_data: NaN, too deep, not Unicode), written by an older version or straight
+    into the database, is logged and skipped: it never blocks the rows after it."""
+    try:
+        rows, has_more = store.after(user_id, after_id, limit)
+    except (RecursionError, ValueError):
+        # Some row's data cannot even be loaded: load each row's data on its own.
+        db.session.rollback()
+        rows, has_more = store.after(user_id, after_id, limit, lazy_data=True)
+    payloads, upto = [], after_id
+    for row in rows:
+        upto = row.id
+        try:
+            payload = row.to_dict()
+            check_data(payload["data"])
+        except (RecursionError, ValueError) as exc:  # a ValidationError is a ValueError
+            log.warning("notification %s cannot be delivered, skipped: %s", upto, exc)
+            continue
+        payloads.append(payload)
+    return payloads, upto, has_more

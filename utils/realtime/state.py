@@ -17,13 +17,15 @@ from utils.edge.addresses import client_ip
 from utils.edge.origins import OriginPolicy
 from utils.extensions import socketio
 from utils.ops.logs import socketio_loggers
-from utils.patches import bound_websocket_messages, guard_socketio_server, patch_eventlet_websocket
+from utils.patches.eventlet import patch_eventlet_websocket
+from utils.patches.python_engineio import bound_websocket_messages
+from utils.patches.python_socketio import guard_socketio_server
 from utils.realtime.admission import Admission, AdmissionSweeper, Rules
-from utils.realtime.catchup import make_catch_up
 from utils.realtime.connect_gate import ConnectGate
 from utils.realtime.pinger import install as install_pinger
+from utils.realtime.queue import make_catch_up, make_manager
 from utils.realtime.registry import ExpirySweeper, SocketRegistry
-from utils.realtime.replay import ReplayGuard, make_manager
+from utils.realtime.replay import ReplayGuard
 
 CHANNEL = "notifications"
 
