@@ -47,7 +47,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from routes import register_routes
     from routes.events import register as register_events
     from routes.openapi import document
-    from routes.push import CallsUnderWay
     from utils.auth.tokens import TokenService
     from utils.db.engine import init_database
     from utils.db.group_commit import GroupCommit
@@ -59,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from utils.notifications.receipts import MAX_GROUP_IDS, linger, write_receipts
     from utils.ops.logs import configure_logging
     from utils.push.dispatcher import init_push
+    from utils.push.sends import CallsUnderWay
     from utils.realtime.drain import DrainLayer
     from utils.realtime.state import init_realtime
     from utils.services import KEY, Services

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask import Blueprint, g, jsonify
 
@@ -16,7 +12,8 @@ from utils.config import Settings
 from utils.errors import ApiError
 from utils.extensions import socketio
 from utils.push import subscriptions
-from utils.push.sender import Answer, Sender, Target, payload
+from utils.push.sender import Sender, Target, payload
+from utils.push.sends import send_each, settle_subscriptions
 from utils.services import services
 
 bp = Blueprint("push", __name__, url_prefix="/api/push")
@@ -25,41 +22,6 @@ TEST_PUSH = {"id": 0, "type": "push_test", "title": "Test push",
              "body": "Push works on this device.", "data": {}, "created_at": None,
              "read_at": None, "delivered_at": None}
 TEST_PUSH_TTL = 60
-# Test pushes under way in this process: one call per user, and TEST_CALLS in all. A
-# call sends to each of the user's subscriptions at once and ends within one send's
-# deadline, whether or not its client is still there. Before issue 20, 300 calls
-# whose clients had hung up held 300 outbound connections.
-TEST_CALLS_PER_USER = 1
-TEST_CALLS = 16
-
-
-class CallsUnderWay:
-    """Counts the test-push calls under way, per user and in all."""
-
-    def __init__(self, per_user: int = TEST_CALLS_PER_USER, total: int = TEST_CALLS) -> None:
-        self.per_user, self.total = per_user, total
-        self._lock = threading.Lock()
-        self._by_user: Counter[str] = Counter()
-
-    @contextmanager
-    def hold(self, user_id: str) -> Iterator[bool]:
-        """Yields whether a call for ``user_id`` may run now, and counts it while it
-        does."""
-        with self._lock:
-            allowed = (self._by_user[user_id] < self.per_user
-                       and sum(self._by_user.values()) < self.total)
-            if allowed:
-                self._by_user[user_id] += 1
-        try:
-            yield allowed
-        finally:
-            if allowed:
-                with self._lock:
-                    self._by_user[user_id] -= 1
-                    if not self._by_user[user_id]:
-                        del self._by_user[user_id]
-
-
 def settings() -> Settings:
     return services().settings
 
@@ -124,8 +86,9 @@ def send_test_push():
             raise ApiError(429, "rate_limited", "a test push is already under way; try again "
                            "when it ends", {"Retry-After": str(math.ceil(push.deadline))})
         rows = subscriptions.of_user(g.user_id)
-        answers = _send_each(push, [Target(row.id, row.endpoint, row.p256dh, row.auth)
-                                    for row in rows])
+        answers = send_each(socketio.start_background_task, push,
+                            [Target(row.id, row.endpoint, row.p256dh, row.auth) for row in rows],
+                            payload(TEST_PUSH), TEST_PUSH_TTL, "high")
     results, sent, gone = [], [], []
     for row, answer in zip(rows, answers, strict=True):
         outcome = "failed" if answer.outcome == "retry" else answer.outcome  # no retry here
@@ -135,26 +98,6 @@ def send_test_push():
             gone.append(row.id)
         results.append({"id": row.id, "origin": subscriptions.endpoint_origin(row.endpoint),
                         "outcome": outcome, "status": answer.status})
-    subscriptions.record_success(sent)
-    subscriptions.remove_gone(gone)
+    settle_subscriptions(sent_to=sent, gone=gone)
     return jsonify({"results": results})
 
-
-def _send_each(push: Sender, targets: list[Target]) -> list[Answer]:
-    """The test push to every target at once, each on its own task; each ends within
-    the sender's deadline."""
-    answers = [Answer("retry", None)] * len(targets)
-    ended = threading.Semaphore(0)
-    body = payload(TEST_PUSH)
-
-    def send(index: int, target: Target) -> None:
-        try:
-            answers[index] = push.send(target, body, TEST_PUSH_TTL, "high")
-        finally:
-            ended.release()
-
-    for index, target in enumerate(targets):
-        socketio.start_background_task(send, index, target)
-    for _ in targets:
-        ended.acquire()
-    return answers

@@ -605,7 +605,7 @@ def test_a_private_ip_endpoint_is_refused_even_when_allowlisted(tmp_path, make_t
 # -- test pushes: one call per user at a time ---------------------------------------------
 
 def test_test_push_calls_are_counted_per_user_and_in_all():
-    from routes.push import CallsUnderWay
+    from utils.push.sends import CallsUnderWay
 
     calls = CallsUnderWay(per_user=1, total=2)
     with calls.hold("alice") as first, calls.hold("alice") as again, \

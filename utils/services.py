@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
-    from routes.push import CallsUnderWay
     from utils.auth.tokens import TokenService
     from utils.config import Settings
     from utils.db.group_commit import GroupCommit
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from utils.notifications.receipts import Receipt
     from utils.push.dispatcher import PushDispatcher
     from utils.push.sender import Sender
+    from utils.push.sends import CallsUnderWay
     from utils.realtime.drain import DrainLayer
     from utils.realtime.state import Realtime
 

@@ -204,22 +204,6 @@ def unsubscribe(user_id: str, endpoint: str) -> bool:
     return bool(ids)
 
 
-@retry_when_locked
-def remove_gone(ids: list[int]) -> None:
-    """The push service answered 404 or 410 for these: they will never work again."""
-    if ids:
-        with db.engine.begin() as conn:
-            delete_subscriptions(conn, ids)
-        metrics.subscriptions_removed("gone", len(ids))
-
-
-@retry_when_locked
-def record_success(ids: list[int]) -> None:
-    """The push service accepted a push for each of these subscriptions just now."""
-    if ids:
-        with db.engine.begin() as conn:
-            conn.execute(sa.update(_SUBS).where(_SUBS.c.id.in_(ids))
-                         .values(last_success_at=utcnow()))
 
 
 @retry_when_locked
