@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh machine, then runs every test.
 #   ./scripts/test.sh                 the whole suite
-#   ./scripts/test.sh tests/test_x.py any pytest arguments narrow it
+#   ./scripts/test.sh tests/unit/push  any pytest arguments narrow it
+#   ./scripts/test.sh -m "not server"  the fast tier, for the inner loop: no real servers
 # Debian packages (browsers, WebDriver, Xvfb, HAProxy, nginx) are installed with
 # apt-get when missing and running as root; Python packages go into .venv; npm
 # packages (socket.io-client 4.8.1 for the browser tests) into node_modules, and the
@@ -32,6 +33,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== pip install -r requirements-dev.txt"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+echo "== pip install -e ."
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
 
 if command -v npm >/dev/null; then
   echo "== npm ci"

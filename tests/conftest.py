@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
-from flask_migrate import upgrade  # noqa: E402
-
-from tests.support.services import PG_HOST, PG_PORT, require_service  # noqa: E402
-
-SECRET = "unit-test-secret-" + "s" * 40
-API_KEY = "unit-test-api-key-" + "k" * 30
-ORIGIN = "http://localhost:3000"
-
-
-def build_app(tmp_path: Path, **overrides: str):
-    from app import create_app
-
-    config = {
-        "APP_ENV": "development",
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'test.db'}",
-        "ASYNC_MODE": "threading",
-        "JWT_SECRET_KEY": SECRET,
-        "NOTIFY_API_KEY": API_KEY,
-        "FRONTEND_URLS": ORIGIN,
-        "REDIS_URL": "",
-        **overrides,
-    }
-    app = create_app(config)
-    app.config["TESTING"] = True
-    with app.app_context():
-        upgrade()
-    return app
+from tests.support.app import API_KEY, ORIGIN, SECRET, build_app  # noqa: F401 (fixtures)
+from tests.support.services import PG_HOST, PG_PORT, require_service
 
 
 @pytest.fixture

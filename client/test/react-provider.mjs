@@ -1,6 +1,6 @@
 // The React entry against a real server: <NotificationProvider> under <StrictMode>,
 // rendered with react-dom/client into a jsdom document, over real socket.io-client.
-// Driven by tests/test_client_package.py, which starts the server and reads the JSON
+// Driven by tests/unit/client/test_client_package.py, which starts the server and reads the JSON
 // report this prints as its last line. What it measures:
 //
 //   - after StrictMode's double mount, how many sockets the server counts (its

@@ -1,6 +1,6 @@
 // The reference client's answer to a refusal that means "not now": against a stand-in
 // for socket.io-client's socket (no server: the refusal is what is under test), it
-// prints one JSON line that tests/test_client_package.py reads.
+// prints one JSON line that tests/unit/client/test_client_package.py reads.
 //
 //   - server_busy with retry_after 0.2: connect() is called again once, between 0.5
 //     and 1.5 times 0.2 s later, and the delays of 40 clients are spread out;

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.attacks.conftest import (
+from tests.support.attack import (
     MAX_MESSAGE,
     RSS_LIMIT_MB,
     attacker,

@@ -15,15 +15,7 @@ import uuid
 import pytest
 import requests
 
-from tests.attacks.conftest import (
-    MINTED,
-    WORKERS,
-    attacker,
-    eio_url,
-    start_server,
-    token,
-    unique,
-)
+from tests.support.attack import MINTED, WORKERS, attacker, eio_url, start_server, token, unique
 from tests.support.servers import SERVER_API_KEY, SERVER_JWT_SECRET
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(60)]

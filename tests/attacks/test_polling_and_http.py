@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from tests.attacks.conftest import (
+from tests.support.attack import (
     ATTACKER_IP,
     VICTIM_IP,
     attacker,

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.attacks.conftest import (
+from tests.support.attack import (
     RSS_LIMIT_MB,
     attacker,
     error_code,

@@ -23,7 +23,7 @@ import pytest
 import requests
 from websocket import ABNF
 
-from tests.attacks.conftest import (
+from tests.support.attack import (
     RSS_LIMIT_MB,
     attacker,
     eio_url,

@@ -15,7 +15,7 @@ import json
 import pytest
 from websocket import ABNF
 
-from tests.attacks.conftest import MAX_MESSAGE, RSS_LIMIT_MB, frame, token, unique
+from tests.support.attack import MAX_MESSAGE, RSS_LIMIT_MB, frame, token, unique
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(60)]
 

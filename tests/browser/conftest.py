@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.helpers import (
-    CLIENT_DIST,
-    REPORT,
-    NotifyServer,
-    PageServer,
-    open_page,
-)
-from tests.browser.webdriver import ENGINES, Browser
+from tests.support.browser.helpers import CLIENT_DIST, REPORT, NotifyServer, PageServer, open_page
+from tests.support.browser.webdriver import ENGINES, Browser
 from tests.support.client_package import missing_build
 from tests.support.services import in_ci
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.devtools import cdp
-from tests.browser.helpers import ARTIFACTS, REPORT, NotifyServer, new_user
+from tests.support.browser.devtools import cdp
+from tests.support.browser.helpers import ARTIFACTS, REPORT, NotifyServer, new_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

@@ -35,9 +35,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.browser.devtools import cdp, registration_id
-from tests.browser.helpers import NotifyServer, new_user
-from tests.browser.webdriver import Browser
+from tests.support.browser.devtools import cdp, registration_id
+from tests.support.browser.helpers import NotifyServer, new_user
+from tests.support.browser.webdriver import Browser
 from tests.support.push_service import (  # noqa: F401 (the push_service fixture)
     PushService,
     VapidKeys,

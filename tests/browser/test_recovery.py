@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.browser.helpers import REPORT, events, new_user, open_page, wait_event
+from tests.support.browser.helpers import REPORT, events, new_user, open_page, wait_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

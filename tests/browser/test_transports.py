@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.helpers import REPORT, events, new_user, open_page, wait_event
+from tests.support.browser.helpers import REPORT, events, new_user, open_page, wait_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

@@ -9,7 +9,7 @@ live in its memory and die with it. It still runs with a temporary directory as 
 working directory, so nothing can land in the repository.
 
 What the service does (web-push-testing 1.2.2, read from its source and checked by
-tests/test_push_service.py):
+tests/unit/push/test_push_service.py):
 
 - ``POST /status`` → 200 ``OK``.
 - ``POST /subscribe``, form fields ``userVisibleOnly=true`` and
@@ -104,7 +104,8 @@ class VapidKeys:
                    b64url(point))
 
     def vapid(self) -> Any:
-        """The key as py_vapid's, to sign a hand-built push (tests/test_push_service.py)."""
+        """The key as py_vapid's, to sign a hand-built push
+        (tests/unit/push/test_push_service.py)."""
         from py_vapid import Vapid
 
         return Vapid.from_raw(self.private.encode())

@@ -1,6 +1,6 @@
 """Settings: every environment variable the service reads, parsed once, grouped by
 concern. The README's configuration table documents each one; a test keeps the two
-in agreement (tests/test_config.py).
+in agreement (tests/unit/config/test_settings.py).
 
 Three are also read before the settings exist, where they must be: ``ASYNC_MODE``
 by ``python app.py`` to monkey-patch first, ``REDIS_URL`` by utils/extensions.py to

@@ -1,6 +1,6 @@
 """A thin WSGI guard in front of Engine.IO for input python-engineio mishandles.
 
-What it stops, found by sending raw Engine.IO (tests/test_security_server.py):
+What it stops, found by sending raw Engine.IO (tests/server/test_security_server.py):
 
 - A polling POST whose packet Engine.IO cannot accept (an unknown packet type such as
   ``9``, a client ``2``/``6``, or a body over ``max_http_buffer_size``) makes
