@@ -1,5 +1,5 @@
 """Settings: every environment variable the service reads, parsed once, grouped by
-concern. The README's configuration table documents each one; a test keeps the two
+concern. docs/CONFIGURATION.md's table documents each one; a test keeps the two
 in agreement (tests/unit/config/test_settings.py).
 
 Three are also read before the settings exist, where they must be: ``ASYNC_MODE``

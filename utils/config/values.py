@@ -1,7 +1,7 @@
 """One parser per kind of value an environment variable holds.
 
 Every parser names its variable in the one-line ``ConfigError`` it raises, and
-records the name, so a test can check the README's configuration table against
+records the name, so a test can check docs/CONFIGURATION.md's table against
 what the code really reads.
 """
 
