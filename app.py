@@ -35,6 +35,7 @@ from flask import Flask  # noqa: E402
 # may import redis (only with REDIS_URL set).
 import utils.extensions  # noqa: E402, F401
 from utils.config import ConfigError, Settings, load_settings  # noqa: E402
+from utils.config.worker import check_worker  # noqa: E402
 from utils.patches import PatchedVersionError, check_versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -56,6 +57,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     check_versions()
     env = {**os.environ, **{k: str(v) for k, v in (config or {}).items()}}
     settings = load_settings(env, ROOT / "instance")
+    check_worker(settings.async_mode)
     app = Flask(__name__, instance_path=settings.instance_path)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=256 * 1024, JSON_SORT_KEYS=False)
     configure_logging(settings.log_level, settings.secrets_to_redact())
