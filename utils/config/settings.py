@@ -95,6 +95,7 @@ class Settings:
     log_level: str = "INFO"
     socketio_logger: bool = False
     metrics_token: str | None = None
+    metrics_public: bool = False
     gc_tuning: bool = True
     gc_pause_log: str | None = None
     # -- Web Push
@@ -111,6 +112,11 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def metrics_closed(self) -> bool:
+        """No token and not declared public: /metrics answers 403 (production's default)."""
+        return not self.metrics_token and not self.metrics_public
 
     @property
     def signing_key(self) -> str | None:
@@ -141,7 +147,7 @@ def load_settings(environ: Env | dict[str, str], default_instance: Path) -> Sett
         **_storage(env, production, instance_path),
         **_sockets(env),
         **_limits(env),
-        **_operations(env),
+        **_operations(env, production),
         **_push(env, production, instance_path, generated),
         generated=tuple(generated),
     )
@@ -382,7 +388,7 @@ def _trusted_proxies(env: Env) -> tuple[int, tuple[str, ...]]:
 
 # ------------------------------------------------------------------ operations
 
-def _operations(env: Env) -> dict[str, object]:
+def _operations(env: Env, production: bool) -> dict[str, object]:
     directory = env.raw("PROMETHEUS_MULTIPROC_DIR")
     if directory and not Path(directory).is_dir():
         raise ConfigError(
@@ -393,6 +399,8 @@ def _operations(env: Env) -> dict[str, object]:
         "log_level": env.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
         "socketio_logger": env.flag("SOCKETIO_LOGGER", False),
         "metrics_token": env.text("METRICS_TOKEN"),
+        # Production without a token: /metrics is closed unless this says otherwise.
+        "metrics_public": env.flag("METRICS_PUBLIC", not production),
         "gc_tuning": env.flag("GC_TUNING", True),
         "gc_pause_log": env.text("GC_PAUSE_LOG"),
     }
