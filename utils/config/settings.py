@@ -84,6 +84,7 @@ class Settings:
     rate_limit_storage_url: str = "memory://"
     connect_rate_per_ip: int = 300
     max_pending_sessions_per_ip: int = 30
+    unknown_session_rate_per_ip: int = 600
     max_sockets_per_user: int = 20
     socket_event_rate: float = 5.0
     socket_event_burst: int = 20
@@ -358,6 +359,8 @@ def _limits(env: Env) -> dict[str, object]:
         or "memory://",
         "connect_rate_per_ip": env.integer("CONNECT_RATE_PER_IP", 300, 0, 1_000_000),
         "max_pending_sessions_per_ip": env.integer("MAX_PENDING_SESSIONS_PER_IP", 30, 0,
+                                                   1_000_000),
+        "unknown_session_rate_per_ip": env.integer("UNKNOWN_SESSION_RATE_PER_IP", 600, 0,
                                                    1_000_000),
         "max_sockets_per_user": env.integer("MAX_SOCKETS_PER_USER", 20, 0, 100_000),
         "socket_event_rate": env.seconds("SOCKET_EVENT_RATE", 5.0, 0.01, 10_000),
