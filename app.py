@@ -35,6 +35,7 @@ from flask import Flask  # noqa: E402
 # may import redis (only with REDIS_URL set).
 import utils.extensions  # noqa: E402, F401
 from utils.config import ConfigError, Settings, load_settings  # noqa: E402
+from utils.config.worker import check_worker  # noqa: E402
 from utils.patches import PatchedVersionError, check_versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -55,7 +56,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from utils.edge.stack import wsgi_stack
     from utils.extensions import socketio
     from utils.notifications.notifier import MAX_GROUP_ROWS, store_group
-    from utils.notifications.receipts import MAX_GROUP_IDS, linger, write_receipts
+    from utils.notifications.receipts import (
+        MAX_GROUP_IDS,
+        RECEIPT_WRITES,
+        Backlog,
+        linger,
+        write_receipts,
+    )
     from utils.ops.logs import configure_logging
     from utils.push.dispatcher import init_push
     from utils.push.sends import CallsUnderWay
@@ -66,6 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     check_versions()
     env = {**os.environ, **{k: str(v) for k, v in (config or {}).items()}}
     settings = load_settings(env, ROOT / "instance")
+    check_worker(settings.async_mode)
     app = Flask(__name__, instance_path=settings.instance_path)
     app.config.update(MAX_CONTENT_LENGTH=256 * 1024, JSON_SORT_KEYS=False)
     configure_logging(settings.log_level, settings.secrets_to_redact())
@@ -86,7 +94,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings=settings, tokens=TokenService(settings), origins=origins, realtime=realtime,
         socket_limits=socket_limits, http_limits=http_limits,
         writes=GroupCommit(store_group, MAX_GROUP_ROWS),
-        receipts=GroupCommit(write_receipts, MAX_GROUP_IDS, linger),
+        receipts=GroupCommit(write_receipts, MAX_GROUP_IDS, linger, max_writes=RECEIPT_WRITES),
+        receipt_backlog=Backlog(),
         push_sender=sender, dispatcher=dispatcher, test_push_calls=CallsUnderWay(),
         openapi=document(), drain=drain)
     register_commands(app)

@@ -87,6 +87,7 @@ class Server:
             "CONNECT_RATE_PER_IP": str(RAISED_PER_IP),
             "MAX_PENDING_SESSIONS_PER_IP": str(RAISED_PER_IP),
             "GC_PAUSE_LOG": str(self.gc_log),
+            "METRICS_PUBLIC": "1",  # the bench reads the product's counters
             # No delivery check falls due during a run: the bench's clients send no
             # receipts, except in the receipts scenario, which sets its own.
             "PUSH_AFTER": "3600",

@@ -35,3 +35,6 @@ def start_serving(app: Flask, worker: Any = None) -> None:
         drain_on_sigterm(worker, services(app).drain)
     if settings.async_mode == "eventlet":
         log.warning(EVENTLET_NOTICE)
+    if settings.metrics_closed:
+        log.warning("/metrics is closed (403): set METRICS_TOKEN to scrape it with a "
+                    "bearer token, or METRICS_PUBLIC=1 to open it")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from utils.edge.limits import HttpLimits, SocketLimits
     from utils.edge.origins import OriginPolicy
     from utils.notifications.notifier import NotifyRequest, Stored
-    from utils.notifications.receipts import Receipt
+    from utils.notifications.receipts import Backlog, Receipt
     from utils.push.dispatcher import PushDispatcher
     from utils.push.sender import Sender
     from utils.push.sends import CallsUnderWay
@@ -39,6 +39,7 @@ class Services:
     http_limits: HttpLimits
     writes: GroupCommit[NotifyRequest, Stored]  # notifications, grouped into transactions
     receipts: GroupCommit[Receipt, int]  # delivery receipts, likewise
+    receipt_backlog: Backlog  # the receipts waiting to be written, bounded
     push_sender: Sender | None  # None: Web Push is off
     dispatcher: PushDispatcher
     test_push_calls: CallsUnderWay

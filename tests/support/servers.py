@@ -99,6 +99,9 @@ def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "FRONTEND_URLS": "http://localhost:3000",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}",
         "INSTANCE_PATH": str(tmp_path / "instance"),
+        # The suites scrape /metrics as a Prometheus on a private network would;
+        # production's closed default has its own test (tests/test_metrics_closed.py).
+        "METRICS_PUBLIC": "1",
         "PYTHONWARNINGS": "ignore",
         "PYTHONUNBUFFERED": "1",
     })

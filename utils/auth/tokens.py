@@ -79,7 +79,8 @@ class TokenService:
         user_id = claims.get(self.settings.jwt_user_claim)
         if isinstance(user_id, int) and not isinstance(user_id, bool):
             user_id = str(user_id)
-        if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_LENGTH:
+        if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID_LENGTH \
+                or not _storable(user_id):
             raise TokenError(
                 "token_invalid", f"token has no usable '{self.settings.jwt_user_claim}' claim"
             )
@@ -176,3 +177,12 @@ def create_access_token(user_id: str, ttl: int = 3600, **extra: Any) -> str:
 def verify_access_token(token: object) -> VerifiedToken:
     """The verified identity in ``token``, or :class:`TokenError` with a refusal code."""
     return tokens().verify(token)
+
+
+def _storable(text: str) -> bool:
+    """Text every database can store: valid UTF-8 (no lone surrogate), no NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text

@@ -84,6 +84,7 @@ class Settings:
     rate_limit_storage_url: str = "memory://"
     connect_rate_per_ip: int = 300
     max_pending_sessions_per_ip: int = 30
+    unknown_session_rate_per_ip: int = 600
     max_sockets_per_user: int = 20
     socket_event_rate: float = 5.0
     socket_event_burst: int = 20
@@ -95,6 +96,7 @@ class Settings:
     log_level: str = "INFO"
     socketio_logger: bool = False
     metrics_token: str | None = None
+    metrics_public: bool = False
     gc_tuning: bool = True
     gc_pause_log: str | None = None
     # -- Web Push
@@ -111,6 +113,11 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def metrics_closed(self) -> bool:
+        """No token and not declared public: /metrics answers 403 (production's default)."""
+        return not self.metrics_token and not self.metrics_public
 
     @property
     def signing_key(self) -> str | None:
@@ -141,7 +148,7 @@ def load_settings(environ: Env | dict[str, str], default_instance: Path) -> Sett
         **_storage(env, production, instance_path),
         **_sockets(env),
         **_limits(env),
-        **_operations(env),
+        **_operations(env, production),
         **_push(env, production, instance_path, generated),
         generated=tuple(generated),
     )
@@ -353,6 +360,8 @@ def _limits(env: Env) -> dict[str, object]:
         "connect_rate_per_ip": env.integer("CONNECT_RATE_PER_IP", 300, 0, 1_000_000),
         "max_pending_sessions_per_ip": env.integer("MAX_PENDING_SESSIONS_PER_IP", 30, 0,
                                                    1_000_000),
+        "unknown_session_rate_per_ip": env.integer("UNKNOWN_SESSION_RATE_PER_IP", 600, 0,
+                                                   1_000_000),
         "max_sockets_per_user": env.integer("MAX_SOCKETS_PER_USER", 20, 0, 100_000),
         "socket_event_rate": env.seconds("SOCKET_EVENT_RATE", 5.0, 0.01, 10_000),
         "socket_event_burst": env.integer("SOCKET_EVENT_BURST", 20, 1, 100_000),
@@ -382,7 +391,7 @@ def _trusted_proxies(env: Env) -> tuple[int, tuple[str, ...]]:
 
 # ------------------------------------------------------------------ operations
 
-def _operations(env: Env) -> dict[str, object]:
+def _operations(env: Env, production: bool) -> dict[str, object]:
     directory = env.raw("PROMETHEUS_MULTIPROC_DIR")
     if directory and not Path(directory).is_dir():
         raise ConfigError(
@@ -393,6 +402,8 @@ def _operations(env: Env) -> dict[str, object]:
         "log_level": env.choice("LOG_LEVEL", "info", LOG_LEVELS).upper(),
         "socketio_logger": env.flag("SOCKETIO_LOGGER", False),
         "metrics_token": env.text("METRICS_TOKEN"),
+        # Production without a token: /metrics is closed unless this says otherwise.
+        "metrics_public": env.flag("METRICS_PUBLIC", not production),
         "gc_tuning": env.flag("GC_TUNING", True),
         "gc_pause_log": env.text("GC_PAUSE_LOG"),
     }

@@ -22,7 +22,7 @@ What it stops, found by sending raw Engine.IO (tests/server/test_security_server
   had opened a read budget for that sid. 47,000 anonymous POSTs with 4,000-character
   sids left RSS 270-284 MB up for good (issue 20, findings 8 and 13). The guard now
   answers them itself, 400 ``unknown_session`` without the sid, opens nothing, and
-  counts them per client address: past UNKNOWN_SESSIONS_PER_MINUTE, 429. A session
+  counts them per client address: past UNKNOWN_SESSION_RATE_PER_IP a minute, 429. A session
   closed but still listed counts as unknown: a POST for one made python-engineio
   raise ``KeyError`` out of ``_get_socket``, a 500.
 - A second WebSocket for a session still upgrading is accepted too, so two

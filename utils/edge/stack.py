@@ -59,7 +59,8 @@ def wsgi_stack(inner: WSGI, settings: Settings, *, has_room: Callable[[str], boo
         ("Engine.IO guard", lambda inner: EngineIOGuard(
             inner, settings.max_http_buffer_size, known_session=known_session,
             end_session=end_session, allow_handshake=allow_handshake, address_of=address_of,
-            read_rate=settings.socket_read_rate, sleep=socketio.sleep)),
+            read_rate=settings.socket_read_rate,
+            unknown_per_minute=settings.unknown_session_rate_per_ip, sleep=socketio.sleep)),
         # Notes each WebSocket's raw connection so a SIGTERM drain can shut it down,
         # and refuses new sessions once draining (utils/realtime/drain.py); inside the
         # guard, so connections it refused never count.

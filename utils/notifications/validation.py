@@ -71,12 +71,16 @@ def _check_unicode(text: str, field: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError(f"{field} must be valid Unicode (no lone surrogates)") from None
+    # Nor can PostgreSQL store NUL in text: refused here on every database alike,
+    # instead of a 503 on PostgreSQL only.
+    if "\x00" in text:
+        raise ValidationError(f"{field} must not contain NUL (\\u0000) characters")
 
 
 def check_data(data: Any) -> None:
     """Refuse in a notification's ``data`` what would break its delivery: nesting
     deeper than MAX_DATA_DEPTH, NaN or Infinity (not JSON), text that is not valid
-    Unicode. A loop with its own stack that stops at the limit, so no input can
+    Unicode or holds NUL. A loop with its own stack that stops at the limit, so no input can
     exhaust Python's."""
     pending = [([data], 0)]  # (container, depth): data is the one item at depth 0
     while pending:

@@ -129,12 +129,14 @@ def connect(auth: Any) -> None:
     verified = authenticate_socket(auth, request.environ)
     sid, user_id = request.sid, verified.user_id
     last_id = _last_id(auth)
-    # One pooled connection, for the count and the replay's read, held by at most
-    # rt.gate.capacity connects at once (a reconnect wave waits here, or is refused
-    # server_busy, instead of draining the pool).
+    # The database work of a connect (the count on a connection of its own, returned
+    # at once; the replay's read in the session) is done by at most rt.gate.capacity
+    # connects at once: a reconnect wave waits here, or is refused server_busy,
+    # instead of draining the pool.
     with rt.gate.admit():
         try:
-            unread = store.unread_count(user_id)
+            with db.engine.connect() as conn:
+                unread = store.unread_count(user_id, conn)
             # No I/O between the count and add(), so concurrent connects cannot both
             # slip in.
             limits.check_user_cap(rt.registry.count_for(user_id))
@@ -145,7 +147,8 @@ def connect(auth: Any) -> None:
             emit(protocol.AUTH_SUCCESS, {"user_id": user_id, "unread_count": unread})
             missed = _read_replay(user_id, last_id)
         finally:
-            db.session.rollback()  # the connection goes back before anything is sent
+            if last_id is not None:
+                db.session.rollback()  # the replay's connection goes back before it is sent
     rt.sweeper.ensure_started()
     _replay(rt, sid, last_id, missed)
     metrics.connected(flask_socketio)  # replay done too

@@ -1,19 +1,25 @@
 """Group commit: writers that arrive together share one write, each with its own answer.
 
 The committer on its own (threads stand in for the workers' greenlets), then the
-notification store's group write on SQLite and PostgreSQL.
+notification store's group write on SQLite and PostgreSQL, then receipts: their
+backlog bound and their one statement for id lists of any length.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
 
 from tests.unit.ops.test_metrics import delta, scrape
 from utils.db.group_commit import GroupCommit
+from utils.errors import ValidationError
 from utils.extensions import db
 from utils.notifications import store
-from utils.notifications.models import NewNotification
+from utils.notifications.models import NewNotification, Notification
 from utils.notifications.notifier import (
     IdempotencyConflict,
     NotifyRequest,
@@ -22,6 +28,8 @@ from utils.notifications.notifier import (
     notify_users,
     store_group,
 )
+from utils.notifications.receipts import Backlog, Receipt, write_receipts
+from utils.services import services
 
 
 class Recorder:
@@ -69,7 +77,7 @@ def submit_all(committer: GroupCommit, requests: list, weights: dict | None = No
     def write(request):
         try:
             outcomes[request] = committer.submit(request, (weights or {}).get(request, 1))
-        except Exception as exc:  # each writer's own error, asserted by the test
+        except BaseException as exc:  # each writer's own error, asserted by the test
             outcomes[request] = exc
 
     threads = [threading.Thread(target=write, args=(r,)) for r in requests]
@@ -146,6 +154,112 @@ def test_an_error_answer_reaches_only_its_writer():
     outcomes = finish(run)
     assert str(outcomes["b"]) == "refused b" and outcomes["c"] == "ok c"
     assert len(recorder.groups) == 1  # no rerun: the group itself succeeded
+
+
+def test_with_one_write_at_a_time_a_waiting_group_keeps_gathering():
+    """``max_writes=1``: while "a" is being written, "b" leads the next group and
+    waits for its turn with the group open, so "c" and "d" join it."""
+    recorder = Recorder(hold="a")
+    committer = GroupCommit(recorder, max_weight=100, max_writes=1)
+    first = submit_all(committer, ["a"])
+    assert recorder.holding.wait(5)
+    rest = submit_all(committer, ["b", "c", "d"])
+    assert recorder.groups == [["a"]]  # nothing else written while "a" holds the turn
+    recorder.release.set()
+    assert finish(first) == {"a": "ok a"}
+    assert finish(rest) == {r: f"ok {r}" for r in "bcd"}
+    assert recorder.groups == [["a"], ["b", "c", "d"]]
+
+
+class Stopped(BaseException):
+    """What killing a greenlet raises in it (GreenletExit is a BaseException too)."""
+
+
+def test_a_leader_stopped_before_its_write_leaves_no_writer_waiting():
+    gate = Gate()
+    stopping = {"first": True}
+
+    def gather() -> None:
+        gate()
+        if stopping.pop("first", False):
+            raise Stopped
+
+    recorder = Recorder()
+    committer = GroupCommit(recorder, max_weight=100, gather=gather)
+    run = submit_all(committer, ["a", "b"])
+    gate.open.set()
+    outcomes = finish(run)
+    assert not any(t.is_alive() for t in run["threads"]), "a follower waits for ever"
+    assert isinstance(outcomes["a"], Stopped), outcomes
+    assert isinstance(outcomes["b"], RuntimeError), outcomes
+    assert committer.submit("c") == "ok c"  # the stopped group was closed
+    assert recorder.groups == [["c"]]
+
+
+# ---------------------------------------------------------------- receipts
+
+def test_the_receipt_backlog_refuses_past_either_bound_until_receipts_leave():
+    backlog = Backlog(max_ids=10, max_user_ids=6)
+    with backlog.admit("alice", 5):
+        with pytest.raises(ValidationError) as refused:
+            with backlog.admit("alice", 2):  # alice: 7 > 6
+                pass
+        assert refused.value.code == "rate_limited"
+        with backlog.admit("bob", 5):  # 10 in all: the worker's bound, reached
+            with pytest.raises(ValidationError):
+                with backlog.admit("carol", 1):
+                    pass
+        assert backlog.total == 5
+    assert backlog.total == 0
+    with backlog.admit("alice", 6):
+        pass
+
+
+def test_a_receipt_over_the_backlog_gets_the_retryable_ack(app, notify, sio_client,
+                                                          make_token):
+    """Through the socket event: the ack is ``rate_limited`` (the reference client
+    sends it again), nothing is marked, and the socket stays up."""
+    (mine,) = notify("alice")
+    alice = sio_client(auth={"token": make_token("alice")})
+    services(app).receipt_backlog = Backlog(max_ids=0)
+    reply = alice.emit("delivered", {"ids": [mine]}, callback=True)
+    assert reply["error"]["code"] == "rate_limited", reply
+    assert alice.is_connected()
+    services(app).receipt_backlog = Backlog()
+    assert alice.emit("delivered", {"ids": [mine]}, callback=True) == {"updated": 1}
+
+
+def test_id_lists_of_any_length_are_one_statement(store_app):
+    """A receipt group and mark_read send their ids as one parameter: whatever the
+    length, one SQL text (an IN list per length filled sqlite3's statement cache)."""
+    with store_app.app_context():
+        with db.engine.begin() as conn:
+            inserted = store.insert_notifications(conn, items("alice", 5) + items("bob", 1),
+                                                  timedelta(seconds=60))
+        alice, bob = [n.id for n in inserted[:5]], inserted[5].id
+        texts: set[str] = set()
+
+        def seen(_conn, _cursor, statement, *_args):
+            if statement.lstrip().upper().startswith("UPDATE NOTIFICATIONS"):
+                texts.add(statement)
+
+        sa.event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            strangers = list(range(10**6, 10**6 + 20_000))
+            assert write_receipts([Receipt("alice", [alice[0]])]) == [1]
+            assert write_receipts([Receipt("alice", [alice[1], bob, *strangers[:6]]),
+                                   Receipt("alice", [alice[1], alice[2]])]) == [1, 1]
+            assert write_receipts([Receipt("alice", alice + strangers)]) == [2]
+            assert len(texts) == 1, texts
+            texts.clear()
+            assert store.mark_read("alice", [alice[0]]) == 1
+            assert store.mark_read("alice", [alice[1], bob, *strangers[:999]]) == 1
+            assert len(texts) == 1, texts
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", seen)
+        rows = dict(db.session.execute(sa.select(Notification.id,
+                                                 Notification.delivered_at)).all())
+        assert all(rows[i] is not None for i in alice) and rows[bob] is None
 
 
 def items(user: str, count: int = 1) -> list[NewNotification]:

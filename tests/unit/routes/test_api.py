@@ -290,7 +290,7 @@ def test_idempotency_key_expires_after_24_hours(app, client, api_headers):
     assert "Idempotent-Replayed" not in again.headers
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "bad\x01key"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "bad\x01key", "nul\x00key", "\ud800key"])
 def test_bad_idempotency_keys(client, api_headers, key):
     response = client.post("/api/notifications", headers={**api_headers, "Idempotency-Key": key},
                            json={"user_id": "a", "type": "t", "title": "x"})
