@@ -1,5 +1,5 @@
-"""HTTP routes and Socket.IO event handlers (events.py, bound in
-utils/realtime/state.py)."""
+"""HTTP routes (one blueprint a module) and the Socket.IO namespace (events.py's
+Events, which create_app registers on each app's server after socketio.init_app)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Socket.IO handlers for namespace "/"."""
+"""Socket.IO handlers for namespace "/": one method of ``Events`` per event."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from utils.realtime.state import Realtime
 from utils.services import services
 
 log = logging.getLogger(__name__)
+
 
 def realtime() -> Realtime:
     return services().realtime

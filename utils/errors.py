@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable
+
 from flask import jsonify
 
 # Codes for statuses raised by Flask/Werkzeug itself rather than by our handlers.
@@ -35,6 +38,16 @@ class ApiError(Exception):
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     """The one error shape, for HTTP bodies, Engine.IO refusals and socket acks."""
     return {"error": {"code": code, "message": message}}
+
+
+def refusal(start_response: Callable, status: str, code: str, message: str,
+            headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    """The error shape as a raw WSGI response, for layers in front of Flask (the
+    Engine.IO guard, the drain), which answer before any Flask handler runs."""
+    body = json.dumps(error_body(code, message)).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body))), *headers])
+    return [body]
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None):

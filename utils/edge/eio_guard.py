@@ -41,7 +41,6 @@ What it stops, found by sending raw Engine.IO (tests/server/test_security_server
 from __future__ import annotations
 
 import io
-import json
 import logging
 import threading
 import time
@@ -54,7 +53,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 
 from utils.edge.throttle import MAX_POLL_WAIT, ByteBudget, SessionBudgets, ThrottledSocket
-from utils.errors import error_body
+from utils.errors import refusal
 from utils.patches.eventlet import end_taken_over_connection
 
 # Packet types a client may send over polling (Engine.IO v4): close, pong, message
@@ -74,14 +73,6 @@ UNKNOWN_SESSION = ("Invalid session: this process holds no such session (it ende
                    "another process issued it); open a new one")
 
 log = logging.getLogger(__name__)
-
-
-def _refuse(start_response: Callable, status: str, code: str, message: str,
-            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    body = json.dumps(error_body(code, message)).encode()
-    start_response(status, [("Content-Type", "application/json"),
-                            ("Content-Length", str(len(body))), *(headers or [])])
-    return [body]
 
 
 def payload_problem(body: bytes) -> str | None:
@@ -175,7 +166,7 @@ class EngineIOGuard:
         try:
             query = parse_qs(str(environ.get("QUERY_STRING", "")), max_num_fields=20)
         except ValueError:
-            return _refuse(start_response, "400 Bad Request", "bad_request",
+            return refusal(start_response, "400 Bad Request", "bad_request",
                            "too many query arguments")
         sid = (query.get("sid") or [None])[0]
         method = environ.get("REQUEST_METHOD")
@@ -187,7 +178,7 @@ class EngineIOGuard:
         upgrade = is_websocket(environ)
         if sid is None and method == "GET" and self.allow_handshake is not None \
                 and not self.allow_handshake(environ):
-            return _refuse(start_response, "429 Too Many Requests", "rate_limited",
+            return refusal(start_response, "429 Too Many Requests", "rate_limited",
                            "too many new connections from this address; retry later",
                            [("Retry-After", "60")])
         if method == "GET" and upgrade:
@@ -210,10 +201,10 @@ class EngineIOGuard:
         asked for too many of them this minute."""
         if self._unknown_limit is not None and not self._unknown_window.hit(
                 self._unknown_limit, "unknown-session", self.address_of(environ)):
-            return _refuse(start_response, "429 Too Many Requests", "rate_limited",
+            return refusal(start_response, "429 Too Many Requests", "rate_limited",
                            "too many requests for unknown sessions from this address; "
                            "retry later", [("Retry-After", "60")])
-        return _refuse(start_response, "400 Bad Request", "unknown_session", UNKNOWN_SESSION)
+        return refusal(start_response, "400 Bad Request", "unknown_session", UNKNOWN_SESSION)
 
     def _websocket(self, sid: str | None, environ: dict[str, Any],
                    start_response: Callable) -> Iterable[bytes]:
@@ -239,11 +230,11 @@ class EngineIOGuard:
         if isinstance(body, tuple):
             status, code, message = body
             self._end(sid, f"a malformed polling POST ({code})")
-            return _refuse(start_response, status, code, f"{message}; the session is closed")
+            return refusal(start_response, status, code, f"{message}; the session is closed")
         if self.poll_budgets is not None:
             wait = self.poll_budgets.charge(sid, len(body))
             if wait > MAX_POLL_WAIT:
-                return _refuse(start_response, "429 Too Many Requests", "rate_limited",
+                return refusal(start_response, "429 Too Many Requests", "rate_limited",
                                "this session sends too much data; slow down",
                                [("Retry-After", str(int(wait) + 1))])
             if wait > 0:
@@ -294,7 +285,7 @@ class EngineIOGuard:
             if ends:
                 self._end(sid, f"a second {what} at once")
                 message += "; the session is closed"
-            return _refuse(start_response, "400 Bad Request", "transport_overlap", message)
+            return refusal(start_response, "400 Bad Request", "transport_overlap", message)
         try:
             return self.app(environ, start_response)
         finally:

@@ -17,13 +17,12 @@ graceful timeout.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from utils.errors import error_body
+from utils.errors import refusal
 from utils.patches.python_engineio import abort_sessions
 
 log = logging.getLogger(__name__)
@@ -81,11 +80,9 @@ class DrainLayer:
 
 
 def _refuse_draining(start_response: Callable) -> list[bytes]:
-    body = json.dumps(error_body("draining", "this node is shutting down; reconnect")).encode()
-    start_response("503 Service Unavailable", [
-        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-        ("Retry-After", "1"), ("Connection", "close")])
-    return [body]
+    return refusal(start_response, "503 Service Unavailable", "draining",
+                   "this node is shutting down; reconnect",
+                   [("Retry-After", "1"), ("Connection", "close")])
 
 
 def close_transports(eio_server: Any, tracker: DrainLayer | None,
