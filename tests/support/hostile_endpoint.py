@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import select
 import socket
-import threading
 import time
 import zlib
 from dataclasses import dataclass
 from functools import cache
 
-# Bound now, at import (see tests/support/push_service.py): once an app is built in
-# this process, sys.modules['http.server'] can be eventlet's green copy.
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+# Bound now, at import (see tests/support/loopback_http.py).
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback_http import LoopbackServer, RecordingHandler
 
 BOMB_INFLATED = 256 * 2**20
 COOKIES, COOKIE_SIZE = 50, 60 * 1024
@@ -65,24 +65,16 @@ class Received:
     refused: str | None = None  # why http.server answered 4xx before reading it
 
 
-class HostileEndpoint:
+class HostileEndpoint(LoopbackServer):
     """See the module's docstring. Use as a context manager, or close()."""
 
     def __init__(self, redirect_to: str = "http://127.0.0.1:9/", drip_every: float = 2.0,
                  drip_for: float = 60.0) -> None:
         self.redirect_to = redirect_to
         self.drip_every, self.drip_for = drip_every, drip_for
-        self._received: list[Received] = []
         self._open: dict[int, Received] = {}
         self._max_open: dict[str, int] = {}
-        self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        super().__init__()
 
     def url(self, mode: str, name: str) -> str:
         """An endpoint URL of ``mode`` on this server; ``name`` keeps it apart."""
@@ -98,16 +90,8 @@ class HostileEndpoint:
 
     def wait_for(self, prefix: str, count: int = 1, timeout: float = 10) -> list[Received]:
         """received(prefix) once it holds ``count``; AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(found := [r for r in self._received if r.path.startswith(prefix)]) \
-                    < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"waited {timeout}s for {count} request(s) to "
-                                         f"{prefix}; got {len(found)}")
-                self._changed.wait(remaining)
-            return found
+        return self._wait(lambda: [r for r in self._received if r.path.startswith(prefix)],
+                          count, timeout, lambda found: f"{len(found)} to {prefix}")
 
     def open_connections(self, prefix: str = "/") -> int:
         with self._changed:
@@ -123,17 +107,6 @@ class HostileEndpoint:
         """Count, from now on, the most connections under ``prefix`` open at once."""
         with self._changed:
             self._max_open[prefix] = 0
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> HostileEndpoint:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -158,17 +131,11 @@ class HostileEndpoint:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(RecordingHandler):
             def _answer(self) -> None:
-                arrived = time.monotonic()
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                arrived, _body, headers = self.read_request()
                 mode = self.path.split("/")[1] if self.path.count("/") >= 2 else "ok"
-                request = Received(mode, self.command, self.path,
-                                   {k.lower(): v for k, v in self.headers.items()}, arrived)
+                request = Received(mode, self.command, self.path, headers, arrived)
                 key = id(self)
                 endpoint._opened(key, request)
                 try:

@@ -44,15 +44,15 @@ import base64
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 # Bound now, at import: once an app is built in this process, eventlet's green copy of
 # http.server (its socketserver's locks are eventlet's, which a real thread cannot wake)
-# can stand in sys.modules['http.server'], and a server made from it hangs in shutdown().
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+# can stand in sys.modules['http.server'], and a server made from it hangs in shutdown()
+# (tests/support/loopback_http.py binds the server class the same way).
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ import pytest
 import requests
 
 from bench.processes import start_group, stop_group
+from tests.support.loopback_http import LoopbackServer, RecordingHandler
 from tests.support.servers import ROOT, free_port
 from tests.support.services import in_ci
 
@@ -316,7 +317,7 @@ class Received:
     status: int  # what it was answered
 
 
-class ScriptedEndpoint:
+class ScriptedEndpoint(LoopbackServer):
     """A push endpoint on 127.0.0.1 that answers the script in order, then ``then``
     for ever; ``received`` lists what came, in order. Use as a context manager."""
 
@@ -324,15 +325,7 @@ class ScriptedEndpoint:
                  url_host: str = "127.0.0.1") -> None:
         self._script = [a if isinstance(a, Answer) else Answer(a) for a in script]
         self._then = then if isinstance(then, Answer) else Answer(then)
-        self._received: list[Received] = []
-        self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.origin = f"http://{url_host}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        super().__init__(url_host)
 
     def endpoint(self, path: str = "/push/subscription-1") -> str:
         """A subscription's endpoint URL on this server."""
@@ -345,26 +338,8 @@ class ScriptedEndpoint:
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
         """received, once it holds at least ``count``; AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(self._received) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"waited {timeout}s for {count} request(s); got "
-                                         f"{[r.status for r in self._received]}")
-                self._changed.wait(remaining)
-            return list(self._received)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> ScriptedEndpoint:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        return self._wait(lambda: list(self._received), count, timeout,
+                          lambda found: str([r.status for r in found]))
 
     def _next(self) -> Answer:
         with self._changed:
@@ -378,17 +353,12 @@ class ScriptedEndpoint:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(RecordingHandler):
             def _answer(self) -> None:
-                arrived = time.monotonic()
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                arrived, body, headers = self.read_request()
                 reply = endpoint._next()
-                endpoint._record(Received(self.command, self.path,
-                                          {k.lower(): v for k, v in self.headers.items()},
-                                          body, arrived, reply.status))
+                endpoint._record(Received(self.command, self.path, headers, body, arrived,
+                                          reply.status))
                 if reply.delay:
                     time.sleep(reply.delay)
                 self.send_response(reply.status)
