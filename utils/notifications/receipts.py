@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from flask import has_request_context, request
-
 from utils.db.sqlite_locks import retry_when_locked
 from utils.errors import ValidationError
 from utils.extensions import db
@@ -88,25 +86,10 @@ class Backlog:
                     self._users[user_id] = left
 
 
-def _drop_route_miss() -> None:
-    """Flask-SocketIO runs each event in a request context for the Socket.IO URL, which
-    matches no route: Flask keeps the NotFound on ``request.routing_exception``, and its
-    traceback holds every frame of the event's stack (the decoded payload too) in a
-    reference cycle with the request. A handler that returns at once leaves the cycle
-    to the youngest GC generation; a receipt waits (the linger, then its group's write)
-    long enough to carry it into the oldest, which the worker scans rarely
-    (utils/ops/gc_tuning.py). Twenty users' receipt floods kept ~40 KB a receipt that
-    way: 95 to 130 MB in 40 s, 95 to 99 MB with the cycle broken here. Nothing reads
-    the exception in a socket event."""
-    if has_request_context():
-        request.routing_exception = None
-
-
 def record_receipt(user_id: str, ids: list[int]) -> int:
     """Mark the user's notifications among ``ids`` delivered; returns how many were
     not marked before. Raises ValidationError ``rate_limited`` when the backlog is
     full (see the module's docstring)."""
-    _drop_route_miss()
     with services().receipt_backlog.admit(user_id, len(ids)):
         return services().receipts.submit(Receipt(user_id, ids), weight=len(ids))
 
