@@ -211,6 +211,48 @@ def test_redis_restart_nodes_keep_their_sockets_and_nothing_is_lost(worker, tmp_
         redis.stop()
 
 
+def test_an_outage_beyond_the_catch_up_ends_transports_and_clients_replay(worker, tmp_path,
+                                                                          made):
+    """More stored during a Redis outage than the catch-up re-sends (a limit of 2
+    here): the node ends its transports the way the SIGTERM drain does, WebSockets
+    included, so every client reconnects at once and replays what it missed; new
+    sessions are still welcome (the node is not draining)."""
+    redis = private_redis(tmp_path).start()
+    cluster = None
+    try:
+        cluster = Cluster(tmp_path, f"redis://127.0.0.1:{redis.port}/0", n=2,
+                          ASYNC_MODE=worker, REDIS_CATCH_UP_LIMIT="2").start()
+        a, b = cluster.nodes
+        user = f"overflow-{uuid.uuid4().hex[:8]}"
+        clients = (connect_all(made, a.url, [user], ["websocket"])
+                   + connect_all(made, a.url, [user], ["polling"])
+                   + connect_all(made, a.url, [user], None))
+        assert wait_for(lambda: all(c.sio.connected for c in clients), 10)
+
+        redis.stop(signal.SIGKILL)
+        for i in range(4):  # stored on node b, which cannot publish them to node a
+            assert post_notification(b.url, [user], f"during {i}").status_code == 201
+        redis = private_redis(tmp_path, port=redis.port).start()
+
+        want = stored_ids(a.url, user)
+        assert len(want) == 4
+        for client in clients:
+            assert wait_for(lambda c=client: c.disconnects and sorted(set(c.ids)) == want
+                            and c.sio.connected, 20), (client.transports, client.ids,
+                                                       client.disconnects)
+            assert client.duplicates() == []
+        logs = cluster.logs()
+        assert "too much to re-send" in logs and "so their clients reconnect" in logs
+        newcomer = Recorder(user, transports=["websocket"])
+        made.append(newcomer)
+        newcomer.connect(a.url)  # not refused: the node did not start draining
+        assert sorted(newcomer.ids) == want
+    finally:
+        if cluster:
+            cluster.stop()
+        redis.stop()
+
+
 def test_a_failed_publish_ends_no_socket_and_is_published_again(worker, tmp_path, made):
     """Issue 20's cascade, made on purpose: Redis refuses PUBLISH (an ACL without it)
     while subscriptions stay up. Upstream's retry built a new client and closed the

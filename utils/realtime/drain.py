@@ -1,7 +1,9 @@
 """End this process's Engine.IO transports so their clients reconnect elsewhere.
 
 Used on SIGTERM (``drain_on_sigterm``, installed by entrypoints/runtime.py in each
-gunicorn worker) and when the Redis queue comes back (utils/realtime/queue.py). Closing
+gunicorn worker), and when the Redis queue comes back after an outage that stored
+more than the catch-up re-sends (utils/realtime/queue.py): there the transports end
+so their clients replay, and new sessions are still welcome. Closing
 the Socket.IO session (a DISCONNECT packet) would tell socket.io-client the server
 meant it ("io server disconnect"), and the client would not reconnect by itself.
 Ending the transport instead looks like a dropped connection: every
@@ -86,11 +88,11 @@ def _refuse_draining(start_response: Callable) -> list[bytes]:
 
 
 def close_transports(eio_server: Any, tracker: DrainLayer | None,
-                     sleep: Callable[[float], None]) -> int:
-    """End every Engine.IO session of this process, so clients reconnect elsewhere;
-    returns how many. New sessions are refused from now on, and WebSockets are shut
-    down first (see the module docstring)."""
-    if tracker is not None:
+                     sleep: Callable[[float], None], refuse_new: bool = True) -> int:
+    """End every Engine.IO session of this process, so clients reconnect (elsewhere,
+    when ``refuse_new``: new sessions are refused from now on); returns how many.
+    WebSockets are shut down first (see the module docstring)."""
+    if tracker is not None and refuse_new:
         tracker.draining = True
     if tracker is not None and tracker.shutdown_all(sleep):
         sleep(SETTLE)

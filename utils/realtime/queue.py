@@ -14,7 +14,7 @@ when the subscription broke and clock skew between nodes; a client may therefore
 a notification it already had, and deduplicates it by id, as it does for the
 dispatcher's re-sends.
 
-An outage long enough to store more than ``CATCH_UP_LIMIT`` rows is left to the
+An outage long enough to store more than ``REDIS_CATCH_UP_LIMIT`` rows is left to the
 clients' own replay instead: this process's transports are ended, and every client
 reconnects with its ``last_id``."""
 
@@ -34,7 +34,7 @@ from flask import Flask
 from utils import protocol
 from utils.extensions import db
 from utils.notifications.models import Notification, notification_payload
-from utils.patches.python_engineio import abort_sessions
+from utils.realtime.drain import DrainLayer, close_transports
 from utils.realtime.registry import SocketRegistry
 from utils.realtime.replay import GuardedManager, ReplayGuard
 
@@ -275,7 +275,7 @@ def make_manager(guard: ReplayGuard, redis_url: str | None, channel: str, logger
 # ------------------------------------------------------------ the catch-up
 
 CATCH_UP_MARGIN = 2.0  # seconds before the subscription was seen to fail
-CATCH_UP_LIMIT = 5000
+CATCH_UP_LIMIT = 5000  # REDIS_CATCH_UP_LIMIT's default
 
 _N = Notification.__table__
 
@@ -294,8 +294,12 @@ def stored_since(moment: datetime, limit: int) -> list[sa.Row]:
 
 
 def make_catch_up(app: Flask, registry: SocketRegistry, server: Any,
+                  tracker: Callable[[], DrainLayer | None] = lambda: None,
                   limit: int = CATCH_UP_LIMIT) -> Callable[[float, set[int]], set[int]]:
-    """``on_resubscribed`` for the Redis manager: returns the ids it re-sent."""
+    """``on_resubscribed`` for the Redis manager: returns the ids it re-sent. When
+    there is too much to re-send, it ends the transports the way the SIGTERM drain
+    does (``tracker`` gives the app's DrainLayer, for its WebSockets), without
+    refusing new sessions."""
 
     def catch_up(deaf_since: float, skip: set[int]) -> set[int]:
         users = registry.users()
@@ -309,7 +313,7 @@ def make_catch_up(app: Flask, registry: SocketRegistry, server: Any,
                       type(exc).__name__)
             rows = [None] * (limit + 1)
         if len(rows) > limit:
-            count = abort_sessions(server.eio, server.sleep)
+            count = close_transports(server.eio, tracker(), server.sleep, refuse_new=False)
             log.warning("message queue back after %.0f s: too much to re-send; closed %d "
                         "transport(s) so their clients reconnect and replay",
                         time.time() - deaf_since, count)

@@ -26,6 +26,7 @@ from utils.realtime.pinger import install as install_pinger
 from utils.realtime.queue import make_catch_up, make_manager
 from utils.realtime.registry import ExpirySweeper, SocketRegistry
 from utils.realtime.replay import ReplayGuard
+from utils.services import services
 
 CHANNEL = "notifications"
 
@@ -93,7 +94,9 @@ def init_realtime(app: Flask, settings: Settings, origins: OriginPolicy) -> Real
     realtime = Realtime(registry, guard, sweeper, gate, admission)
     manager = socketio.server.manager
     if hasattr(manager, "on_resubscribed"):
-        manager.on_resubscribed = make_catch_up(app, registry, socketio.server)
+        manager.on_resubscribed = make_catch_up(app, registry, socketio.server,
+                                                lambda: services(app).drain,
+                                                settings.redis_catch_up_limit)
     if settings.redis_url:
         from utils.realtime.queue import redis_probe
 
