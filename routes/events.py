@@ -9,7 +9,7 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
 from sqlalchemy.exc import SQLAlchemyError
 
-from utils.edge.limits import socket_limits, throttled
+from utils.edge.limits import admit_event, socket_limits, throttled
 from utils.errors import ValidationError, error_body
 from utils.extensions import db
 from utils.notifications import store
@@ -40,14 +40,24 @@ def _current_user() -> str:
     return user_id
 
 
+# Events whose method python-socketio's dispatch calls directly, with the sid first
+# and no Flask context: the method finds the app in the socket's environ, throttles
+# and answers errors itself. Only for an event so frequent that the request context is
+# its cost (one receipt per delivered notification).
+RAW_EVENTS = frozenset({"delivered"})
+
+
 class Events(Namespace):
     """Socket.IO handlers for "/", one method per event: ``on_<event>``. An event with
     no method gets the ``unknown_event`` ack. ``create_app`` registers an instance on
     each app's server (``register``), so adding an event is adding a method, and no
-    import order can lose a handler."""
+    import order can lose a handler. A method runs in Flask-SocketIO's request context
+    (``request.sid``), except for RAW_EVENTS."""
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event in ("connect", "disconnect") or hasattr(self, "on_" + (event or "")):
+            if event in RAW_EVENTS:
+                return getattr(self, "on_" + event)(*args)  # the sid first: see RAW_EVENTS
             return super().trigger_event(event, *args)
         # A class namespace has no catch-all: an unknown event gets its name first, as
         # a "*" handler does, through Flask-SocketIO's own handler wrapper.
@@ -90,12 +100,35 @@ class Events(Namespace):
         push_unread_count(user_id, count, skip_sid=request.sid)
         return {"updated": updated, "unread_count": count}
 
-    @throttled
-    def on_delivered(self, payload: Any = None) -> dict[str, Any]:
+    def on_delivered(self, sid: str, *args: Any) -> dict[str, Any] | None:
         """Browsers: receipts for notifications this device received (live, replayed or
-        synced); the first receipt of each sets its delivered_at."""
-        user_id = _current_user()
-        return {"updated": record_receipt(user_id, delivered_request(payload))}
+        synced); the first receipt of each sets its delivered_at.
+
+        A raw handler (RAW_EVENTS): python-socketio calls it with the sid, with no
+        Flask context (the receipts' group write pushes an app context, once per
+        group; an error ack pushes its own). Every delivered notification gets a
+        receipt, and Flask-SocketIO's request context per event (a Request, a URL match
+        that fails, the session copy) cost as much as the rest of the receipt. What
+        ``throttled`` and ``error_ack`` do for the other events is done here, with the
+        same acks."""
+        environ = self.server.get_environ(sid, namespace=self.namespace)
+        if not environ:
+            return error_body("not_connected", "this socket is not connected")
+        app = environ["flask.app"]
+        try:
+            parts = services(app)
+            if not admit_event(parts.socket_limits, self.server, sid):
+                return None
+            if len(args) > 1:
+                raise TypeError("delivered takes one argument")
+            user_id = parts.realtime.registry.user_of(sid)
+            if user_id is None:
+                raise ValidationError("this socket is not authenticated", code="not_connected")
+            ids = delivered_request(args[0] if args else None)
+            return {"updated": record_receipt(user_id, ids, app)}
+        except Exception as exc:
+            with app.app_context():
+                return error_ack(exc)
 
     @throttled
     def on_sync(self, payload: Any = None) -> dict[str, Any]:

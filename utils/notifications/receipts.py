@@ -7,10 +7,14 @@ at once. They go through the same group commit as notifications
 (utils/db/group_commit.py), with two differences. A group's leader waits
 RECEIPT_LINGER before closing it, not just one pass of the hub: nobody waits on a
 receipt's ack, so receipts that arrive within that time share one transaction, with
-one UPDATE per user in it, however many ids and tabs (a steady trickle costs a commit
+one UPDATE in it, however many users, ids and tabs (a steady trickle costs a commit
 per linger, not per receipt). And at most RECEIPT_WRITES groups are written at once:
 a group that waits for its turn keeps gathering, so a flood makes bigger groups, not
 more transactions.
+
+A receipt is cheap to take in: every delivered notification gets one, so the
+``delivered`` event runs outside Flask's contexts (routes/events.py, RAW_EVENTS), and
+a group pushes one app context for its write, not one per receipt.
 
 What waits is bounded. Every receipt waiting to be written holds its ids (and the
 greenlet that handles its event), so a worker admits at most MAX_PENDING_IDS ids in
@@ -25,7 +29,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from flask import Flask, has_app_context
 
 from utils.db.sqlite_locks import retry_when_locked
 from utils.errors import ValidationError
@@ -53,6 +59,9 @@ def linger() -> None:
 class Receipt:
     user_id: str
     ids: list[int]
+    # The app, when the receipt comes from outside an app context (the ``delivered``
+    # handler runs without one): its group's write pushes one, once for the group.
+    app: Flask | None = field(default=None, compare=False, repr=False)
 
 
 class Backlog:
@@ -86,23 +95,33 @@ class Backlog:
                     self._users[user_id] = left
 
 
-def record_receipt(user_id: str, ids: list[int]) -> int:
+def record_receipt(user_id: str, ids: list[int], app: Flask | None = None) -> int:
     """Mark the user's notifications among ``ids`` delivered; returns how many were
     not marked before. Raises ValidationError ``rate_limited`` when the backlog is
-    full (see the module's docstring)."""
-    with services().receipt_backlog.admit(user_id, len(ids)):
-        return services().receipts.submit(Receipt(user_id, ids), weight=len(ids))
+    full (see the module's docstring). ``app``: the app, when called outside its
+    context."""
+    parts = services(app)
+    with parts.receipt_backlog.admit(user_id, len(ids)):
+        return parts.receipts.submit(Receipt(user_id, ids, app), weight=len(ids))
 
 
-@retry_when_locked
 def write_receipts(receipts: list[Receipt]) -> list[int]:
     """One transaction for a group of receipts. Each receipt is answered with the ids
     it marked; an id two receipts of the group share counts for the first."""
+    app = receipts[0].app if receipts else None
+    if app is None or has_app_context():
+        return _write_receipts(receipts)
+    with app.app_context():
+        return _write_receipts(receipts)
+
+
+@retry_when_locked
+def _write_receipts(receipts: list[Receipt]) -> list[int]:
     wanted: dict[str, set[int]] = {}
     for receipt in receipts:
         wanted.setdefault(receipt.user_id, set()).update(receipt.ids)
     with db.engine.begin() as conn:
-        marked = {user: store.mark_delivered(conn, user, ids) for user, ids in wanted.items()}
+        marked = store.mark_delivered(conn, wanted)
     metrics.delivered(sum(len(ids) for ids in marked.values()))
     counts = []
     for receipt in receipts:

@@ -328,3 +328,80 @@ def test_registry_skips_sockets_that_already_left():
     assert registry.pop_expired(101.0) == ["b"]
     assert registry.pop_expired(200.0) == []
     assert registry.count_for("alice") == 1
+
+
+# --- delivered: a raw handler ------------------------------------------------------------
+
+def sid_of(test_client):
+    from utils.extensions import socketio
+
+    return socketio.server.manager.sid_from_eio_sid(test_client.eio_sid, "/")
+
+
+def test_delivered_runs_without_flask_contexts_and_its_group_write_in_one(
+        app, sio_client, make_token, notify, monkeypatch):
+    """What makes a receipt cheap: no Flask-SocketIO request context per event, and
+    no app context but the one its group's write pushes."""
+    import flask
+
+    import routes.events
+    from utils.notifications import receipts
+
+    contexts = []
+    record, write = routes.events.record_receipt, receipts._write_receipts
+
+    def spy_record(user_id, ids, app):
+        contexts.append(("event", flask.has_app_context(), flask.has_request_context()))
+        return record(user_id, ids, app)
+
+    def spy_write(group):
+        contexts.append(("write", flask.has_app_context(), flask.has_request_context()))
+        return write(group)
+
+    monkeypatch.setattr(routes.events, "record_receipt", spy_record)
+    monkeypatch.setattr(receipts, "_write_receipts", spy_write)
+    (nid,) = notify("alice")
+    socket = connect(sio_client, make_token)
+    assert socket.emit("delivered", {"ids": [nid]}, callback=True) == {"updated": 1}
+    assert socket.emit("delivered", {"ids": [nid]}, callback=True) == {"updated": 0}
+    assert contexts == [("event", False, False), ("write", True, False)] * 2
+
+
+@pytest.mark.parametrize("args", [(), (None,), ({"ids": []},), ({"ids": [1]}, "extra"),
+                                  ({"ids": "1"},), ([1, 2],)])
+def test_a_bad_delivered_gets_the_validation_error_ack(sio_client, make_token, args):
+    socket = connect(sio_client, make_token)
+    ack = socket.emit("delivered", *args, callback=True)
+    assert set(ack) == {"error"}
+    assert ack["error"]["code"] == "validation_error" and ack["error"]["message"]
+    assert socket.is_connected()
+
+
+def test_delivered_from_a_socket_the_registry_forgot_is_not_connected(app, sio_client,
+                                                                      make_token, notify):
+    (nid,) = notify("alice")
+    socket = connect(sio_client, make_token)
+    services(app).realtime.registry.remove(sid_of(socket))
+    ack = socket.emit("delivered", {"ids": [nid]}, callback=True)
+    assert ack["error"]["code"] == "not_connected"
+
+
+def test_delivered_draws_on_the_sockets_event_bucket_and_a_flood_closes_it(tmp_path):
+    from tests.support.app import ORIGIN, build_app
+    from utils.auth.tokens import create_access_token
+    from utils.extensions import socketio
+
+    app = build_app(tmp_path, SOCKET_EVENT_BURST="2", SOCKET_EVENT_RATE="0.01",
+                    SOCKET_FLOOD_LIMIT="3")
+    with app.app_context():
+        token = create_access_token("alice", 3600)
+    socket = socketio.test_client(app, auth={"token": token}, headers={"Origin": ORIGIN})
+    assert socket.emit("delivered", {"ids": [1]}, callback=True) == {"updated": 0}
+    assert "notifications" in socket.emit("sync", {"after_id": 0}, callback=True)
+    # The bucket is shared: a receipt after a sync is refused like any other event.
+    refused = socket.emit("delivered", {"ids": [1]}, callback=True)
+    assert refused == {"error": {"code": "rate_limited", "message": "too many events; slow down"}}
+    assert socket.emit("sync", {"after_id": 0}, callback=True)["error"]["code"] == "rate_limited"
+    assert socket.is_connected()
+    socket.emit("delivered", {"ids": [1]})  # the third refusal in a row
+    assert not socket.is_connected()
