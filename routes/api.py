@@ -6,15 +6,19 @@ from flask import Blueprint, g, jsonify, request
 
 from routes.body import json_body
 from utils.auth.access import require_api_key, require_user
-from utils.errors import ApiError
+from utils.errors import ApiError, ItemsInvalid, error_response
 from utils.notifications import store
 from utils.notifications.notifier import (
+    BULK,
+    Delivery,
     IdempotencyConflict,
     fingerprint,
+    notify_many,
     notify_users,
     push_unread_count,
 )
 from utils.notifications.validation import (
+    bulk_request,
     notification_request,
     page_limit,
     positive_id,
@@ -24,6 +28,27 @@ from utils.notifications.validation import (
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_IDEMPOTENCY_KEY = 255
+# A bulk request's body: up to 1,000 objects of about 1 KiB each (the app's limit for
+# every other body is 256 KiB, app.py).
+MAX_BULK_BODY = 1024 * 1024
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key, or None; a 400 when it breaks the rule."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        raise ApiError(400, "validation_error",
+                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+    return key
+
+
+def created(delivery: Delivery):
+    """201 with the delivery's answer, flagged when it is a replay."""
+    response = jsonify(delivery.response)
+    response.status_code = 201
+    if delivery.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @bp.post("/notifications")
@@ -32,10 +57,7 @@ def create_notifications():
     """Producers: store and deliver a notification to one or many users."""
     body = json_body()
     req = notification_request(body)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
-        raise ApiError(400, "validation_error",
-                       f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+    key = idempotency_key()
     try:
         delivery = notify_users(
             req.user_ids, req.type, req.title, req.body, req.data,
@@ -45,11 +67,28 @@ def create_notifications():
     except IdempotencyConflict:
         raise ApiError(422, "idempotency_key_reused",
                        "this Idempotency-Key was used with a different request body") from None
-    response = jsonify(delivery.response)
-    response.status_code = 201
-    if delivery.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return created(delivery)
+
+
+@bp.post("/notifications/bulk")
+@require_api_key
+def create_notifications_bulk():
+    """Producers: store and deliver up to 1,000 notification objects in one request,
+    all or nothing, answered one result per object in request order."""
+    request.max_content_length = MAX_BULK_BODY
+    body = json_body()
+    try:
+        objects = bulk_request(body)
+    except ItemsInvalid as exc:
+        return error_response(400, exc.code, exc.message, items=exc.items)
+    key = idempotency_key()
+    try:
+        delivery = notify_many(objects, idempotency_key=key,
+                               request_fingerprint=fingerprint(body, BULK) if key else None)
+    except IdempotencyConflict:
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request body") from None
+    return created(delivery)
 
 
 @bp.get("/notifications")

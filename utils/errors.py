@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import jsonify
 
@@ -35,9 +36,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    """The one error shape, for HTTP bodies, Engine.IO refusals and socket acks."""
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str,
+               items: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The one error shape, for HTTP bodies, Engine.IO refusals and socket acks. A
+    request that carries a list (POST /api/notifications/bulk) adds ``items``: one
+    ``{"index", "code", "message"}`` per bad element, by its index in the list."""
+    if items is None:
+        return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": message, "items": items}}
 
 
 def refusal(start_response: Callable, status: str, code: str, message: str,
@@ -50,8 +56,9 @@ def refusal(start_response: Callable, status: str, code: str, message: str,
     return [body]
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    response = jsonify(error_body(code, message))
+def error_response(status: int, code: str, message: str, headers: dict | None = None,
+                   items: list[dict[str, Any]] | None = None):
+    response = jsonify(error_body(code, message, items))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -67,3 +74,13 @@ class ValidationError(ValueError):
         self.code = code
         self.message = message
         self.status = status
+
+
+class ItemsInvalid(ValidationError):
+    """Bad elements of a list in a request: a 400 ``validation_error`` whose error
+    carries ``items``, one ``{"index", "code", "message"}`` per bad element
+    (error_body). Its route answers it with error_response(..., items=exc.items)."""
+
+    def __init__(self, message: str, items: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.items = items

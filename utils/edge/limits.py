@@ -29,7 +29,8 @@ from utils.services import services
 
 log = logging.getLogger(__name__)
 
-PRODUCER_ENDPOINT = "api.create_notifications"
+# The producer's routes: a bulk request counts once, like one POST.
+PRODUCER_ENDPOINTS = ("api.create_notifications", "api.create_notifications_bulk")
 # Probes and scrapes must never be throttled into looking like an outage.
 EXEMPT_BLUEPRINTS = ("health", "metrics")
 # Every limit, HTTP and socket, counts in a sliding window of two fixed-window
@@ -74,7 +75,7 @@ class HttpLimits:
     """The HTTP rate limits, checked before each request with the ``limits`` library.
 
     - A request that carries the valid API key is the producer's: on the producer
-      route it counts against ``RATE_LIMIT_API_KEY`` for that key; elsewhere it is
+      routes it counts against ``RATE_LIMIT_API_KEY`` for that key; elsewhere it is
       not limited.
     - Any other request counts against ``RATE_LIMIT_HTTP`` for its client address,
       one budget across every route.
@@ -110,7 +111,7 @@ class HttpLimits:
                 endpoint.rpartition(".")[2] == "static":
             return None
         if _is_producer():
-            if endpoint == PRODUCER_ENDPOINT and self.per_key is not None:
+            if endpoint in PRODUCER_ENDPOINTS and self.per_key is not None:
                 return self.per_key, ("notif-producer", self._producer_bucket)
             return None
         if self.per_address is None:
@@ -268,15 +269,24 @@ def throttled(handler: Callable) -> Callable:
         # generation the worker scans rarely: twenty users' receipt floods kept ~40 KB
         # a receipt (95 to 130 MB in 40 s). Nothing reads it in a socket event.
         request.routing_exception = None
-        verdict = socket_limits().allow_event(request.sid)
-        if verdict is None:
-            # The whole Engine.IO session goes, not only the namespace: a new CONNECT
-            # on the same session would start with a fresh bucket.
-            log.warning("socket flood: closing %s", request.sid)
-            close_connection(socketio.server, request.sid)
+        if not admit_event(socket_limits(), socketio.server, request.sid):
             return None
-        if verdict is False:
-            raise RateLimited()
         return handler(*args, **kwargs)
 
     return wrapper
+
+
+def admit_event(limits: SocketLimits, server: Any, sid: str) -> bool:
+    """The socket's token bucket, for one event: True to handle it; raises RateLimited
+    (an error ack) over the rate; False when a flood ended the connection (no ack).
+    ``throttled`` uses it, and so does a handler without Flask's context."""
+    verdict = limits.allow_event(sid)
+    if verdict is None:
+        # The whole Engine.IO session goes, not only the namespace: a new CONNECT
+        # on the same session would start with a fresh bucket.
+        log.warning("socket flood: closing %s", sid)
+        close_connection(server, sid)
+        return False
+    if verdict is False:
+        raise RateLimited()
+    return True

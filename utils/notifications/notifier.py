@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -18,7 +18,8 @@ from utils.db.group_commit import GroupCommit
 from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db, socketio
 from utils.notifications import store
-from utils.notifications.models import NewNotification
+from utils.notifications.models import InsertedNotification, NewNotification
+from utils.notifications.validation import NotificationRequest
 from utils.ops import metrics
 from utils.services import services
 
@@ -37,9 +38,19 @@ class Delivery:
     replayed: bool  # True when an Idempotency-Key matched an earlier request
 
 
-def fingerprint(payload: Any) -> str:
+def fingerprint(payload: Any, scope: str = "") -> str:
+    """A request body's digest, compared when its Idempotency-Key comes again. A
+    ``scope`` other than the single route's (``BULK``) is hashed with the body, so a key
+    used on one route and then on another is a conflict, never a replay of the other
+    route's answer in the wrong shape."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    if scope:
+        canonical = scope + "\n" + canonical
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+#: The scope of POST /api/notifications/bulk's fingerprints.
+BULK = "bulk"
 
 
 def emit_notification(user_id: str, payload: dict[str, Any],
@@ -63,11 +74,26 @@ def push_unread_count(user_id: str, count: int, skip_sid: str | None = None) -> 
 
 @dataclass(frozen=True)
 class NotifyRequest:
-    """One producer request's write: its notifications and its idempotency key."""
+    """One producer request's write: its notifications and its idempotency key.
+
+    ``counts`` is None for one notification object (POST /api/notifications: the answer
+    is ``{"notifications": [...]}``). A bulk request carries several objects: ``items``
+    holds their rows one object after another, ``counts`` how many rows each object has,
+    and the answer is ``{"results": [{"notifications": [...]}, ...]}``, one per object."""
 
     items: list[NewNotification]
     idempotency_key: str | None
     fingerprint: str
+    counts: tuple[int, ...] | None = None
+
+    @classmethod
+    def bulk(cls, objects: Sequence[NotificationRequest], idempotency_key: str | None,
+             request_fingerprint: str) -> NotifyRequest:
+        items = [NewNotification(u, o.type, o.title, o.body, o.data, o.push, o.urgency,
+                                 o.topic)
+                 for o in objects for u in o.user_ids]
+        return cls(items, idempotency_key, request_fingerprint,
+                   tuple(len(o.user_ids) for o in objects))
 
 
 @dataclass(frozen=True)
@@ -106,6 +132,37 @@ def notify_users(
         if push == "always":
             wake_dispatcher()
     return stored.delivery
+
+
+def notify_many(
+    objects: Sequence[NotificationRequest],
+    idempotency_key: str | None = None,
+    request_fingerprint: str | None = None,
+) -> Delivery:
+    """Store several notification objects (each what POST /api/notifications takes,
+    validated: utils/notifications/validation.py) as one request, then emit each row to
+    its user's room. All are written in one transaction of the group commit, and
+    nothing is emitted before it commits. The answer is ``{"results": [...]}``, one
+    ``{"notifications": [{"id", "user_id"}, ...]}`` per object, in order. One
+    ``idempotency_key`` covers them all: a repeat with the same ``request_fingerprint``
+    gets the first answer back (``replayed``) and stores and emits nothing; another
+    fingerprint raises IdempotencyConflict."""
+    started = metrics.producer_started()
+    request = NotifyRequest.bulk(objects, idempotency_key, request_fingerprint or "")
+    stored = writes().submit(request, weight=len(request.items))
+    emit_stored(request, stored, started)
+    return stored.delivery
+
+
+def emit_stored(request: NotifyRequest, stored: Stored, started: float | None = None) -> None:
+    """After the commit: each stored row to its user's room, in order, and the push
+    dispatcher woken once when a row's push is "always". Nothing on a replay."""
+    if stored.delivery.replayed:
+        return
+    for item, payload in zip(request.items, stored.payloads, strict=True):
+        emit_notification(item.user_id, payload, started)
+    if any(item.push == "always" for item in request.items):
+        wake_dispatcher()
 
 
 def wake_dispatcher() -> None:
@@ -147,6 +204,18 @@ def store_group(requests: list[NotifyRequest]) -> list[Stored | Exception]:
     return outcomes
 
 
+def write_requests(conn: sa.Connection,
+                   requests: list[NotifyRequest]) -> list[Stored | Exception]:
+    """``requests`` written in ``conn``'s transaction, which the caller commits (and
+    only then emits, with emit_stored): each keyed request's earlier answer looked up,
+    every new row inserted in one statement, each new key recorded with its answer.
+    One outcome per request, in order; an outcome that is an exception (an
+    IdempotencyConflict) belongs to that request alone. store_group runs it for the
+    group commit; a caller with a transaction of its own (a consumer that removes what
+    it consumed in the same transaction) may run it directly."""
+    return _write_group(conn, requests)
+
+
 def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Stored | Exception]:
     outcomes: list[Stored | Exception | None] = [None] * len(requests)
     first_with_key: dict[str, int] = {}  # a key repeated within the group
@@ -171,7 +240,7 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
         mine = rows[at:at + len(req.items)]
         at += len(req.items)
         payloads = [row.to_dict() for row in mine]
-        response = {"notifications": [{"id": row.id, "user_id": row.user_id} for row in mine]}
+        response = _answer(mine) if req.counts is None else _bulk_answer(mine, req.counts)
         if req.idempotency_key:
             keys.append({"key": req.idempotency_key, "fingerprint": req.fingerprint,
                          "response": response})
@@ -182,6 +251,18 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
             outcomes[i] = _same_key(outcomes[first_with_key[req.idempotency_key]],
                                     requests[first_with_key[req.idempotency_key]], req)
     return outcomes  # type: ignore[return-value]
+
+
+def _answer(rows: list[InsertedNotification]) -> dict[str, Any]:
+    return {"notifications": [{"id": row.id, "user_id": row.user_id} for row in rows]}
+
+
+def _bulk_answer(rows: list[InsertedNotification], counts: tuple[int, ...]) -> dict[str, Any]:
+    results, at = [], 0
+    for count in counts:
+        results.append(_answer(rows[at:at + count]))
+        at += count
+    return {"results": results}
 
 
 def _same_key(first: Stored | Exception, first_request: NotifyRequest,

@@ -10,9 +10,11 @@ from itertools import chain
 from typing import Any
 
 from utils.auth.tokens import MAX_USER_ID_LENGTH
-from utils.errors import ValidationError
+from utils.errors import ItemsInvalid, ValidationError
 
 MAX_RECIPIENTS = 1000
+MAX_BULK = 1000  # notification objects in one bulk request
+MAX_BULK_RECIPIENTS = 10_000  # rows one bulk request may store, all objects together
 MAX_TYPE = 64
 MAX_TITLE = 200
 MAX_BODY = 2000
@@ -131,6 +133,39 @@ def notification_request(body: Any) -> NotificationRequest:
         data=data,
         **_push_options(body),
     )
+
+
+def bulk_request(body: Any) -> list[NotificationRequest]:
+    """``{"notifications": [...]}``: 1 to MAX_BULK objects, each checked as
+    notification_request checks one. All or nothing: every bad object is named by its
+    index in an ItemsInvalid."""
+    objects = body.get("notifications") if isinstance(body, dict) else None
+    if not isinstance(objects, list):
+        raise ValidationError(f'send {{"notifications": [...]}}: 1 to {MAX_BULK} objects, '
+                              "each what POST /api/notifications takes")
+    if not objects:
+        raise ValidationError("notifications must hold at least one notification")
+    if len(objects) > MAX_BULK:
+        raise ValidationError(f"notifications may hold at most {MAX_BULK} notifications")
+    requests: list[NotificationRequest] = []
+    bad: list[dict[str, Any]] = []
+    for index, item in enumerate(objects):
+        try:
+            if not isinstance(item, dict):
+                raise ValidationError("each notification must be a JSON object")
+            requests.append(notification_request(item))
+        except ValidationError as exc:
+            bad.append({"index": index, "code": exc.code, "message": exc.message})
+    if bad:
+        first = bad[0]
+        raise ItemsInvalid(
+            f"{len(bad)} of {len(objects)} notifications are invalid and none was stored; "
+            f"notifications[{first['index']}]: {first['message']}", bad)
+    rows = sum(len(r.user_ids) for r in requests)
+    if rows > MAX_BULK_RECIPIENTS:
+        raise ValidationError(f"the notifications have {rows} recipients in all; a bulk "
+                              f"request may have at most {MAX_BULK_RECIPIENTS}")
+    return requests
 
 
 def _push_options(body: dict) -> dict[str, str | None]:

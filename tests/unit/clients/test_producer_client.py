@@ -167,6 +167,80 @@ def test_a_wrong_key_is_an_auth_error_that_shows_no_key(server):
     assert wrong not in repr(client) and wrong not in str(vars(caught.value))
 
 
+# -- send_many: the bulk route on the real server ---------------------------------------
+
+@pytest.mark.server
+def test_send_many_answers_each_notification_in_order(server):
+    users = [unique("pc-bulk") for _ in range(3)]
+    results = make_client(server.url).send_many([
+        {"user_id": users[0], "type": "comment", "title": "first", "data": {"n": 1}},
+        {"user_ids": [users[1], users[2], users[1]], "type": "order", "title": "both",
+         "push": "never"},
+        {"user_id": users[0], "type": "comment", "title": "last", "body": "b"},
+    ])
+    assert [[s.user_id for s in sent] for sent in results] == [
+        [users[0]], [users[1], users[2]], [users[0]]]
+    assert all(isinstance(s, Sent) and not s.replayed for sent in results for s in sent)
+    assert len({s.idempotency_key for sent in results for s in sent}) == 1
+    assert [(n["id"], n["title"], n["data"]) for n in inbox(server, users[0])] == [
+        (results[2][0].id, "last", {}), (results[0][0].id, "first", {"n": 1})]
+    assert [n["id"] for n in inbox(server, users[2])] == [results[1][1].id]
+
+
+@pytest.mark.server
+def test_send_many_with_a_key_replays_and_another_body_conflicts(server):
+    user, key = unique("pc-bulk-key"), unique("batch")
+    client = make_client(server.url)
+    batch = [{"user_id": user, "type": "t", "title": "one"},
+             {"user_id": user, "type": "t", "title": "two"}]
+    first = client.send_many(batch, idempotency_key=key)
+    again = client.send_many(batch, idempotency_key=key)
+    assert [[(s.id, s.replayed) for s in sent] for sent in again] == [
+        [(sent[0].id, True)] for sent in first]
+    with pytest.raises(IdempotencyConflict) as caught:
+        client.send_many(batch[:1], idempotency_key=key)
+    assert (caught.value.status, caught.value.code, caught.value.attempts) == (
+        422, "idempotency_key_reused", 1)
+    assert len(inbox(server, user)) == 2
+
+
+@pytest.mark.server
+def test_send_many_refusal_names_each_bad_notification_and_stores_none(server):
+    user = unique("pc-bulk-bad")
+    batch = [{"user_id": user, "type": "t", "title": "fine"},
+             {"user_id": user, "type": "t"},
+             {"user_id": user, "type": "t", "title": "fine too"},
+             {"user_id": user, "type": "t", "title": "x", "push": "sometimes"}]
+    with pytest.raises(ValidationError) as caught:
+        make_client(server.url).send_many(batch)
+    error = caught.value
+    assert (error.status, error.code, error.attempts) == (400, "validation_error", 1)
+    assert [(i["index"], i["code"]) for i in error.items] == [(1, "validation_error"),
+                                                              (3, "validation_error")]
+    assert "title" in error.items[0]["message"] and "push" in error.items[1]["message"]
+    with pytest.raises(ValidationError) as too_many:
+        make_client(server.url).send_many([{"user_id": user, "type": "t", "title": "x"}] * 1001)
+    assert too_many.value.items is None and "1000" in too_many.value.message
+    assert inbox(server, user) == []
+
+
+@pytest.mark.server
+def test_send_many_lost_answer_is_retried_and_stored_once(server):
+    user = unique("pc-bulk-lost")
+    proxy = LosingProxy(server.port, drop=1)
+    try:
+        results = make_client(proxy.url).send_many(
+            [{"user_id": user, "type": "t", "title": f"n{i}"} for i in range(3)])
+    finally:
+        proxy.close()
+    assert len(proxy.requests) == 2
+    assert proxy.requests[0]["idempotency-key"] == proxy.requests[1]["idempotency-key"]
+    assert [[s.replayed for s in sent] for sent in results] == [[True]] * 3
+    stored = answer_body(proxy.answers[0])["results"]
+    assert [sent[0].id for sent in results] == [r["notifications"][0]["id"] for r in stored]
+    assert sorted(n["title"] for n in inbox(server, user)) == ["n0", "n1", "n2"]
+
+
 class LosingProxy:
     """A loopback TCP proxy in front of the server. For the first ``drop`` connections it
     forwards the request, reads the server's whole answer, then closes the client's
@@ -349,6 +423,7 @@ class Scripted:
                 arrived, wall = time.monotonic(), time.time()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 scripted.seen.append({"at": arrived, "wall": wall, "body": body,
+                                      "path": self.path,
                                       "headers": {k.lower(): v for k, v in self.headers.items()}})
                 step = scripted.steps.pop(0) if len(scripted.steps) > 1 else scripted.steps[0]
                 status, headers, payload, delay = (*step, 0)[:4]
@@ -567,3 +642,65 @@ def test_parse_retry_after_reads_an_http_date():
     now = 1_800_000_000.0
     date = email.utils.formatdate(now + 30, usegmt=True)
     assert parse_retry_after(date, now=now) == 30.0
+
+
+BULK_CREATED = (201, {"Content-Type": "application/json"},
+                {"results": [{"notifications": [{"id": 7, "user_id": "alice"}]},
+                             {"notifications": [{"id": 8, "user_id": "bob"},
+                                                {"id": 9, "user_id": "carol"}]}]})
+BATCH = [{"user_id": "alice", "type": "t", "title": "a"},
+         {"user_ids": ["bob", "carol"], "type": "t", "title": "bc", "data": {"é": 1}}]
+
+
+def test_send_many_posts_the_batch_to_the_bulk_route_and_retries_it_whole(scripted):
+    unavailable = (503, {"Retry-After": "0"}, error("database_unavailable"))
+    endpoint = scripted(unavailable, BULK_CREATED)
+    results = make_client(endpoint.url).send_many(BATCH, idempotency_key="batch-7")
+    key = "batch-7"
+    assert results == [[Sent("alice", 7, False, key)],
+                       [Sent("bob", 8, False, key), Sent("carol", 9, False, key)]]
+    assert [s["path"] for s in endpoint.seen] == ["/api/notifications/bulk"] * 2
+    assert endpoint.keys() == [key, key]
+    assert len({s["body"] for s in endpoint.seen}) == 1
+    assert json.loads(endpoint.seen[0]["body"]) == {"notifications": BATCH}
+
+
+@pytest.mark.parametrize("payload", [
+    {"results": [{"notifications": [{"id": 7, "user_id": "alice"}]}]},  # one result short
+    {"notifications": [{"id": 7, "user_id": "alice"}]},  # the single route's shape
+    {"results": {"notifications": []}},
+])
+def test_send_many_refuses_an_answer_that_is_not_one_result_per_notification(scripted,
+                                                                             payload):
+    endpoint = scripted((201, {}, payload))
+    with pytest.raises(ServerError) as caught:
+        make_client(endpoint.url).send_many(BATCH)
+    assert (caught.value.status, caught.value.code) == (201, "bad_response")
+    assert len(endpoint.seen) == 1
+
+
+def test_send_many_error_items_are_kept_and_scrubbed(scripted):
+    key = "echoed-producer-key-" + "w" * 20
+    items = [{"index": 1, "code": "validation_error", "message": f"title {key}"}]
+    endpoint = scripted((400, {}, {"error": {**error("validation_error")["error"],
+                                             "items": items}}))
+    with pytest.raises(ValidationError) as caught:
+        NotifyClient(endpoint.url, key).send_many(BATCH)
+    assert [(i["index"], i["code"]) for i in caught.value.items] == [(1, "validation_error")]
+    assert_no_key_in(caught.value, key)
+    assert key not in str(caught.value.items)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.send_many({"user_id": "alice", "type": "t", "title": "x"}),
+    lambda c: c.send_many("alice"),
+    lambda c: c.send_many([["alice"]]),
+    lambda c: c.send_many([{"user_id": "a", "type": "t", "title": "x",
+                            "data": {"x": float("nan")}}]),
+    lambda c: c.send_many(BATCH, idempotency_key="k" * 256),
+])
+def test_send_many_arguments_that_cannot_be_sent_fail_before_sending(scripted, call):
+    endpoint = scripted(BULK_CREATED)
+    with pytest.raises((ValueError, TypeError)):
+        call(make_client(endpoint.url))
+    assert endpoint.seen == []

@@ -11,11 +11,17 @@ from utils.extensions import db
 from utils.notifications import store
 from utils.notifications.models import NewNotification, Notification
 from utils.notifications.notifier import (
+    BULK,
     IDEMPOTENCY_TTL,
     IdempotencyConflict,
+    NotifyRequest,
+    Stored,
     fingerprint,
+    notify_many,
     notify_users,
+    store_group,
 )
+from utils.notifications.validation import notification_request
 
 
 def add(user_id: str, count: int = 1, **fields) -> list[int]:
@@ -134,3 +140,61 @@ def test_concurrent_duplicates_store_once(store_app):
     assert len(answers) == 8 and all(answer == answers[0] for answer in answers)
     with store_app.app_context():
         assert store.unread_count("alice") == 1 and store.unread_count("bob") == 1
+
+
+def objects(*bodies: dict):
+    return [notification_request({"type": "t", "title": "x", **b}) for b in bodies]
+
+
+def test_a_group_of_single_and_bulk_requests_answers_each_in_its_shape(store_app):
+    """One transaction for a group holding a single request, a bulk request, the same
+    bulk again with its key (answered from the first, in the group), and a request whose
+    key an earlier group used with another body."""
+    with store_app.app_context():
+        notify_users(["zed"], "t", "x", idempotency_key="taken",
+                     request_fingerprint=fingerprint({"a": 1}))
+        single = NotifyRequest([NewNotification("alice", "t", "x", None, {})], None, "")
+        batch = objects({"user_id": "bob"}, {"user_ids": ["carol", "dan"]}, {"user_id": "bob"})
+        bulk = NotifyRequest.bulk(batch, "batch", fingerprint({"b": 1}, BULK))
+        bulk_again = NotifyRequest.bulk(batch, "batch", fingerprint({"b": 1}, BULK))
+        conflict = NotifyRequest.bulk(batch[:1], "taken", fingerprint({"a": 1}, BULK))
+        first, second, third, fourth = store_group([single, bulk, bulk_again, conflict])
+        assert isinstance(first, Stored) and isinstance(second, Stored)
+        assert [n["user_id"] for n in first.delivery.response["notifications"]] == ["alice"]
+        results = second.delivery.response["results"]
+        assert [[n["user_id"] for n in r["notifications"]] for r in results] == [
+            ["bob"], ["carol", "dan"], ["bob"]]
+        assert [p["id"] for p in second.payloads] == [
+            n["id"] for r in results for n in r["notifications"]]
+        assert third.delivery.replayed and third.delivery.response == second.delivery.response
+        assert third.payloads == []
+        assert isinstance(fourth, IdempotencyConflict)
+        assert store.unread_count("bob") == 2 and store.unread_count("zed") == 1
+
+
+def test_concurrent_bulk_duplicates_store_once(store_app):
+    """Six producers retry one bulk request at the same moment."""
+    batch = objects({"user_id": "alice"}, {"user_ids": ["bob", "alice"]})
+    barrier = threading.Barrier(6)
+    answers, errors = [], []
+
+    def attempt():
+        with store_app.app_context():
+            try:
+                barrier.wait(5)
+                answers.append(notify_many(batch, "same-batch",
+                                           fingerprint({"n": 1}, BULK)).response)
+            except Exception as exc:  # recorded, then asserted empty
+                errors.append(repr(exc))
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(answers) == 6 and all(answer == answers[0] for answer in answers)
+    with store_app.app_context():
+        assert store.unread_count("alice") == 2 and store.unread_count("bob") == 1

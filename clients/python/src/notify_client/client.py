@@ -1,4 +1,5 @@
-"""The producer client: ``POST /api/notifications`` with an Idempotency-Key, retried.
+"""The producer client: ``POST /api/notifications`` (and its bulk form,
+``POST /api/notifications/bulk``) with an Idempotency-Key, retried.
 
 Standard library only (``urllib.request``, ``json``), so installing it brings in
 nothing else. One :class:`NotifyClient` holds no connection and no mutable state:
@@ -20,11 +21,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timezone
 from email.message import Message
-from typing import Any, Literal, NoReturn, Union
+from typing import Any, Literal, NoReturn, TypeVar, Union
 from urllib.parse import urlsplit
 
 from .errors import (
@@ -42,8 +43,10 @@ __version__ = "0.1.0"
 Push = Literal["auto", "always", "never"]
 Urgency = Literal["very-low", "low", "normal", "high"]
 UserId = Union[str, int]
+_T = TypeVar("_T")
 
 PATH = "/api/notifications"
+BULK_PATH = "/api/notifications/bulk"
 #: Statuses worth another attempt: the rate limit, and a server or gateway that is
 #: briefly unable to answer (a deploy, a restart, a database failover).
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -155,6 +158,7 @@ class NotifyClient:
             raise ValueError("deadline must be a positive number of seconds")
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + PATH
+        self.bulk_url = self.base_url + BULK_PATH
         self.timeout = float(timeout)
         self.max_attempts = max_attempts
         self.backoff = float(backoff)
@@ -192,11 +196,7 @@ class NotifyClient:
         sent (``data`` that is not JSON, NaN, a bad key); the server validates the rest
         and its refusals are :class:`ValidationError`. See :mod:`notify_client.errors`.
         """
-        key = str(uuid.uuid4()) if idempotency_key is None else idempotency_key
-        if not (isinstance(key, str) and 0 < len(key) <= MAX_IDEMPOTENCY_KEY
-                and key.isascii() and key.isprintable()):
-            raise ValueError(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
-                             "ASCII characters")
+        key = self._key(idempotency_key)
         payload: dict[str, Any] = {}
         if isinstance(user_ids, (str, int)):
             payload["user_id"] = user_ids
@@ -212,19 +212,69 @@ class NotifyClient:
         # One encoding for every attempt: the server compares retries by their body.
         encoded = json.dumps(payload, ensure_ascii=False, allow_nan=False,
                              separators=(",", ":")).encode("utf-8")
-        return self._post(encoded, key)
+        return self._post(self.url, encoded, key, _sent_list)
+
+    def send_many(
+        self,
+        notifications: Sequence[Mapping[str, Any]],
+        idempotency_key: str | None = None,
+    ) -> list[list[Sent]]:
+        """Store several notifications in one request (``POST /api/notifications/bulk``),
+        then have the server emit each to its users' sockets. Each notification is a
+        mapping with the fields of ``POST /api/notifications`` (``user_id`` or
+        ``user_ids``, ``type``, ``title``, and optionally ``body``, ``data``, ``push``,
+        ``urgency``, ``topic``), sent as it is. Returns one list of :class:`Sent` per
+        notification, in the order given, each as :meth:`send` returns it.
+
+        The server takes 1 to 1,000 notifications and stores all or none: when any is
+        refused, :class:`ValidationError` is raised and its ``items`` names each bad one
+        by its index. One ``idempotency_key`` (by default a new UUID) covers the whole
+        request and every attempt of it, as for :meth:`send`.
+
+        Raises :class:`ValueError` or :class:`TypeError` for arguments that cannot be
+        sent (not a sequence of mappings, values that are not JSON, a bad key).
+        """
+        key = self._key(idempotency_key)
+        if isinstance(notifications, (str, bytes, bytearray, Mapping)) \
+                or not isinstance(notifications, Sequence):
+            raise TypeError("notifications must be a sequence of mappings")
+        objects = []
+        for index, item in enumerate(notifications):
+            if not isinstance(item, Mapping):
+                raise TypeError(f"notifications[{index}] must be a mapping, "
+                                f"not {type(item).__name__}")
+            objects.append(dict(item))
+        encoded = json.dumps({"notifications": objects}, ensure_ascii=False, allow_nan=False,
+                             separators=(",", ":")).encode("utf-8")
+        results = self._post(self.bulk_url, encoded, key, _sent_results)
+        if len(results) != len(objects):
+            raise ServerError(f"HTTP 201 with {len(results)} results for {len(objects)} "
+                              "notifications", status=201, code="bad_response",
+                              idempotency_key=key)
+        return results
+
+    @staticmethod
+    def _key(idempotency_key: str | None) -> str:
+        key = str(uuid.uuid4()) if idempotency_key is None else idempotency_key
+        if not (isinstance(key, str) and 0 < len(key) <= MAX_IDEMPOTENCY_KEY
+                and key.isascii() and key.isprintable()):
+            raise ValueError(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                             "ASCII characters")
+        return key
 
     # -- one call: attempts, waits, the answer ---------------------------------------
 
-    def _post(self, body: bytes, key: str) -> list[Sent]:
+    def _post(self, url: str, body: bytes, key: str,
+              answer: Callable[[Any, str, bool], _T]) -> _T:
         stop = time.monotonic() + self.deadline
         attempt = 0
         while True:
             attempt += 1
             remaining = stop - time.monotonic()
-            got = self._attempt(body, key, timeout=max(0.05, min(self.timeout, remaining)))
+            got = self._attempt(url, body, key,
+                                timeout=max(0.05, min(self.timeout, remaining)))
             if got.failure is None and got.status is not None and 200 <= got.status < 300:
-                return self._sent(got, key, attempt)
+                return self._sent(url, got, key, attempt, answer)
             error = self._error(got, key, attempt)
             retryable = got.failure is not None or (
                 got.status in RETRY_STATUSES and error.code not in FINAL_503_CODES)
@@ -239,7 +289,7 @@ class NotifyClient:
                                   f"would pass the {self.deadline:g} s deadline)")
                 self._raise(error, got)
             log.info("POST %s: %s; attempt %d of %d in %.2f s (Idempotency-Key %s)",
-                     self.url, error, attempt + 1, self.max_attempts, delay, key)
+                     url, error, attempt + 1, self.max_attempts, delay, key)
             time.sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -249,8 +299,8 @@ class NotifyClient:
             return retry_after + random.uniform(0, min(self.backoff, ceiling))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _attempt(self, body: bytes, key: str, timeout: float) -> _Attempt:
-        request = urllib.request.Request(self.url, data=body, method="POST", headers={
+    def _attempt(self, url: str, body: bytes, key: str, timeout: float) -> _Attempt:
+        request = urllib.request.Request(url, data=body, method="POST", headers={
             "Authorization": f"Bearer {self.__api_key}",
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -278,25 +328,20 @@ class NotifyClient:
             # (RemoteDisconnected), timed out, or cut off mid-body (IncompleteRead).
             return _Attempt(failure=exc)
 
-    def _sent(self, got: _Attempt, key: str, attempt: int) -> list[Sent]:
+    def _sent(self, url: str, got: _Attempt, key: str, attempt: int,
+              answer: Callable[[Any, str, bool], _T]) -> _T:
         headers = got.headers or Message()
         replayed = headers.get("Idempotent-Replayed", "").lower() == "true"
         try:
-            items = json.loads(got.body)["notifications"]
-            sent = []
-            for item in items:
-                user_id, nid = item["user_id"], item["id"]
-                if not isinstance(user_id, str) or isinstance(nid, bool) \
-                        or not isinstance(nid, int):
-                    raise TypeError
-                sent.append(Sent(user_id, nid, replayed, key))
+            sent = answer(json.loads(got.body), key, replayed)
         except (ValueError, KeyError, TypeError, IndexError):
-            raise ServerError(f"HTTP {got.status} without the documented body "
-                              '{"notifications": [{"id", "user_id"}]}', status=got.status,
-                              code="bad_response", attempts=attempt,
+            shape = ('{"notifications": [{"id", "user_id"}]}' if answer is _sent_list
+                     else '{"results": [{"notifications": [{"id", "user_id"}]}]}')
+            raise ServerError(f"HTTP {got.status} without the documented body {shape}",
+                              status=got.status, code="bad_response", attempts=attempt,
                               idempotency_key=key) from None
         if attempt > 1:
-            log.info("POST %s: stored after %d attempts (replayed=%s)", self.url, attempt,
+            log.info("POST %s: stored after %d attempts (replayed=%s)", url, attempt,
                      replayed)
         return sent
 
@@ -309,7 +354,7 @@ class NotifyClient:
                                code="timeout" if timed_out else "connection_error",
                                attempts=attempt, idempotency_key=key)
         status = got.status or 0
-        code, message = _error_shape(got.body)
+        code, message, items = _error_shape(got.body)
         headers = got.headers or Message()
         if 300 <= status < 400:
             code = "redirect"
@@ -331,7 +376,8 @@ class NotifyClient:
             cls = ServerError
         return cls(self._scrub(message[:_MAX_MESSAGE]), status=status, code=code,
                    retry_after=parse_retry_after(headers.get("Retry-After")),
-                   attempts=attempt, idempotency_key=key)
+                   attempts=attempt, idempotency_key=key,
+                   items=[self._scrub_item(i) for i in items] if items is not None else None)
 
     def _raise(self, error: NotifyError, got: _Attempt) -> NoReturn:
         if got.failure is not None:
@@ -341,13 +387,40 @@ class NotifyClient:
     def _scrub(self, text: str) -> str:
         return text.replace(self.__api_key, "[redacted]")
 
+    def _scrub_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {name: self._scrub(value[:_MAX_MESSAGE]) if isinstance(value, str) else value
+                for name, value in item.items()}
 
-def _error_shape(raw: bytes) -> tuple[str | None, str | None]:
-    """``(code, message)`` from ``{"error": {"code", "message"}}``, else ``(None, None)``."""
+
+def _sent_list(answer: Any, key: str, replayed: bool) -> list[Sent]:
+    """The Sent of ``{"notifications": [{"id", "user_id"}, ...]}``."""
+    sent = []
+    for item in answer["notifications"]:
+        user_id, nid = item["user_id"], item["id"]
+        if not isinstance(user_id, str) or isinstance(nid, bool) or not isinstance(nid, int):
+            raise TypeError
+        sent.append(Sent(user_id, nid, replayed, key))
+    return sent
+
+
+def _sent_results(answer: Any, key: str, replayed: bool) -> list[list[Sent]]:
+    """One list of Sent per result of ``{"results": [{"notifications": [...]}, ...]}``."""
+    results = answer["results"]
+    if not isinstance(results, list):
+        raise TypeError
+    return [_sent_list(result, key, replayed) for result in results]
+
+
+def _error_shape(raw: bytes) -> tuple[str | None, str | None, list[dict[str, Any]] | None]:
+    """``(code, message, items)`` from ``{"error": {"code", "message"}}``, else ``(None,
+    None, None)``. ``items`` is the bulk route's list of bad notifications, each
+    ``{"index", "code", "message"}``, or None when the error has none."""
     try:
         error = json.loads(raw)["error"]
-        code, message = error.get("code"), error.get("message")
+        code, message, items = error.get("code"), error.get("message"), error.get("items")
     except (ValueError, KeyError, TypeError, AttributeError):
-        return None, None
+        return None, None, None
+    if not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+        items = None
     return (code if isinstance(code, str) else None,
-            message if isinstance(message, str) else None)
+            message if isinstance(message, str) else None, items)

@@ -25,6 +25,7 @@ class NotifyError(Exception):
         retry_after: float | None = None,
         attempts: int = 1,
         idempotency_key: str | None = None,
+        items: list[dict] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -33,6 +34,9 @@ class NotifyError(Exception):
         self.retry_after = retry_after
         self.attempts = attempts
         self.idempotency_key = idempotency_key
+        #: ``send_many``'s refused notifications, each ``{"index", "code", "message"}``
+        #: (``index`` in the list sent); None when the error names none.
+        self.items = items
 
     def __str__(self) -> str:
         where = f"HTTP {self.status}" if self.status is not None else "no answer"
@@ -51,7 +55,8 @@ class AuthError(NotifyError):
 class ValidationError(NotifyError):
     """The request was refused as it stands: 400 (``invalid_json``,
     ``validation_error``), 413 (``payload_too_large``) or 415
-    (``unsupported_media_type``). Never retried."""
+    (``unsupported_media_type``). Never retried. From ``send_many``, ``items`` names
+    each refused notification by its index; none of the batch was stored."""
 
 
 class IdempotencyConflict(NotifyError):
