@@ -64,6 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         write_receipts,
     )
     from utils.ops.logs import configure_logging
+    from utils.outbox.consumer import init_outbox
     from utils.push.dispatcher import init_push
     from utils.push.sends import CallsUnderWay
     from utils.realtime.drain import DrainLayer
@@ -97,7 +98,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         receipts=GroupCommit(write_receipts, MAX_GROUP_IDS, linger, max_writes=RECEIPT_WRITES),
         receipt_backlog=Backlog(),
         push_sender=sender, dispatcher=dispatcher, test_push_calls=CallsUnderWay(),
-        openapi=document(), drain=drain)
+        openapi=document(), drain=drain, outbox=init_outbox(app, settings))
     register_commands(app)
     _announce_generated(settings)
     return app

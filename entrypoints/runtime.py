@@ -31,6 +31,8 @@ def start_serving(app: Flask, worker: Any = None) -> None:
     gc_tuning.tune_after_start(settings.gc_tuning)
     gc_pauses.install(settings.gc_pause_log)
     services(app).dispatcher.ensure_started()  # delivery checks and pushes
+    if services(app).outbox is not None:
+        services(app).outbox.ensure_started()  # OUTBOX_ENABLED: docs/OUTBOX.md
     if worker is not None:
         drain_on_sigterm(worker, services(app).drain)
     if settings.async_mode == "eventlet":

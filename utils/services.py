@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from utils.edge.origins import OriginPolicy
     from utils.notifications.notifier import NotifyRequest, Stored
     from utils.notifications.receipts import Backlog, Receipt
+    from utils.outbox.consumer import OutboxConsumer
     from utils.push.dispatcher import PushDispatcher
     from utils.push.sender import Sender
     from utils.push.sends import CallsUnderWay
@@ -45,6 +46,7 @@ class Services:
     test_push_calls: CallsUnderWay
     openapi: bytes  # the OpenAPI document, bundled once at start
     drain: DrainLayer  # the WebSockets a SIGTERM drain shuts down
+    outbox: OutboxConsumer | None = None  # None: OUTBOX_ENABLED is off
 
 
 def services(app: Flask | None = None) -> Services:

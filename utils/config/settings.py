@@ -70,6 +70,12 @@ class Settings:
     database_url: str = ""
     retention_days: int = 90
     redis_url: str | None = None
+    redis_catch_up_limit: int = 5000
+    # -- the transactional outbox (utils/outbox/, docs/OUTBOX.md)
+    outbox_enabled: bool = False
+    outbox_database_url: str = ""  # DATABASE_URL unless set
+    outbox_batch_size: int = 500
+    outbox_poll_seconds: float = 1.0
     # -- sockets
     async_mode: str = "eventlet"
     ping_interval: int = 25
@@ -300,12 +306,15 @@ def _algorithms(env: Env, has_public_key: bool) -> tuple[str, ...]:
 # ------------------------------------------------------------------ storage and queue
 
 def _storage(env: Env, production: bool, instance_path: Path) -> dict[str, object]:
+    database_url = _database_url(env, production, instance_path)
     return {
-        "database_url": _database_url(env, production, instance_path),
+        "database_url": database_url,
+        **_outbox(env, database_url),
         "retention_days": env.integer("NOTIFICATION_RETENTION_DAYS", 90, 1, 36500),
         # rediss:// is Redis over TLS (redis-py reads TLS options such as
         # ssl_ca_certs from the query string); the URL may hold a password.
         "redis_url": env.url("REDIS_URL", REDIS_SCHEMES, secret=True),
+        "redis_catch_up_limit": env.integer("REDIS_CATCH_UP_LIMIT", 5000, 1, 100_000),
     }
 
 
@@ -321,12 +330,43 @@ def _database_url(env: Env, production: bool, instance_path: Path) -> str:
                 "persistent volume"
             )
         return f"sqlite:///{instance_path / 'notifications.db'}"
+    return _pg8000(url)
+
+
+def _pg8000(url: str) -> str:
     # Railway's and Heroku's plugins hand out postgres://; SQLAlchemy wants a dialect,
     # and pg8000 is pure Python, so it cooperates with eventlet's and gevent's hubs.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+pg8000://" + url[len(prefix):]
     return url
+
+
+def _outbox(env: Env, database_url: str) -> dict[str, object]:
+    """The outbox consumer: off by default, PostgreSQL only (its table, its
+    ``FOR UPDATE SKIP LOCKED`` and its LISTEN are PostgreSQL's)."""
+    enabled = env.flag("OUTBOX_ENABLED", False)
+    outbox_url = _pg8000(env.raw("OUTBOX_DATABASE_URL")) or database_url
+    batch_size = env.integer("OUTBOX_BATCH_SIZE", 500, 1, 5000)
+    poll_seconds = env.seconds("OUTBOX_POLL_SECONDS", 1.0, 0.05, 3600)
+    if enabled:
+        # The URLs may hold passwords: the messages name the setting, never the value.
+        if database_url.startswith("sqlite"):
+            raise ConfigError(
+                "OUTBOX_ENABLED needs PostgreSQL, but DATABASE_URL is SQLite: SQLite "
+                "deployments do not get the outbox (docs/OUTBOX.md); producers use "
+                "POST /api/notifications, or unset OUTBOX_ENABLED")
+        if not outbox_url.startswith("postgresql"):
+            what = "SQLite" if outbox_url.startswith("sqlite") else "not a PostgreSQL URL"
+            raise ConfigError(
+                f"OUTBOX_ENABLED needs PostgreSQL, but OUTBOX_DATABASE_URL is {what}: "
+                "the outbox lives in a PostgreSQL database (docs/OUTBOX.md)")
+    return {
+        "outbox_enabled": enabled,
+        "outbox_database_url": outbox_url,
+        "outbox_batch_size": batch_size,
+        "outbox_poll_seconds": poll_seconds,
+    }
 
 
 # ------------------------------------------------------------------ sockets

@@ -126,6 +126,17 @@ PUSH_LAG = Histogram(
     "notifier_push_dispatch_lag_seconds",
     "From a push falling due to the push service's answer.",
     buckets=LATENCY_BUCKETS, registry=REGISTRY)
+OUTBOX_LAG = Gauge(
+    "notifier_outbox_lag_seconds",
+    "Age of the oldest row waiting in notification_outbox, as this process's consumer "
+    "last saw it (0 when empty).", registry=REGISTRY, multiprocess_mode="livemax")
+OUTBOX_CONSUMED = Counter(
+    "notifier_outbox_rows_consumed",
+    "Outbox rows stored as notifications (and deleted from the outbox).", registry=REGISTRY)
+OUTBOX_DEAD = Counter(
+    "notifier_outbox_rows_dead_lettered",
+    "Outbox rows moved to notification_outbox_dead: their payload failed validation "
+    "(or could not be stored).", registry=REGISTRY)
 
 # Pre-bound children: the hot paths skip the label lookup, and every series exists
 # at 0 from the start, so rate() and alerts see the first event.
@@ -231,6 +242,20 @@ def pushed(outcome: str, lag: float | None = None) -> None:
 def subscriptions_removed(reason: str, count: int = 1) -> None:
     if count:
         _REMOVED[reason].inc(count)
+
+
+def outbox_consumed(count: int) -> None:
+    if count:
+        OUTBOX_CONSUMED.inc(count)
+
+
+def outbox_dead_lettered(count: int) -> None:
+    if count:
+        OUTBOX_DEAD.inc(count)
+
+
+def outbox_lag(seconds: float) -> None:
+    OUTBOX_LAG.set(max(seconds, 0.0))
 
 
 def emitted(started: float | None) -> None:

@@ -29,6 +29,7 @@ from .errors import (
     Unavailable,
     ValidationError,
 )
+from .outbox import enqueue as enqueue
 
 __all__ = [
     "FINAL_503_CODES",

@@ -1,0 +1,65 @@
+"""An app on real PostgreSQL with the outbox on, and a producer's connection to it."""
+
+from __future__ import annotations
+
+import pg8000.native
+import pytest
+import sqlalchemy as sa
+
+from tests.support.app import build_app
+from tests.support.services import PG_HOST, PG_PORT
+
+pytestmark = [pytest.mark.postgres]
+
+OUTBOX_TABLES = "notification_outbox, notification_outbox_dead"
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def outbox_app(tmp_path, postgres_url):
+    """The app on the run's PostgreSQL database with OUTBOX_ENABLED, batches of 3,
+    its tables emptied. The consumer's task is not started: tests call its passes."""
+    app = build_app(tmp_path, DATABASE_URL=postgres_url, OUTBOX_ENABLED="1",
+                    OUTBOX_BATCH_SIZE="3", OUTBOX_POLL_SECONDS="0.2")
+    from utils.extensions import db
+
+    with app.app_context():
+        db.session.execute(sa.text(
+            f"TRUNCATE notifications, idempotency_keys, {OUTBOX_TABLES} RESTART IDENTITY"))
+        db.session.commit()
+    return app
+
+
+@pytest.fixture
+def producer(postgres_url):
+    """A producer's own connection (pg8000, autocommit unless it says BEGIN)."""
+    conn = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT,
+                                    database=database_name(postgres_url))
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def fresh_database():
+    """``fresh_database()``: the URL of a new, empty PostgreSQL database, dropped at
+    teardown (for an outbox in a producer's own database)."""
+    import uuid
+
+    admin = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT, database="test")
+    made = []
+
+    def _make() -> str:
+        name = f"outbox_test_{uuid.uuid4().hex[:10]}"
+        admin.run(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+    yield _make
+    for name in made:
+        admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n",
+                  n=name)
+        admin.run(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
