@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import request
-from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
+from flask_socketio import ConnectionRefusedError, SocketIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from utils.edge.limits import admit_event, socket_limits, throttled
@@ -45,25 +45,23 @@ def _current_user() -> str:
 # and answers errors itself. Only for an event so frequent that the request context is
 # its cost (one receipt per delivered notification).
 RAW_EVENTS = frozenset({"delivered"})
+NAMESPACE = "/"
 
 
-class Events(Namespace):
+class Events:
     """Socket.IO handlers for "/", one method per event: ``on_<event>``. An event with
-    no method gets the ``unknown_event`` ack. ``create_app`` registers an instance on
-    each app's server (``register``), so adding an event is adding a method, and no
-    import order can lose a handler. A method runs in Flask-SocketIO's request context
-    (``request.sid``), except for RAW_EVENTS."""
+    no method gets the ``unknown_event`` ack (Flask-SocketIO's "*" catch-all).
+    ``create_app`` binds each method on each app's server (``register``), so adding
+    an event is adding a method, and no import order can lose a handler. A method runs
+    in Flask-SocketIO's request context (``request.sid``), except for RAW_EVENTS.
 
-    def trigger_event(self, event: str, *args: Any) -> Any:
-        if event in ("connect", "disconnect") or hasattr(self, "on_" + (event or "")):
-            if event in RAW_EVENTS:
-                return getattr(self, "on_" + event)(*args)  # the sid first: see RAW_EVENTS
-            return super().trigger_event(event, *args)
-        # A class namespace has no catch-all: an unknown event gets its name first, as
-        # a "*" handler does, through Flask-SocketIO's own handler wrapper.
-        sid, *rest = args
-        return self.socketio._handle_event(self.unknown_event, "*", self.namespace, sid,
-                                           event, *rest)
+    Bound one by one as Flask-SocketIO's decorator does, not as a class namespace
+    (``socketio.on_namespace``): with the class namespace a worker held about 4 KB
+    more per connected socket (bench, 2,000 and 5,000 sockets: 57.0 against 53.0 KB),
+    outside Python's own allocations (tracemalloc saw the same heap)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server  # python-socketio's, for the raw handlers
 
     def on_connect(self, auth: Any = None) -> None:
         """Browsers: open a socket with a token; join the user's room, replay what was missed."""
@@ -111,7 +109,7 @@ class Events(Namespace):
         that fails, the session copy) cost as much as the rest of the receipt. What
         ``throttled`` and ``error_ack`` do for the other events is done here, with the
         same acks."""
-        environ = self.server.get_environ(sid, namespace=self.namespace)
+        environ = self.server.get_environ(sid, namespace=NAMESPACE)
         if not environ:
             return error_body("not_connected", "this socket is not connected")
         app = environ["flask.app"]
@@ -164,8 +162,18 @@ def error_ack(exc: Exception) -> dict[str, Any]:
     return error_body("internal_error", "the server failed to handle this event")
 
 
-def register(socketio: SocketIO) -> None:
+def register(socketio: SocketIO) -> Events:
     """The handlers, on the server ``socketio.init_app`` has just built: called by
-    ``create_app`` after it, so each app's server has its own."""
-    socketio.on_namespace(Events("/"))
+    ``create_app`` after it, so each app's server has its own (Flask-SocketIO binds a
+    handler declared after ``init_app`` to that server only)."""
+    events = Events(socketio.server)
+    for name in dir(events):
+        if name.startswith("on_"):
+            event, method = name.removeprefix("on_"), getattr(events, name)
+            if event in RAW_EVENTS:
+                socketio.server.on(event, method, namespace=NAMESPACE)
+            else:
+                socketio.on(event, namespace=NAMESPACE)(method)
+    socketio.on("*", namespace=NAMESPACE)(events.unknown_event)
     socketio.on_error_default(error_ack)
+    return events

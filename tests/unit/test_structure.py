@@ -57,15 +57,21 @@ def _engineio_app(wsgi):
 
 
 def test_every_app_gets_its_own_handlers(tmp_path):
-    """create_app registers routes/events.py's Events on each app's server: the second
-    app (every test builds several) handles every event too, with its own instance."""
+    """create_app binds routes/events.py's Events methods on each app's server: the
+    second app (every test builds several) handles every event too, with its own
+    instance."""
+    from routes.events import Events
     from tests.support.app import build_app
 
     first = build_app(tmp_path / "first")
     second = build_app(tmp_path / "second")
-    handlers = [_engineio_app(a.wsgi_app).namespace_handlers.get("/") for a in (first, second)]
-    assert all(type(h).__name__ == "Events" for h in handlers)
-    assert handlers[0] is not handlers[1]
+    expected = {name.removeprefix("on_") for name in dir(Events) if name.startswith("on_")}
+    tables = [_engineio_app(a.wsgi_app).handlers.get("/", {}) for a in (first, second)]
+    for table in tables:
+        assert expected | {"*"} == set(table)
+    owners = [table["delivered"].__self__ for table in tables]  # the raw handler's Events
+    assert all(isinstance(owner, Events) for owner in owners)
+    assert owners[0] is not owners[1]
 
 
 def test_every_app_routes_pings_through_the_one_task(app):

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from importlib import metadata
 
 PATCHED_FOR = {"python-engineio": "4.15.1", "python-socketio": "5.18.1", "eventlet": "0.41.3",
-               "flask-socketio": "5.7.0",  # routes/events.py: Events.trigger_event
                "limits": "5.8.0"}
 
 
