@@ -65,6 +65,7 @@ class Events:
 
     def on_connect(self, auth: Any = None) -> None:
         """Browsers: open a socket with a token; join the user's room, replay what was missed."""
+        request.routing_exception = None  # a reference cycle: see utils/edge/limits.py throttled
         try:
             replay.connect(auth)
         except ConnectionRefusedError as exc:
