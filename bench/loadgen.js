@@ -14,6 +14,12 @@
 //                                        one user each; waits D ms (5000) for stragglers
 //   {"cmd":"batch","users":U}            one producer request for U distinct users
 //   {"cmd":"fanout","users":U}           ceil(U/1000) requests of up to 1000 users at once
+//   {"cmd":"bulk","rate":R,"seconds":S,"tick_ms":T[,"drain_ms":D]}  open loop: every T ms
+//                                        one POST /api/notifications/bulk carrying that
+//                                        tick's R*T/1000 notifications, one user each
+//   {"cmd":"outbox","rate":R,"seconds":S,"tick_ms":T,"pg":URL[,"drain_ms":D]}  open loop:
+//                                        every T ms one PostgreSQL transaction inserting
+//                                        that tick's notifications into notification_outbox
 //   {"cmd":"close"}                      close every socket
 //   {"cmd":"exit"}
 // Every loop is bounded by count and by time.
@@ -24,6 +30,9 @@ const http = require("http");
 const readline = require("readline");
 const { performance, PerformanceObserver } = require("perf_hooks");
 const WebSocket = require("ws");
+// Loaded at start, not at the outbox scenario: a later `npm ci` elsewhere (which
+// empties node_modules for a moment) cannot take it away mid-run.
+const pg = require("pg");
 
 const ORIGIN = "http://localhost:3000";
 const CONNECT_CONCURRENCY = 200;
@@ -183,11 +192,11 @@ function closeAll() {
 
 // ---- producer --------------------------------------------------------------------
 
-function post(body) {
+function post(body, path = "/api/notifications") {
   return new Promise((resolve) => {
     const data = JSON.stringify(body);
     const req = http.request({
-      agent, host: target.hostname, port: target.port, method: "POST", path: "/api/notifications",
+      agent, host: target.hostname, port: target.port, method: "POST", path,
       headers: {
         "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data),
         Authorization: `Bearer ${args.apiKey}`,
@@ -213,9 +222,13 @@ function percentile(sorted, p) {
 }
 
 // Collects receipts of one run: first arrival per (seq, user), duplicates counted.
-function receiptsFor(run) {
+// With ``deferred`` the origin time is not in the payload (an outbox row's commit time
+// is known only after its insert): arrivals are kept as [tx, arrived] in r.arrivals,
+// and the latencies are filled in later by settleDeferred.
+function receiptsFor(run, deferred = false) {
   const seen = new Map();
-  const r = { latencies: [], samples: [], duplicates: 0, stray: 0, unique: 0, lastArrival: 0 };
+  const r = { latencies: [], samples: [], duplicates: 0, stray: 0, unique: 0, lastArrival: 0,
+              arrivals: [] };
   onNotification = (sock, payload, arrived) => {
     const d = payload && payload.data;
     if (!d || d.run !== run) return void r.stray++;
@@ -224,6 +237,7 @@ function receiptsFor(run) {
     seen.set(key, true);
     r.unique++;
     r.lastArrival = arrived;
+    if (deferred) return void r.arrivals.push([d.tx, arrived]);
     r.latencies.push(arrived - d.sched);
     r.samples.push([d.sched, arrived - d.sched]);
   };
@@ -242,7 +256,9 @@ function waitFor(cond, timeoutMs) {
 // the tail is a few stalls (clustered) or spread out.
 function slowest(r, count) {
   if (!r.samples.length) return [];
-  const first = Math.min(...r.samples.map((x) => x[0]));
+  // A loop, not Math.min(...): 100k arguments overflow the stack.
+  let first = Infinity;
+  for (const x of r.samples) if (x[0] < first) first = x[0];
   return r.samples.sort((a, b) => b[1] - a[1]).slice(0, count)
     .map(([sched, lat]) => [Math.round(sched - first), Math.round(lat * 10) / 10]);
 }
@@ -325,6 +341,171 @@ async function batch(users, requests) {
   return out;
 }
 
+// ---- producers at scale: bulk requests and the outbox ---------------------------------
+
+// Open loop in ticks: tick k is due at start + k*tickMs whatever the server does, and
+// carries the sequence numbers that fall due within it (round((k+1)*tickMs*R/1000) in
+// all by its end), so R notifications a second on average. Between ticks the loop
+// sleeps (setTimeout) instead of spinning, leaving CPU 1 to the sockets (and, in the
+// outbox scenario, to PostgreSQL's share of it).
+function tickLoop(rate, seconds, tickMs, onTick) {
+  const total = Math.round(rate * seconds);
+  const ticks = Math.ceil((seconds * 1000) / tickMs);
+  const start = performance.now() + 20;
+  let k = 0;
+  let seq = 0;
+  return new Promise((resolve) => {
+    const loop = () => {
+      const now = performance.now();
+      while (k < ticks && start + k * tickMs <= now) {
+        const upto = Math.min(total, Math.round(((k + 1) * tickMs * rate) / 1000));
+        if (upto > seq) onTick(seq, upto, start + k * tickMs);
+        seq = Math.max(seq, upto);
+        k++;
+      }
+      if (k >= ticks || now > start + seconds * 1000 + 60000) return resolve({ start, sent: seq });
+      setTimeout(loop, Math.max(0, Math.min(start + k * tickMs - performance.now(), tickMs)));
+    };
+    loop();
+  });
+}
+
+// One notification object for one user, as POST /api/notifications takes it.
+function single(user, run, seq, extra) {
+  return { user_id: user, type: "bench", title: "Benchmark notification",
+           body: "A short body, as a real notification has.", data: { run, seq, ...extra } };
+}
+
+function cpuSince(start) {
+  const u = process.cpuUsage(start);
+  return (u.user + u.system) / 1e6;
+}
+
+function gcSince(start) {
+  return gcPauses.map(([t, d]) => [Math.round(t - start), Math.round(d * 10) / 10]);
+}
+
+// Bulk: each tick one POST /api/notifications/bulk with that tick's notifications.
+// Latency runs from the tick's time (when the request is sent; later sends are the
+// load generator's or the connection pool's queueing, and count) to arrival.
+async function bulk(rate, seconds, tickMs, drainMs = 30000) {
+  const run = `k${++runCounter}-${Date.now()}`;
+  const r = receiptsFor(run);
+  renewAgent();
+  gcPauses.length = 0;
+  const cpu0 = process.cpuUsage();
+  const pending = [];
+  const errorKinds = {};
+  let httpErrors = 0;
+  let failedRequests = 0;
+  let requests = 0;
+  let largest = 0;
+  const { start, sent } = await tickLoop(rate, seconds, tickMs, (from, to, sched) => {
+    const items = [];
+    for (let seq = from; seq < to; seq++) {
+      items.push(single(sockets[seq % sockets.length].user, run, seq, { sched }));
+    }
+    requests++;
+    largest = Math.max(largest, items.length);
+    pending.push(post({ notifications: items }, "/api/notifications/bulk").then((s) => {
+      if (s !== 201) {
+        httpErrors += items.length;
+        failedRequests++;
+        errorKinds[s] = (errorKinds[s] || 0) + 1;
+      }
+    }));
+  });
+  await Promise.all(pending);
+  const lastResponse = performance.now();
+  const expected = sent - httpErrors;
+  await waitFor(() => r.unique >= expected, Math.min(drainMs, 60000));
+  return summary(r, expected, {
+    sent, rate, seconds, tick_ms: tickMs, requests, per_request_max: largest,
+    per_request_mean: requests ? sent / requests : null, http_errors: httpErrors,
+    failed_requests: failedRequests, http_error_kinds: errorKinds,
+    send_span_ms: lastResponse - start, sent_rate: sent / ((lastResponse - start) / 1000),
+    loadgen_cpu_s: cpuSince(cpu0), loadgen_gc_ms: gcSince(start),
+  });
+}
+
+// Outbox: each tick one transaction of the producer's own (BEGIN; one INSERT INTO
+// notification_outbox (payload) VALUES (...), (...) with that tick's rows; COMMIT) on a
+// pool of OUTBOX_PRODUCERS connections, so a slow commit does not hold the next tick.
+// Latency runs from the moment the COMMIT returned to the producer to arrival: both
+// clocks are this process's.
+const OUTBOX_PRODUCERS = 8;
+
+async function outbox(rate, seconds, tickMs, url, drainMs = 30000) {
+  const pool = new pg.Pool({ connectionString: url, max: OUTBOX_PRODUCERS,
+                             application_name: "bench outbox producer" });
+  try {
+    // Connections open before the clock starts.
+    const warm = await Promise.all(Array.from({ length: OUTBOX_PRODUCERS }, () => pool.connect()));
+    warm.forEach((c) => c.release());
+    const run = `o${++runCounter}-${Date.now()}`;
+    const r = receiptsFor(run, true);
+    gcPauses.length = 0;
+    const cpu0 = process.cpuUsage();
+    const commitAt = [];
+    const commitLag = []; // tick time -> COMMIT returned: the producer's own delay
+    const pending = [];
+    const errorKinds = {};
+    let failed = 0;
+    let committed = 0;
+    let lastCommit = 0;
+    let tx = 0;
+    const { start, sent } = await tickLoop(rate, seconds, tickMs, (from, to, sched) => {
+      const id = tx++;
+      const rows = [];
+      for (let seq = from; seq < to; seq++) {
+        rows.push(JSON.stringify(single(sockets[seq % sockets.length].user, run, seq, { tx: id })));
+      }
+      const sql = "INSERT INTO notification_outbox (payload) VALUES "
+        + rows.map((_, i) => `($${i + 1}::jsonb)`).join(", ");
+      pending.push((async () => {
+        const client = await pool.connect();
+        try {
+          await client.query("BEGIN");
+          await client.query(sql, rows);
+          await client.query("COMMIT");
+          const at = performance.now();
+          commitAt[id] = at;
+          lastCommit = Math.max(lastCommit, at);
+          commitLag.push(at - sched);
+          committed += rows.length;
+        } catch (err) {
+          failed += rows.length;
+          const kind = err.code || err.message || "error";
+          errorKinds[kind] = (errorKinds[kind] || 0) + 1;
+          await client.query("ROLLBACK").catch(() => {});
+        } finally {
+          client.release();
+        }
+      })());
+    });
+    await Promise.all(pending);
+    await waitFor(() => r.unique >= committed, Math.min(drainMs, 60000));
+    let beforeCommit = 0;
+    for (const [id, arrived] of r.arrivals) {
+      const lat = arrived - commitAt[id];
+      if (lat < 0) beforeCommit++; // the emit's frame read before the COMMIT's answer
+      r.latencies.push(lat);
+      r.samples.push([commitAt[id], lat]);
+    }
+    commitLag.sort((a, b) => a - b);
+    return summary(r, committed, {
+      sent, rate, seconds, tick_ms: tickMs, transactions: tx, per_transaction_mean: tx ? sent / tx : null,
+      http_errors: failed, producer_error_kinds: errorKinds, arrived_before_commit: beforeCommit,
+      commit_lag_p50_ms: percentile(commitLag, 50), commit_lag_p99_ms: percentile(commitLag, 99),
+      send_span_ms: lastCommit - start,
+      sent_rate: lastCommit > start ? committed / ((lastCommit - start) / 1000) : 0,
+      loadgen_cpu_s: cpuSince(cpu0), loadgen_gc_ms: gcSince(start),
+    });
+  } finally {
+    await pool.end().catch(() => {});
+  }
+}
+
 // ---- command loop --------------------------------------------------------------------
 
 async function run(cmd) {
@@ -333,6 +514,8 @@ async function run(cmd) {
     case "targeted": return targeted(cmd.rate, cmd.seconds, cmd.drain_ms, cmd.receipts);
     case "batch": return batch(cmd.users);
     case "fanout": return batch(cmd.users);
+    case "bulk": return bulk(cmd.rate, cmd.seconds, cmd.tick_ms, cmd.drain_ms);
+    case "outbox": return outbox(cmd.rate, cmd.seconds, cmd.tick_ms, cmd.pg, cmd.drain_ms);
     case "close": return closeAll();
     case "exit": closeAll(); setImmediate(() => process.exit(0)); return { bye: true };
     default: return { error: `unknown command ${cmd.cmd}` };

@@ -25,6 +25,16 @@ def _per_rep(data: dict[str, Any], name: str, fn: Callable[[dict[str, Any]], Any
     return out
 
 
+PRODUCERS = ("bulk", "outbox")  # the producer scenarios, each a list of rate steps
+
+
+def _at_held(scenario: dict[str, Any]) -> dict[str, Any]:
+    """The step at the highest rate held, or the first step when none held."""
+    steps = scenario["steps"]
+    held = [st for st in steps if st["held"] and st["rate"] == scenario["held_rate"]]
+    return held[-1] if held else steps[0]
+
+
 def _batch_cpu_us(batches: list[dict[str, Any]]) -> float:
     return 1e6 * sum(b["cpu_s"] for b in batches) / sum(b["received"] for b in batches)
 
@@ -53,6 +63,15 @@ def metrics(data: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
     m["fanout_cpu_us"] = lambda r: _batch_cpu_us([r[mid]["fanout"]])
     m["fanout_lost"] = lambda r: r[mid]["fanout"]["lost"]
     m["capacity_held_per_s"] = lambda r: r[mid]["capacity"]["held_rate"]
+    for kind in PRODUCERS:
+        m[f"{kind}_held_per_s"] = lambda r, kind=kind: r[mid][kind]["held_rate"]
+        m[f"{kind}_p99_ms_at_held"] = lambda r, kind=kind: _at_held(r[mid][kind])["p99_ms"]
+        m[f"{kind}_cpu_us"] = lambda r, kind=kind: _at_held(r[mid][kind])[
+            "cpu_per_delivered_us"]
+    for mode in ("off", "on"):
+        m[f"receipts_{mode}_cpu_delivered_us"] = lambda r, mode=mode: r[mid]["receipts"][mode][
+            "cpu_per_delivered_us"]
+    m["receipts_cpu_ratio_on_off"] = lambda r: r[mid]["receipts"]["ratio_on_off"]
     for mode in ("off", "on"):
         m[f"receipts_{mode}_cpu_us"] = lambda r, mode=mode: r[mid]["receipts"][mode][
             "cpu_per_notify_us"]
@@ -86,9 +105,12 @@ def lossless(data: dict[str, Any]) -> bool:
                         return False
                 # A capacity step past what the server holds may be late, or refused
                 # by a timeout, but what was accepted must still arrive exactly once.
-                for step in (res.get("capacity") or {}).get("steps", []):
-                    if step["lost"] or step["duplicates"]:
-                        return False
+                if any("error" in (res.get(key) or {}) for key in PRODUCERS):
+                    return False
+                for key in ("capacity", *PRODUCERS):
+                    for step in (res.get(key) or {}).get("steps", []):
+                        if step["lost"] or step["duplicates"]:
+                            return False
     return True
 
 
@@ -136,7 +158,7 @@ def _verdict(op: str, value: float | None, limit: float) -> str:
 
 
 def _limit_text(op: str, limit: float) -> str:
-    return {"xnode": f"≤ {limit:g}× Node", "xbase": f"≤ {limit:g}× stock", ">=": f"≥ {limit:g}",
+    return {"xnode": f"≤ {limit:g}× Node", "xbase": f"≤ {limit:g}× stock", ">=": f"≥ {limit:,g}",
             "info": "—"}.get(op, f"≤ {limit:g}")
 
 
@@ -180,6 +202,110 @@ def capacity_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def producer_targets(meta: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+    """(metric key, description, comparison, limit): issue 22's targets. "xnode" compares
+    the product's figure with Node's CPU per targeted notify (one POST each) of the same
+    run; "info" rows are there to compare with an earlier run."""
+    mid, p99 = meta["notify_size"], meta.get("producer_p99_ms", 100)
+    return [
+        ("bulk_held_per_s", f"bulk: highest rate held with p99 ≤ {p99:g} ms, {mid} "
+         "connected (notifications/s)", ">=", 5000),
+        ("outbox_held_per_s", f"outbox: highest rate held with p99 ≤ {p99:g} ms, {mid} "
+         "connected (notifications/s)", ">=", 5000),
+        ("bulk_cpu_us", "bulk: CPU per delivered notification at the rate held (µs); stock "
+         "and Node: CPU per targeted notify, one POST each", "xnode", 1.0),
+        ("outbox_cpu_us", "outbox: CPU per delivered notification at the rate held (µs); "
+         "stock and Node: CPU per targeted notify, one POST each", "xnode", 1.0),
+        ("receipts_cpu_ratio_on_off", f"receipts on ÷ off: CPU per delivered notification, "
+         f"{meta['rate']:g} targeted notifies/s", "<=", 1.25),
+        ("single_cpu_us", "CPU per targeted notify, one POST each (µs); compare with the "
+         "run before", "info", 0),
+        ("fanout_all_received_ms", f"fan-out to {meta['fanout']}, last arrival (ms); compare "
+         "with the run before", "info", 0),
+    ]
+
+
+_AGAINST_POST = ("bulk_cpu_us", "outbox_cpu_us")  # compared with the others' single POSTs
+
+
+def producers_table(data: dict[str, Any]) -> str:
+    """Issue 22's targets beside stock's and Node's per-POST figures of the same run,
+    then every bulk and outbox step, then receipts off and on."""
+    s, meta = data["summary"], data["meta"]
+    prod, base, node = (s.get(n, {}) for n in ("product", "baseline", "node"))
+    lines = ["| measure | product | stock | Node | product ÷ Node | target | met |",
+             "|---|---|---|---|---|---|---|"]
+    for key, desc, op, limit in producer_targets(meta):
+        other = "single_cpu_us" if key in _AGAINST_POST else key
+        theirs = (base.get(other), node.get(other)) if op in ("xnode", "info") else (None, None)
+        ratio = _ratio(prod.get(key), theirs[1])
+        value = ratio if op == "xnode" else prod.get(key)
+        cells = [_fmt(prod.get(key)), *("—" if v is None else _fmt(v) for v in theirs)]
+        lines.append(f"| {desc} | " + " | ".join(cells)
+                     + f" | {'—' if ratio is None else _fmt(ratio)} | {_limit_text(op, limit)}"
+                     f" | {_verdict(op, value, limit)} |")
+    lines += ["", producer_steps_table(data), "", receipts_table(data)]
+    return "\n".join(lines)
+
+
+def _first_product(data: dict[str, Any]) -> dict[str, Any]:
+    reps = data["runs"].get("product") or [{}]
+    return reps[0].get(str(data["meta"]["notify_size"])) or {}
+
+
+def producer_steps_table(data: dict[str, Any]) -> str:
+    """Every bulk and outbox step of the product's first repetition."""
+    meta, res = data["meta"], _first_product(data)
+    lines = [f"Bulk and outbox steps, first repetition ({meta['notify_size']} connected; "
+             f"{meta.get('producer_seconds', 0):g} s a step; the producer sends every "
+             f"{meta.get('tick_ms', 0):g} ms: one bulk request, or one outbox transaction, "
+             "with the notifications due; ✗ marks the step that missed):", "",
+             "| scenario | rate (/s) | kept (/s) | per request or transaction | p50 / p99 / max "
+             "(ms) | lost | server CPU per delivered (µs) | rows per commit | held |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for kind in PRODUCERS:
+        sc = res.get(kind)
+        if not sc:
+            continue
+        if "skipped" in sc or "error" in sc:
+            why = sc.get("skipped") or "failed: " + sc["error"].splitlines()[0][:200]
+            lines.append(f"| {kind} | {why} | | | | | | | |")
+            continue
+        for st in sc["steps"]:
+            per = st.get("per_request_mean", st.get("per_transaction_mean"))
+            lines.append(
+                f"| {kind} ({sc['database']}) | {st['rate']:g} | {_fmt(st['sent_rate'])} | "
+                f"{_fmt(per)} | {_fmt(st['p50_ms'])} / {_fmt(st['p99_ms'])} / "
+                f"{_fmt(st['max_ms'])} | {st['lost']} | {_fmt(st['cpu_per_delivered_us'])} | "
+                f"{_fmt(st.get('rows_per_commit'))} | {'yes' if st['held'] else '✗'} |")
+    return "\n".join(lines)
+
+
+def receipts_table(data: dict[str, Any]) -> str:
+    """Receipts off and on, the product's first repetition."""
+    rc = _first_product(data).get("receipts")
+    if not rc:
+        return ""
+    off, on = rc["off"], rc["on"]
+    rows = [
+        (f"server CPU per delivered notification, the run and {rc.get('window_s', 1):g} s "
+         "after it (µs)", "cpu_per_delivered_us"),
+        (f"server CPU per notification until every delivery check ran, {rc['push_after_s']:g}"
+         " s later (µs; without receipts each notification is emitted again)",
+         "cpu_per_notify_us"),
+        ("database transactions per notification", "writes_per_notification"),
+        ("p50 (ms)", "p50_ms"),
+        ("p99 (ms)", "p99_ms"),
+    ]
+    lines = [f"Receipts off and on, first repetition ({rc['rate']:g} targeted notifies/s for "
+             f"{rc['seconds']:g} s; CPU net of the idle server's):", "",
+             "| measure | receipts off | receipts on | on ÷ off |", "|---|---|---|---|"]
+    for desc, key in rows:
+        a, b = off.get(key), on.get(key)
+        lines.append(f"| {desc} | {_fmt(a)} | {_fmt(b)} | {_fmt(_ratio(b, a))} |")
+    return "\n".join(lines)
+
+
 def conditions(data: dict[str, Any]) -> str:
     m = data["meta"]
     mach, v = m["machine"], m["versions"]
@@ -203,12 +329,29 @@ def write_docs(data: dict[str, Any], docs: Path, block_name: str = "table") -> N
     block = "\n".join([start, "", conditions(data), "", markdown_table(data), "",
                        f"![latency and memory per connection]({image})", "", end])
     path = docs / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    text = _replace_block(path.read_text() if path.exists() else "# Benchmarks\n",
+                          block_name, block)
+    if _has_producers(data):
+        name = "producers" if block_name == "table" else f"{block_name}-producers"
+        text = _replace_block(text, name, "\n".join([
+            f"<!-- bench:{name}:start -->", "", conditions(data), "", producers_table(data),
+            "", f"<!-- bench:{name}:end -->"]))
+    path.write_text(text)
+
+
+def _has_producers(data: dict[str, Any]) -> bool:
+    res = _first_product(data)
+    return any(res.get(k) for k in (*PRODUCERS, "receipts"))
+
+
+def _replace_block(text: str, name: str, block: str) -> str:
+    """``text`` with its generated block ``name`` replaced (appended when missing)."""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     if start not in text:
         text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
-    path.write_text(head + block + tail)
+    return head + block + tail
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
