@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, g, jsonify, request
 
 from routes.body import json_body
@@ -51,23 +53,30 @@ def created(delivery: Delivery):
     return response
 
 
+def deliver_once(body, scope: str, deliver: Callable[[str | None, str | None], Delivery]):
+    """``deliver(key, request_fingerprint)`` under the request's Idempotency-Key (the
+    body's fingerprint in ``scope``, the route's), answered 201; 422 when the key came
+    before with another body."""
+    key = idempotency_key()
+    try:
+        delivery = deliver(key, fingerprint(body, scope) if key else None)
+    except IdempotencyConflict:
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request body") from None
+    return created(delivery)
+
+
 @bp.post("/notifications")
 @require_api_key
 def create_notifications():
     """Producers: store and deliver a notification to one or many users."""
     body = json_body()
     req = notification_request(body)
-    key = idempotency_key()
-    try:
-        delivery = notify_users(
-            req.user_ids, req.type, req.title, req.body, req.data,
-            idempotency_key=key, request_fingerprint=fingerprint(body) if key else None,
-            push=req.push, urgency=req.urgency, topic=req.topic,
-        )
-    except IdempotencyConflict:
-        raise ApiError(422, "idempotency_key_reused",
-                       "this Idempotency-Key was used with a different request body") from None
-    return created(delivery)
+    return deliver_once(body, "", lambda key, request_fingerprint: notify_users(
+        req.user_ids, req.type, req.title, req.body, req.data,
+        idempotency_key=key, request_fingerprint=request_fingerprint,
+        push=req.push, urgency=req.urgency, topic=req.topic,
+    ))
 
 
 @bp.post("/notifications/bulk")
@@ -81,14 +90,8 @@ def create_notifications_bulk():
         objects = bulk_request(body)
     except ItemsInvalid as exc:
         return error_response(400, exc.code, exc.message, items=exc.items)
-    key = idempotency_key()
-    try:
-        delivery = notify_many(objects, idempotency_key=key,
-                               request_fingerprint=fingerprint(body, BULK) if key else None)
-    except IdempotencyConflict:
-        raise ApiError(422, "idempotency_key_reused",
-                       "this Idempotency-Key was used with a different request body") from None
-    return created(delivery)
+    return deliver_once(body, BULK, lambda key, request_fingerprint: notify_many(
+        objects, idempotency_key=key, request_fingerprint=request_fingerprint))
 
 
 @bp.get("/notifications")

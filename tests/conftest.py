@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 from tests.support.app import API_KEY, ORIGIN, SECRET, build_app  # noqa: F401 (fixtures)
-from tests.support.services import PG_HOST, PG_PORT, require_service
+from tests.support.services import new_databases
 
 
 @pytest.fixture
@@ -130,20 +129,17 @@ def made():
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL database for this run, dropped at the end."""
-    require_service("PostgreSQL", PG_HOST, PG_PORT)
-    import pg8000.native
+    with new_databases("notif_test") as make:
+        yield make()
 
-    name = f"notif_test_{uuid.uuid4().hex[:10]}"
-    admin = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT, database="test")
-    admin.run(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        admin.run(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n", n=name
-        )
-        admin.run(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
+
+@pytest.fixture
+def fresh_database():
+    """``fresh_database()``: the URL of a new, empty PostgreSQL database, dropped at
+    teardown (an outbox in a producer's own database; a server's database that a test
+    migrates itself)."""
+    with new_databases("fresh") as make:
+        yield make
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

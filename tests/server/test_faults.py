@@ -20,6 +20,7 @@ from tests.support.cluster import (
     connect_all,
     post_notification,
     private_redis,
+    proxied_cluster,
     token,
     wait_for,
 )
@@ -383,11 +384,7 @@ def test_database_unavailable_503_nothing_emitted_sockets_stay_and_it_recovers(
 
 
 def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(worker, tmp_path, made):
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, SHARED_REDIS, n=2, ASYNC_MODE=worker).start()
-    proxy = None
-    try:
-        proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    with proxied_cluster(tmp_path, "haproxy-sticky.cfg", ASYNC_MODE=worker) as (cluster, proxy):
         prefix = uuid.uuid4().hex[:8]
         users = [f"term-{prefix}-{i}" for i in range(4)]
         clients = (
@@ -421,7 +418,3 @@ def test_sigterm_drains_clients_to_another_node_within_the_graceful_timeout(work
         for client in clients:
             want = stored_ids(staying.url, client.user_id)
             assert wait_for(lambda c=client, w=want: sorted(c.ids) == w, 10)
-    finally:
-        if proxy:
-            proxy.stop()
-        cluster.stop()

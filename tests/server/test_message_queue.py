@@ -116,48 +116,43 @@ print(json.dumps(sorted(m for m in sys.modules
 """
 
 
+def run_python(code: str, env: dict[str, str] | None = None,
+               check: bool = False) -> subprocess.CompletedProcess:
+    """``python -c code`` in its own process, in the repository."""
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=check)
+
+
 def test_without_redis_url_nothing_imports_redis(tmp_path):
     env = server_env(tmp_path, APP_ENV="development")
     env.pop("REDIS_URL", None)
-    out = subprocess.run(
-        [sys.executable, "-c", NO_REDIS_CHECK],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run_python(NO_REDIS_CHECK, env, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 def test_python_socketio_alone_would_import_redis(tmp_path):
     """The finding behind utils/patches/ (without_modules): the check above can fail."""
     code = "import sys, socketio; print('redis' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = run_python(code, check=True)
     assert out.stdout.strip() == "True"
 
 
-def test_with_redis_url_the_manager_uses_redis(tmp_path, shared_redis):
+def with_redis_manager(tmp_path, url: str, then: str) -> subprocess.CompletedProcess:
+    """Another process: ``app = create_app(...)`` with REDIS_URL=url, its manager ``m``
+    connected, then ``then`` (which prints a ``RESULT ...`` line)."""
     code = (
         "from app import create_app\n"
         "from utils.extensions import socketio\n"
-        f"create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{shared_redis}'}})\n"
+        f"app = create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{url}'}})\n"
         "m = socketio.server.manager\n"
         "m._redis_connect()\n"
-        "print('RESULT', type(m).__name__, m.channel, m.redis.ping())\n"
-    )
-    env = server_env(tmp_path, APP_ENV="development")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    ) + then
+    return run_python(code, server_env(tmp_path, APP_ENV="development"))
+
+
+def test_with_redis_url_the_manager_uses_redis(tmp_path, shared_redis):
+    out = with_redis_manager(tmp_path, shared_redis,
+                             "print('RESULT', type(m).__name__, m.channel, m.redis.ping())\n")
     assert result(out) == ["GuardedRedisManager", "notifications", "True"], out.stderr
 
 
@@ -165,19 +160,10 @@ def test_a_rediss_url_is_accepted_and_speaks_tls(tmp_path, shared_redis):
     """rediss:// selects redis-py's TLS connection. Against the plain shared Redis
     the TLS handshake fails, so readiness says error instead of hanging."""
     url = f"rediss://{REDIS_HOST}:{REDIS_PORT}/0"
-    code = (
-        "from app import create_app\n"
-        "from utils.extensions import socketio\n"
-        f"app = create_app({{'DATABASE_URL': 'sqlite://', 'REDIS_URL': '{url}'}})\n"
-        "m = socketio.server.manager\n"
-        "m._redis_connect()\n"
+    out = with_redis_manager(
+        tmp_path, url,
         "ready = app.test_client().get('/readyz').get_json()['message_queue']\n"
-        "print('RESULT', m.redis.connection_pool.connection_class.__name__, ready)\n"
-    )
-    env = server_env(tmp_path, APP_ENV="development")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+        "print('RESULT', m.redis.connection_pool.connection_class.__name__, ready)\n")
     assert result(out) == ["SSLConnection", "error"], out.stderr
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
-import uuid
 from collections import Counter
 
 import pg8000.native
@@ -24,34 +22,13 @@ import sqlalchemy as sa
 from notify_client import enqueue
 from sqlalchemy.orm import Session
 
-from tests.support.servers import VENV_BIN, free_port, gunicorn, migrate, mint, server_env
-from tests.support.services import PG_HOST, PG_PORT, require_service
+from tests.support.servers import gunicorn, migrate, mint, refused_start, server_env
+from tests.support.services import PG_HOST, PG_PORT
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
 POLL = 4.0  # OUTBOX_POLL_SECONDS: long, so a delivery well under it is LISTEN's doing
 WOKEN = 1.5  # a NOTIFY-woken delivery arrives within this (it takes a few ms)
-
-
-@pytest.fixture
-def database():
-    """``database()``: the URL of a new PostgreSQL database, dropped at teardown."""
-    require_service("PostgreSQL", PG_HOST, PG_PORT)
-    admin = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT, database="test")
-    made: list[str] = []
-
-    def _make() -> str:
-        name = f"outbox_srv_{uuid.uuid4().hex[:10]}"
-        admin.run(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
-
-    yield _make
-    for name in made:
-        admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n",
-                  n=name)
-        admin.run(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
 
 
 def outbox_env(tmp, url: str, worker: str, **overrides: str) -> dict[str, str]:
@@ -60,13 +37,13 @@ def outbox_env(tmp, url: str, worker: str, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def start(tmp_path, database):
+def start(tmp_path, fresh_database):
     """``start(worker, url=None, name=..., **env)``: a migrated outbox database (a new
     one unless ``url``) and a gunicorn server consuming it; stopped at teardown."""
     servers = []
 
     def _start(worker: str, url: str | None = None, name: str = "gunicorn", **env):
-        url = url or database()
+        url = url or fresh_database()
         environ = outbox_env(tmp_path, url, worker, **env)
         migrate(environ)
         server = gunicorn(tmp_path, environ, worker=worker, name=name)
@@ -256,11 +233,11 @@ def test_a_worker_killed_mid_batch_delivers_each_row_once_after_the_restart(
 
 
 def test_two_nodes_consuming_one_outbox_store_and_emit_each_row_once(
-        start, producers, clients, database):
+        start, producers, clients, fresh_database):
     """An eventlet node and a gevent node on one database, no Redis: each emits only
     to its own sockets, so with the user connected to both, a row consumed twice
     would arrive twice."""
-    url = database()
+    url = fresh_database()
     first = start("eventlet", url=url, name="node-a", OUTBOX_BATCH_SIZE="10")
     second = start("gevent", url=url, name="node-b", OUTBOX_BATCH_SIZE="10")
     producer = producers(url)
@@ -338,12 +315,5 @@ def test_a_dropped_listen_connection_falls_back_to_polling_and_recovers(
 
 def test_the_outbox_on_sqlite_stops_the_start_with_one_line(tmp_path):
     env = server_env(tmp_path, OUTBOX_ENABLED="1")  # server_env's DATABASE_URL: SQLite
-    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", "eventlet", "-w", "1",
-            "--bind", f"127.0.0.1:{free_port()}", "app:app"]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    lines = [line for line in output.splitlines() if "OUTBOX_ENABLED" in line]
-    assert len(lines) == 1, output
-    assert lines[0].startswith("configuration error: OUTBOX_ENABLED needs PostgreSQL")
-    assert "Traceback" not in output
+    line = refused_start(env, "eventlet", "OUTBOX_ENABLED")
+    assert line.startswith("configuration error: OUTBOX_ENABLED needs PostgreSQL")

@@ -18,13 +18,11 @@ from tests.support.cluster import (
     connect_all,
     invalid_session_lines,
     post_notification,
+    proxied_cluster,
     wait_for,
 )
-from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
-
-REDIS_URL = SHARED_REDIS
 
 
 def bad_requests(proxy: HAProxy) -> list[str]:
@@ -64,11 +62,8 @@ def assert_no_broken_sessions(recorders: list[Recorder], cluster: Cluster) -> No
 
 
 def test_sticky_proxy_spreads_every_transport_and_loses_nothing(worker, tmp_path, made):
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, REDIS_URL, n=3, ASYNC_MODE=worker).start()
-    proxy = None
-    try:
-        proxy = HAProxy(tmp_path, "haproxy-sticky.cfg", cluster.nodes).start()
+    with proxied_cluster(tmp_path, "haproxy-sticky.cfg", n=3, ASYNC_MODE=worker) as (
+            cluster, proxy):
         prefix = uuid.uuid4().hex[:8]
         users = [f"sticky-{prefix}-{i}" for i in range(6)]
         # WebSocket-only first, so the proxy's open connections show their spread.
@@ -89,19 +84,11 @@ def test_sticky_proxy_spreads_every_transport_and_loses_nothing(worker, tmp_path
         assert_no_broken_sessions(websocket + polling + upgrading, cluster)
         # The proxy never answered 400 (what "Invalid session" is on the wire).
         assert bad_requests(proxy) == []
-    finally:
-        if proxy:
-            proxy.stop()
-        cluster.stop()
 
 
 def test_round_robin_proxy_with_websocket_only_nodes(worker, tmp_path, made):
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, REDIS_URL, n=3, SOCKETIO_TRANSPORTS="websocket",
-                      ASYNC_MODE=worker).start()
-    proxy = None
-    try:
-        proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
+    with proxied_cluster(tmp_path, "haproxy-websocket.cfg", n=3,
+                         SOCKETIO_TRANSPORTS="websocket", ASYNC_MODE=worker) as (cluster, proxy):
         prefix = uuid.uuid4().hex[:8]
         users = [f"rr-{prefix}-{i}" for i in range(6)]
         first = connect_all(made, proxy.url, users, ["websocket"])
@@ -114,19 +101,11 @@ def test_round_robin_proxy_with_websocket_only_nodes(worker, tmp_path, made):
         expected = produce_on_every_node(cluster, proxy, users)
         assert_all_delivered_once(first + second, expected)
         assert_no_broken_sessions(first + second, cluster)
-    finally:
-        if proxy:
-            proxy.stop()
-        cluster.stop()
 
 
 def test_round_robin_breaks_polling_which_is_why_it_needs_websocket_only(worker, tmp_path):
     """The control: the same non-sticky proxy with polling left on does fail."""
-    require_service("Redis", REDIS_HOST, REDIS_PORT)
-    cluster = Cluster(tmp_path, REDIS_URL, n=2, ASYNC_MODE=worker).start()
-    proxy = None
-    try:
-        proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
+    with proxied_cluster(tmp_path, "haproxy-websocket.cfg", ASYNC_MODE=worker) as (_, proxy):
         answers = []
         for _ in range(3):
             # An Engine.IO handshake, then the session's next two polls, each on a
@@ -149,7 +128,3 @@ def test_round_robin_breaks_polling_which_is_why_it_needs_websocket_only(worker,
                 answers.append((poll.status_code, poll.text))
         assert any(code == 400 and "Invalid session" in text for code, text in answers), answers
         assert bad_requests(proxy) != []
-    finally:
-        if proxy:
-            proxy.stop()
-        cluster.stop()

@@ -13,7 +13,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tests.support.servers import (
     mint,
     server_env,
 )
+from tests.support.services import REDIS_HOST, REDIS_PORT, SHARED_REDIS, require_service
 
 SECRET = SERVER_JWT_SECRET
 API_KEY = SERVER_API_KEY
@@ -283,6 +285,23 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(node.output() for node in self.nodes)
+
+
+@contextmanager
+def proxied_cluster(tmp_path: Path, config_name: str, n: int = 2,
+                    **env: str) -> Iterator[tuple[Cluster, HAProxy]]:
+    """A started Cluster of ``n`` nodes on the shared Redis, behind HAProxy run with
+    deploy/``config_name``: (cluster, proxy), both stopped when the block ends."""
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    cluster = Cluster(tmp_path, SHARED_REDIS, n=n, **env).start()
+    proxy = None
+    try:
+        proxy = HAProxy(tmp_path, config_name, cluster.nodes).start()
+        yield cluster, proxy
+    finally:
+        if proxy:
+            proxy.stop()
+        cluster.stop()
 
 
 def post_notification(

@@ -21,7 +21,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from utils.doctor.target import Target
-from utils.doctor.transport import ProbeError, ProbeTimeout, Reply, TransportClosed, WsRefused
+from utils.doctor.transport import (
+    Background,
+    ProbeError,
+    ProbeTimeout,
+    Reply,
+    TransportClosed,
+    WsRefused,
+)
 
 # -- answers recorded from the real servers ------------------------------------------
 
@@ -347,28 +354,19 @@ class FakeWebSocket:
             self.server._held -= 1
 
 
-class FakePending:
+class FakePending(Background):
     """A request answered in a thread, as the real transport's long-polls are."""
 
     def __init__(self, send: Callable[[], Reply]) -> None:
         self.reply: Reply | None = None
-        self.error: ProbeError | None = None
-        self._send = send
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            self.reply = self._send()
-        except ProbeError as exc:
-            self.error = exc
+        def answer() -> None:
+            self.reply = send()
 
-    def join(self, timeout: float) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        super().__init__(answer)
 
     def result(self) -> Reply:
-        self._thread.join()
+        self.join(None)
         if self.error:
             raise self.error
         assert self.reply is not None

@@ -119,6 +119,21 @@ def gunicorn(tmp_path: Path, env: dict[str, str], worker: str = "eventlet",
     return ServerProcess(argv, env, port, tmp_path / f"{name}-{port}.log")
 
 
+def refused_start(env: dict[str, str], worker: str, naming: str) -> str:
+    """gunicorn (``worker`` class, one worker) that must refuse to start: it exits non-zero
+    with no traceback and one line of its output holding ``naming``, which is answered."""
+    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
+            "--bind", f"127.0.0.1:{free_port()}", "app:app"]
+    result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    lines = [line for line in output.splitlines() if naming in line]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
 def migrate(env: dict[str, str]) -> None:
     """``flask --app app db upgrade``, as Railway's preDeployCommand runs it."""
     subprocess.run([str(VENV_BIN / "flask"), "--app", "app", "db", "upgrade"], env=env,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +79,28 @@ class Pending(Protocol):
 
     def result(self) -> Reply:
         """The answer, or the ProbeError that replaced it."""
+
+
+class Background:
+    """A daemon thread for a read that must stay pending while others run (the round-trip
+    check's poll; a fake transport's pending requests)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.error: BaseException | None = None
+        self._fn = fn
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # reported by whoever joins, never raised here
+            self.error = exc
+
+    def join(self, timeout: float | None) -> bool:
+        """True when it finished (answered or failed) within ``timeout`` (None: waits)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 class WebSocket(Protocol):

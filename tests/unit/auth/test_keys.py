@@ -4,10 +4,9 @@ loopback by the test itself (fetch, cache, rollover, timeout, key confusion)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import jwt
 import jwt.api_jwk
@@ -17,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.loopback_http import LoopbackServer
 from utils.auth.tokens import TokenError, TokenService
 from utils.config.settings import ConfigError, load_settings
 
@@ -92,13 +92,17 @@ def public_jwk(private, kid: str) -> dict:
     return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
 
 
-class JwksServer:
+class JwksServer(LoopbackServer):
     """A JWKS endpoint on a free loopback port; ``keys`` may be swapped at any time."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.keys: list[dict] = []
         self.fetches = 0
         self.delay = delay
+        super().__init__()
+        self.url = self.origin + "/.well-known/jwks.json"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,18 +123,7 @@ class JwksServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks.json"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> JwksServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return Handler
 
 
 @pytest.fixture

@@ -265,39 +265,33 @@ def test_cors_is_skipped_without_origin(fake):
     assert origins.check_allowed(context(fake, origin=None)).status == SKIP
 
 
-def test_cors_passes_for_an_allowed_origin(fake):
-    result = origins.check_allowed(context(fake))
-    assert result.status == PASS and "WebSocket accepted it too" in result.evidence
-
-
-def test_cors_warns_without_credentials(fake):
-    fake.credentials = False
-    result = origins.check_allowed(context(fake))
-    assert result.status == WARN and "without Access-Control-Allow-Credentials" in result.evidence
-
-
 def test_cors_fails_for_an_origin_missing_from_frontend_urls(fake):
     result = origins.check_allowed(context(fake, origin="https://app.example.com"))
     assert result.status == FAIL
     assert "FRONTEND_URLS=https://app.example.com" in result.fix
 
 
-def test_cors_fails_when_only_websocket_refuses_the_origin(fake):
-    fake.websocket_origins = set()
-    result = origins.check_allowed(context(fake))
-    assert result.status == FAIL and "refused (400) on WebSocket" in result.evidence
-
-
-def test_foreign_origin_passes_when_refused_on_both(fake):
-    result = origins.check_foreign(context(fake))
-    assert result.status == PASS and "refused on polling (400)" in result.evidence
-
-
-def test_foreign_origin_fails_when_every_origin_is_echoed(fake):
-    fake.echo_every_origin = True
-    result = origins.check_foreign(context(fake))
-    assert result.status == FAIL and "polling and WebSocket" in result.evidence
-    assert "echoes every origin" in result.evidence
+@pytest.mark.parametrize(("check", "change", "status", "words"), [
+    pytest.param(origins.check_allowed, {}, PASS, ["WebSocket accepted it too"],
+                 id="cors-passes-for-an-allowed-origin"),
+    pytest.param(origins.check_allowed, {"credentials": False}, WARN,
+                 ["without Access-Control-Allow-Credentials"],
+                 id="cors-warns-without-credentials"),
+    pytest.param(origins.check_allowed, {"websocket_origins": set()}, FAIL,
+                 ["refused (400) on WebSocket"],
+                 id="cors-fails-when-only-websocket-refuses-the-origin"),
+    pytest.param(origins.check_foreign, {}, PASS, ["refused on polling (400)"],
+                 id="foreign-origin-passes-when-refused-on-both"),
+    pytest.param(origins.check_foreign, {"echo_every_origin": True}, FAIL,
+                 ["polling and WebSocket", "echoes every origin"],
+                 id="foreign-origin-fails-when-every-origin-is-echoed"),
+])
+def test_the_origin_checks_judge_what_the_server_answered(fake, check, change, status, words):
+    for name, value in change.items():
+        setattr(fake, name, value)
+    result = check(context(fake))
+    assert result.status == status
+    assert [w for w in words if w not in result.evidence] == [], result.evidence
 
 
 # -- auth and connect without token ----------------------------------------------------

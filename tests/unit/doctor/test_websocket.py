@@ -5,7 +5,6 @@ offer, compression, fragments, pings and close of an accepted WebSocket."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable
 
@@ -24,7 +23,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 
 from utils.doctor.target import Target
-from utils.doctor.transport import TransportClosed, WsRefused
+from utils.doctor.transport import Background, TransportClosed, WsRefused
 from utils.doctor.websocket import connect
 
 PATH = "/socket.io/?EIO=4&transport=websocket"
@@ -43,10 +42,8 @@ class OneConnection:
         self.listener.settimeout(TIMEOUT)
         self.target = Target("http", "127.0.0.1", self.listener.getsockname()[1])
         self.seen: list[Event] = []
-        self.error: BaseException | None = None
         self._serve = serve
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        self.thread = Background(self._run)  # its error is shown by the test that joins
 
     def _run(self) -> None:
         try:
@@ -54,14 +51,12 @@ class OneConnection:
             with conn:
                 conn.settimeout(TIMEOUT)
                 self._serve(conn)
-        except BaseException as exc:  # shown by the test that joins
-            self.error = exc
         finally:
             self.listener.close()
 
     def join(self) -> None:
         self.thread.join(TIMEOUT)
-        assert self.error is None, self.error
+        assert self.thread.error is None, self.thread.error
 
 
 def events_until(conn: socket.socket, ws: WSConnection, kind: type) -> list[Event]:

@@ -114,30 +114,39 @@ def test_idempotency_key_stores_once_and_detects_a_changed_body(store_app):
         assert store.unread_count("alice") == 1
 
 
-def test_concurrent_duplicates_store_once(store_app):
-    """Eight producers retry the same request at the same moment."""
-    body = {"user_ids": ["alice", "bob"], "type": "t", "title": "x"}
-    barrier = threading.Barrier(8)
+def at_once(app, count: int, produce) -> list:
+    """``produce()`` in ``count`` threads released together, each in its own app context;
+    their answers, once none raised."""
+    barrier = threading.Barrier(count)
     answers, errors = [], []
 
     def attempt():
-        with store_app.app_context():
+        with app.app_context():
             try:
                 barrier.wait(5)
-                answers.append(notify_users(["alice", "bob"], "t", "x", idempotency_key="same",
-                                            request_fingerprint=fingerprint(body)).response)
+                answers.append(produce())
             except Exception as exc:  # recorded, then asserted empty
                 errors.append(repr(exc))
             finally:
                 db.session.remove()
 
-    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    threads = [threading.Thread(target=attempt) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert len(answers) == 8 and all(answer == answers[0] for answer in answers)
+    assert len(answers) == count
+    return answers
+
+
+def test_concurrent_duplicates_store_once(store_app):
+    """Eight producers retry the same request at the same moment."""
+    body = {"user_ids": ["alice", "bob"], "type": "t", "title": "x"}
+    answers = at_once(store_app, 8, lambda: notify_users(
+        ["alice", "bob"], "t", "x", idempotency_key="same",
+        request_fingerprint=fingerprint(body)).response)
+    assert all(answer == answers[0] for answer in answers)
     with store_app.app_context():
         assert store.unread_count("alice") == 1 and store.unread_count("bob") == 1
 
@@ -175,26 +184,8 @@ def test_a_group_of_single_and_bulk_requests_answers_each_in_its_shape(store_app
 def test_concurrent_bulk_duplicates_store_once(store_app):
     """Six producers retry one bulk request at the same moment."""
     batch = objects({"user_id": "alice"}, {"user_ids": ["bob", "alice"]})
-    barrier = threading.Barrier(6)
-    answers, errors = [], []
-
-    def attempt():
-        with store_app.app_context():
-            try:
-                barrier.wait(5)
-                answers.append(notify_many(batch, "same-batch",
-                                           fingerprint({"n": 1}, BULK)).response)
-            except Exception as exc:  # recorded, then asserted empty
-                errors.append(repr(exc))
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=attempt) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
-    assert len(answers) == 6 and all(answer == answers[0] for answer in answers)
+    answers = at_once(store_app, 6, lambda: notify_many(
+        batch, "same-batch", fingerprint({"n": 1}, BULK)).response)
+    assert all(answer == answers[0] for answer in answers)
     with store_app.app_context():
         assert store.unread_count("alice") == 2 and store.unread_count("bob") == 1

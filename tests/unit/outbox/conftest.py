@@ -40,26 +40,3 @@ def producer(postgres_url):
                                     database=database_name(postgres_url))
     yield conn
     conn.close()
-
-
-@pytest.fixture
-def fresh_database():
-    """``fresh_database()``: the URL of a new, empty PostgreSQL database, dropped at
-    teardown (for an outbox in a producer's own database)."""
-    import uuid
-
-    admin = pg8000.native.Connection("postgres", host=PG_HOST, port=PG_PORT, database="test")
-    made = []
-
-    def _make() -> str:
-        name = f"outbox_test_{uuid.uuid4().hex[:10]}"
-        admin.run(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
-
-    yield _make
-    for name in made:
-        admin.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n",
-                  n=name)
-        admin.run(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()

@@ -41,6 +41,11 @@ def user_headers(make_token):
     return lambda user="alice": {"Authorization": f"Bearer {make_token(user)}"}
 
 
+def subscribe(client, headers: dict, endpoint: str = APPLE + "/QGuQyavXutnMH"):
+    """POST /api/push/subscriptions: a browser's subscription to ``endpoint``."""
+    return client.post("/api/push/subscriptions", json=subscription(endpoint), headers=headers)
+
+
 def test_config_is_public_and_names_the_key(client, app):
     body = client.get("/api/push/config").get_json()
     assert body["enabled"] is True
@@ -105,24 +110,20 @@ def test_the_oldest_subscription_goes_past_the_limit(tmp_path, make_token_for):
     "https://notify.windows.com/x",           # the wildcard needs a subdomain
 ])
 def test_foreign_endpoints_get_422(client, user_headers, endpoint):
-    response = client.post("/api/push/subscriptions", json=subscription(endpoint),
-                           headers=user_headers())
+    response = subscribe(client, user_headers(), endpoint)
     assert response.status_code == 422, response.get_json()
     assert response.get_json()["error"]["code"] == "push_endpoint_not_allowed"
 
 
 def test_an_endpoint_with_credentials_is_not_a_push_url(client, user_headers):
-    response = client.post("/api/push/subscriptions",
-                           json=subscription("https://user@web.push.apple.com/x"),
-                           headers=user_headers())
+    response = subscribe(client, user_headers(), "https://user@web.push.apple.com/x")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "validation_error"
 
 
 def test_a_wns_subdomain_is_allowed(client, user_headers):
-    response = client.post("/api/push/subscriptions",
-                           json=subscription("https://wns2-par02p.notify.windows.com/w/?token=x"),
-                           headers=user_headers())
+    response = subscribe(client, user_headers(),
+                         "https://wns2-par02p.notify.windows.com/w/?token=x")
     assert response.status_code == 201
 
 
@@ -162,7 +163,7 @@ def test_production_without_a_key_has_push_off(tmp_path, make_token_for):
     assert client.get("/api/push/config").get_json() == {"enabled": False,
                                                          "vapid_public_key": None}
     headers = {"Authorization": f"Bearer {make_token_for(app, 'alice')}"}
-    refused = client.post("/api/push/subscriptions", json=subscription(), headers=headers)
+    refused = subscribe(client, headers)
     assert refused.status_code == 503
     assert refused.get_json()["error"]["code"] == "push_disabled"
 
@@ -304,7 +305,7 @@ def test_a_pass_emits_the_undelivered_again_and_queues_auto_pushes(app, notify, 
                                                                    user_headers, sio_client,
                                                                    make_token):
 
-    client.post("/api/push/subscriptions", json=subscription(), headers=user_headers())
+    subscribe(client, user_headers())
     socket = sio_client(auth={"token": make_token("alice")})
     (auto,) = notify("alice")
     (never,) = notify("alice", push="never")
@@ -327,7 +328,7 @@ def test_a_pass_emits_the_undelivered_again_and_queues_auto_pushes(app, notify, 
 def test_a_send_for_a_notification_delivered_meanwhile_is_suppressed(app, notify, client,
                                                                      user_headers):
 
-    client.post("/api/push/subscriptions", json=subscription(), headers=user_headers())
+    subscribe(client, user_headers())
     (nid,) = notify("alice")
     due_now(app, nid)
     dispatcher = services(app).dispatcher

@@ -193,13 +193,6 @@ def test_a_hand_built_push_is_the_servers_push(push_service, keys, subscribed):
 # -- without the header, without a TTL ---------------------------------------------
 
 
-def test_push_without_content_type_is_refused_and_not_stored(push_service, keys, subscribed):
-    response = hand_built(subscribed, keys, drop=("Content-Type",))
-    assert response.status_code == 400
-    assert response.json() == {"error": {"message": "buffer.readUIntBE is not a function"}}
-    assert push_service.messages(subscribed["clientHash"]) == []
-
-
 def test_push_as_json_is_refused_before_it_is_read(push_service, keys, subscribed):
     response = hand_built(subscribed, keys, Content_Type="application/json")
     assert response.status_code == 415
@@ -212,10 +205,15 @@ def test_ttl_0_is_accepted_so_the_service_cannot_catch_it(push_service, keys, su
     assert push_service.messages(subscribed["clientHash"]) == [PAYLOAD]
 
 
-def test_push_without_a_ttl_header_is_refused(push_service, keys, subscribed):
-    response = hand_built(subscribed, keys, drop=("TTL",))
+@pytest.mark.parametrize(("header", "message"), [
+    ("Content-Type", "buffer.readUIntBE is not a function"),
+    ("TTL", "TTL header is invalid: undefined"),
+])
+def test_push_without_content_type_or_ttl_is_refused_and_not_stored(
+        push_service, keys, subscribed, header, message):
+    response = hand_built(subscribed, keys, drop=(header,))
     assert response.status_code == 400
-    assert response.json() == {"error": {"message": "TTL header is invalid: undefined"}}
+    assert response.json() == {"error": {"message": message}}
     assert push_service.messages(subscribed["clientHash"]) == []
 
 

@@ -27,11 +27,18 @@ class FakeSocket:
         self.sent.append(pkt.encode())
 
 
-def test_a_ping_goes_out_when_due_and_not_before():
-    now = [100.0]
+def one_scheduled(interval: float, start: float = 0.0):
+    """A pinger on a clock the test moves (``now[0]``), one socket of ``interval``
+    scheduled at ``start``: (now, pinger, sock)."""
+    now = [start]
     pinger = Pinger(clock=lambda: now[0])
-    sock = FakeSocket(interval=25)
+    sock = FakeSocket(interval=interval)
     pinger.schedule(sock)
+    return now, pinger, sock
+
+
+def test_a_ping_goes_out_when_due_and_not_before():
+    now, pinger, sock = one_scheduled(25, start=100.0)
     now[0] = 124.9
     assert pinger.send_due() == 0 and sock.sent == []
     now[0] = 125.0
@@ -40,10 +47,7 @@ def test_a_ping_goes_out_when_due_and_not_before():
 
 
 def test_no_second_ping_is_scheduled_before_the_pong():
-    now = [0.0]
-    pinger = Pinger(clock=lambda: now[0])
-    sock = FakeSocket(interval=1)
-    pinger.schedule(sock)
+    now, pinger, sock = one_scheduled(1)
     now[0] = 1
     pinger.send_due()
     sock.last_ping = None  # as if a PONG rescheduled already
@@ -52,10 +56,7 @@ def test_no_second_ping_is_scheduled_before_the_pong():
 
 
 def test_a_closed_socket_is_dropped_without_a_ping():
-    now = [0.0]
-    pinger = Pinger(clock=lambda: now[0])
-    sock = FakeSocket(interval=1)
-    pinger.schedule(sock)
+    now, pinger, sock = one_scheduled(1)
     sock.closed = True
     now[0] = 2
     assert pinger.send_due() == 1

@@ -7,16 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from utils.doctor import packets
 from utils.doctor.advice import SYNC_WORKER, WORKER_FIX, busy_hint
 from utils.doctor.model import FAIL, PASS, SKIP, Context, Result
 from utils.doctor.probe import Polling, WsEngine, sio_connect, wait_event, websocket_query
-from utils.doctor.transport import ProbeError, ProbeTimeout, WebSocket
+from utils.doctor.transport import Background, ProbeError, ProbeTimeout, WebSocket
 from utils.doctor.units import ms
 
 CREATED = 201
@@ -138,24 +136,3 @@ def mark_read(engine: WsEngine, note: dict[str, Any] | None) -> None:
         engine.recv(time.monotonic() + MARK_READ_WAIT)
     except ProbeError:
         pass
-
-
-class Background:
-    """A daemon thread for a read that must stay pending while others run."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.error: BaseException | None = None
-        self._fn = fn
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._fn()
-        except BaseException as exc:  # reported by whoever joins, never raised here
-            self.error = exc
-
-    def join(self, timeout: float) -> bool:
-        """True when it finished (answered or failed) within ``timeout``."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
