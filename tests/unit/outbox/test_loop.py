@@ -14,7 +14,7 @@ from tests.unit.outbox.conftest import OUTBOX_TABLES
 
 pytestmark = [pytest.mark.postgres]
 
-POLL = 4.0  # long, so a delivery well under it is the NOTIFY's
+POLL = 8.0  # long, so a delivery well under it is the NOTIFY's
 
 
 @pytest.fixture
@@ -69,14 +69,14 @@ def test_notify_wakes_the_consumer_and_a_dropped_listen_falls_back_and_recovers(
     pid = wait_for_listener(producer)
     assert running.listener.backend_pid == pid
     for i in range(3):
-        assert produce_and_time(producer, f"woken-{i}") < 1.0
+        assert produce_and_time(producer, f"woken-{i}") < POLL / 4  # slack for a loaded CI
     producer.run("SELECT pg_terminate_backend(:p)", p=pid)
     assert produce_and_time(producer, "polled") < POLL + 2  # the poll still runs
     new_pid = wait_for_listener(producer, not_pid=pid, timeout=2 * POLL + 2)
     assert new_pid != pid
     time.sleep(0.3)
     for i in range(3):
-        assert produce_and_time(producer, f"woken-again-{i}") < 1.0
+        assert produce_and_time(producer, f"woken-again-{i}") < POLL / 4
 
 
 def test_a_failing_pass_is_logged_once_and_the_task_keeps_polling(
