@@ -68,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from utils.push.dispatcher import init_push
     from utils.push.sends import CallsUnderWay
     from utils.realtime.drain import DrainLayer
+    from utils.realtime.presence import make_presence
     from utils.realtime.state import init_realtime
     from utils.services import KEY, Services
 
@@ -98,7 +99,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         receipts=GroupCommit(write_receipts, MAX_GROUP_IDS, linger, max_writes=RECEIPT_WRITES),
         receipt_backlog=Backlog(),
         push_sender=sender, dispatcher=dispatcher, test_push_calls=CallsUnderWay(),
-        openapi=document(), drain=drain, outbox=init_outbox(app, settings))
+        openapi=document(), drain=drain, outbox=init_outbox(app, settings),
+        presence=make_presence(realtime.registry, settings.redis_url, settings.ping_interval,
+                               socketio.start_background_task, socketio.sleep))
     register_commands(app)
     _announce_generated(settings)
     return app

@@ -25,12 +25,13 @@ EVENTLET_NOTICE = ("eventlet is deprecated and gunicorn 26 removes its worker; "
 
 def start_serving(app: Flask, worker: Any = None) -> None:
     """GC settings for many sockets, GC pause recording when asked for, the push
-    dispatcher's task, and with a gunicorn ``worker`` the drain that ends its
-    transports on SIGTERM."""
+    dispatcher's task, presence's heartbeat task (with Redis), and with a gunicorn
+    ``worker`` the drain that ends its transports on SIGTERM."""
     settings = services(app).settings
     gc_tuning.tune_after_start(settings.gc_tuning)
     gc_pauses.install(settings.gc_pause_log)
     services(app).dispatcher.ensure_started()  # delivery checks and pushes
+    services(app).presence.ensure_started()  # with REDIS_URL: this node's heartbeats
     if services(app).outbox is not None:
         services(app).outbox.ensure_started()  # OUTBOX_ENABLED: docs/OUTBOX.md
     if worker is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from utils.push.sender import Sender
     from utils.push.sends import CallsUnderWay
     from utils.realtime.drain import DrainLayer
+    from utils.realtime.presence import Presence
     from utils.realtime.state import Realtime
 
 KEY = "notifier"
@@ -46,6 +47,7 @@ class Services:
     test_push_calls: CallsUnderWay
     openapi: bytes  # the OpenAPI document, bundled once at start
     drain: DrainLayer  # the WebSockets a SIGTERM drain shuts down
+    presence: Presence  # who has a live socket: this process's, or every node's via Redis
     outbox: OutboxConsumer | None = None  # None: OUTBOX_ENABLED is off
 
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -92,6 +92,8 @@ class NotifyRequest:
         items = [NewNotification(u, o.type, o.title, o.body, o.data, o.push, o.urgency,
                                  o.topic)
                  for o in objects for u in o.user_ids]
+        if any(o.push == IF_OFFLINE for o in objects):
+            items = resolve_if_offline(items)
         return cls(items, idempotency_key, request_fingerprint,
                    tuple(len(o.user_ids) for o in objects))
 
@@ -119,19 +121,52 @@ def notify_users(
     transaction (utils/db/group_commit.py). With an idempotency key, a
     repeat returns the first answer. ``push`` says when Web Push follows
     (utils/push/dispatcher.py): "auto" when no receipt comes within PUSH_AFTER,
-    "always" at once, "never" not at all."""
+    "always" at once, "never" not at all, "if_offline" at once for each user with
+    no live socket anywhere and never for the others (resolve_if_offline)."""
     started = metrics.producer_started()
     users = [str(u) for u in user_ids]
     items = [NewNotification(u, type, title, body, data or {}, push, urgency, topic)
              for u in users]
+    push_now = push == "always"
+    if push == IF_OFFLINE:
+        items = resolve_if_offline(items)
+        push_now = any(item.push == "always" for item in items)
     request = NotifyRequest(items, idempotency_key, request_fingerprint or "")
     stored = writes().submit(request, weight=len(items))
     if not stored.delivery.replayed:
         for user_id, payload in zip(users, stored.payloads, strict=True):
             emit_notification(user_id, payload, started)
-        if push == "always":
+        if push_now:
             wake_dispatcher()
     return stored.delivery
+
+
+IF_OFFLINE = "if_offline"
+
+
+def resolve_if_offline(items: list[NewNotification]) -> list[NewNotification]:
+    """Each item whose push is "if_offline", resolved now for its user: "always" when
+    the user has no live socket on any node, "never" when they have one (presence:
+    utils/realtime/presence.py, through ``services().presence``). When presence cannot
+    say (Redis failed), "auto": pushed only if no device acknowledges it within
+    PUSH_AFTER. Only "auto", "always" and "never" are ever stored. One presence lookup
+    for all the items' users."""
+    asked = list(dict.fromkeys(item.user_id for item in items if item.push == IF_OFFLINE))
+    if not asked:
+        return items
+    try:
+        online = services().presence.online(asked)  # None: unknown (logged there)
+    except Exception:  # never expected: a send must not fail for presence
+        log.exception("presence lookup failed")
+        online = None
+
+    def mode(user_id: str) -> str:
+        if online is None:
+            return "auto"
+        return "never" if user_id in online else "always"
+
+    return [replace(item, push=mode(item.user_id)) if item.push == IF_OFFLINE else item
+            for item in items]
 
 
 def notify_many(

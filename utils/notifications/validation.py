@@ -24,7 +24,9 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 MAX_IDS = 1000
 MAX_ID = 2**63 - 1
-PUSH_MODES = ("auto", "always", "never")
+# "if_offline" is resolved per user at send time into "always" or "never"
+# (utils/notifications/notifier.py): only auto, always and never are stored.
+PUSH_MODES = ("auto", "always", "never", "if_offline")
 URGENCIES = ("very-low", "low", "normal", "high")  # RFC 8030's Urgency header
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030: up to 32 base64url characters
 
@@ -173,7 +175,7 @@ def _push_options(body: dict) -> dict[str, str | None]:
     if push is None:
         push = "auto"
     if push not in PUSH_MODES:
-        raise ValidationError("push must be auto, always or never")
+        raise ValidationError("push must be auto, always, never or if_offline")
     urgency = body.get("urgency")
     if urgency is not None and urgency not in URGENCIES:
         raise ValidationError(f"urgency must be {', '.join(URGENCIES)}")

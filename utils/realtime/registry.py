@@ -34,6 +34,8 @@ class SocketRegistry:
         self._by_user: dict[str, set[str]] = {}
         self._expiry: list[tuple[float, str]] = []
         self._lock = threading.Lock()
+        # Called with the user after each add and remove (utils/realtime/presence.py).
+        self.on_change: Callable[[str], None] | None = None
 
     def add(self, sid: str, user_id: str, expires_at: float | None) -> None:
         with self._lock:
@@ -41,6 +43,8 @@ class SocketRegistry:
             self._by_user.setdefault(user_id, set()).add(sid)
             if expires_at is not None:
                 heapq.heappush(self._expiry, (expires_at, sid))
+        if self.on_change is not None:
+            self.on_change(user_id)
 
     def remove(self, sid: str) -> SocketEntry | None:
         with self._lock:
@@ -53,7 +57,9 @@ class SocketRegistry:
                         del self._by_user[entry.user_id]
                 if len(self._expiry) > 2 * len(self._entries) + HEAP_SLACK:
                     self._compact()
-            return entry
+        if entry is not None and self.on_change is not None:
+            self.on_change(entry.user_id)
+        return entry
 
     def _compact(self) -> None:
         """Drop the heap entries of sockets that are gone. The heap skips them lazily
@@ -75,6 +81,11 @@ class SocketRegistry:
         """The users with a socket here now (a copy)."""
         with self._lock:
             return set(self._by_user)
+
+    def counts(self) -> dict[str, int]:
+        """Sockets here per user (a copy)."""
+        with self._lock:
+            return {user: len(sids) for user, sids in self._by_user.items()}
 
     def count_for(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))

@@ -134,7 +134,7 @@ def test_rows_another_consumer_holds_are_skipped_not_waited_for(outbox_app, prod
     ([1, 2, 3], "the body must be a JSON object"),
     ("just text", "the body must be a JSON object"),
     ({"user_id": "alice", "type": "t", "title": "x", "push": "sometimes"},
-     "push must be auto, always or never"),
+     "push must be auto, always, never or if_offline"),
 ])
 def test_a_poison_row_is_dead_lettered_with_its_error_and_the_rest_flows(
         outbox_app, producer, payload, error):
