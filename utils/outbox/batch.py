@@ -31,10 +31,12 @@ from utils.errors import ValidationError
 from utils.notifications import store
 from utils.notifications.models import InsertedNotification, NewNotification
 from utils.notifications.notifier import (
+    IF_OFFLINE,
     IdempotencyConflict,
     NotifyRequest,
     Stored,
     fingerprint,
+    resolve_if_offline,
     store_group,
 )
 from utils.notifications.validation import NotificationRequest, notification_request
@@ -107,9 +109,10 @@ def validate(rows: list[Row]) -> tuple[list[tuple[Row, NotificationRequest]],
 
 
 def items_of(request: NotificationRequest) -> list[NewNotification]:
-    return [NewNotification(user, request.type, request.title, request.body, request.data,
-                            request.push, request.urgency, request.topic)
-            for user in request.user_ids]
+    items = [NewNotification(user, request.type, request.title, request.body, request.data,
+                             request.push, request.urgency, request.topic)
+             for user in request.user_ids]
+    return resolve_if_offline(items) if request.push == IF_OFFLINE else items
 
 
 def bury(conn: sa.Connection, dead: list[tuple[Row, str]]) -> None:
@@ -134,7 +137,8 @@ def consume_here(conn: sa.Connection, limit: int, check_after: timedelta) -> Bat
     batch = Batch(claimed=len(rows))
     try:
         with conn.begin_nested():  # the usual case: the batch in one INSERT
-            stored = [(request, _insert(conn, request, check_after)) for _, request in good]
+            requests = [request for _, request in good]
+            stored = list(zip(requests, _insert(conn, requests, check_after), strict=True))
     except DBAPIError as exc:
         if not refused_by_data(exc):
             raise
@@ -144,14 +148,14 @@ def consume_here(conn: sa.Connection, limit: int, check_after: timedelta) -> Bat
         for row, request in good:
             try:
                 with conn.begin_nested():
-                    stored.append((request, _insert(conn, request, check_after)))
+                    stored.append((request, _insert(conn, [request], check_after)[0]))
             except DBAPIError as one:
                 if not refused_by_data(one):
                     raise
                 bad.append((row, _refused(one)))
     for request, inserted in stored:
         batch.emits.extend((n.user_id, n.to_dict()) for n in inserted)
-        batch.push_now |= request.push == "always"
+        batch.push_now |= request.push in ("always", IF_OFFLINE)
         batch.stored += len(inserted)
     batch.consumed = len(stored)
     batch.dead = bad
@@ -159,9 +163,17 @@ def consume_here(conn: sa.Connection, limit: int, check_after: timedelta) -> Bat
     return batch
 
 
-def _insert(conn: sa.Connection, request: NotificationRequest,
-            check_after: timedelta) -> list[InsertedNotification]:
-    return store.insert_notifications(conn, items_of(request), check_after)
+def _insert(conn: sa.Connection, requests: list[NotificationRequest],
+            check_after: timedelta) -> list[list[InsertedNotification]]:
+    """Every request's notifications in one INSERT; each request's rows, in order."""
+    items = [items_of(request) for request in requests]
+    rows = store.insert_notifications(conn, [item for mine in items for item in mine],
+                                      check_after)
+    inserted, at = [], 0
+    for mine in items:
+        inserted.append(rows[at:at + len(mine)])
+        at += len(mine)
+    return inserted
 
 
 def consume_elsewhere(conn: sa.Connection, limit: int, database_tag: str) -> Batch:
@@ -193,7 +205,7 @@ def consume_elsewhere(conn: sa.Connection, limit: int, database_tag: str) -> Bat
             # None on a replay: stored before, it reaches its user by replay or redelivery.
             if outcome.payloads:
                 batch.emits.extend(zip(request.user_ids, outcome.payloads, strict=True))
-                batch.push_now |= request.push == "always"
+                batch.push_now |= request.push in ("always", IF_OFFLINE)
         elif isinstance(outcome, IdempotencyConflict):
             bad.append((row, f"idempotency key {idempotency_key(database_tag, row.id)} "
                              "was used by another payload"))
