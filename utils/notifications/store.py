@@ -49,6 +49,44 @@ def insert_notifications(conn: sa.Connection, items: Sequence[NewNotification],
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]
 
 
+# PostgreSQL, for large batches: one array per column, so the SQL text is the same for
+# any number of rows. pg8000 rewrites a statement's text from its parameter style in
+# pure Python on every execute; for a multi-row INSERT ... VALUES that rewrite grew with
+# the batch and took 19% of the worker in the outbox bench (docs/BENCHMARKS.md).
+_INSERT_UNNEST = sa.text("""
+    INSERT INTO notifications (user_id, type, title, body, data, created_at, check_at,
+                               push_at, push, push_urgency, push_topic)
+    SELECT r.user_id, r.type, r.title, r.body, CAST(r.data AS json), :now, :check_at,
+           CASE WHEN r.push = 'always' THEN CAST(:now AS timestamp) END,
+           r.push, r.urgency, r.topic
+    FROM unnest(CAST(:user_ids AS varchar[]), CAST(:types AS varchar[]),
+                CAST(:titles AS varchar[]), CAST(:bodies AS text[]),
+                CAST(:datas AS text[]), CAST(:pushes AS varchar[]),
+                CAST(:urgencies AS varchar[]), CAST(:topics AS varchar[]))
+         WITH ORDINALITY AS r(user_id, type, title, body, data, push, urgency, topic, n)
+    ORDER BY r.n
+    RETURNING id""")
+
+
+def insert_notifications_unnest(conn: sa.Connection, items: Sequence[NewNotification],
+                                check_after: timedelta) -> list[InsertedNotification]:
+    """``insert_notifications`` on PostgreSQL with one fixed SQL text (see
+    _INSERT_UNNEST). The rows are inserted in the items' order, so their ids, drawn
+    from the sequence as the rows are, ascend in that order."""
+    if not items:
+        return []
+    now = utcnow()
+    ids = sorted(conn.execute(_INSERT_UNNEST, {
+        "now": now, "check_at": now + check_after,
+        "user_ids": [i.user_id for i in items], "types": [i.type for i in items],
+        "titles": [i.title for i in items], "bodies": [i.body for i in items],
+        "datas": [json.dumps(i.data) for i in items],  # as the JSON column writes it
+        "pushes": [i.push for i in items], "urgencies": [i.urgency for i in items],
+        "topics": [i.topic for i in items]}).scalars())
+    return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
+                                 item.data, now) for id_, item in zip(ids, items, strict=True)]
+
+
 _NOTIFICATIONS = Notification.__table__
 # Built once, with the user as a bound parameter: building the statement per call
 # (coercions, its cache key) cost more than running it.

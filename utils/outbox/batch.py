@@ -167,8 +167,8 @@ def _insert(conn: sa.Connection, requests: list[NotificationRequest],
             check_after: timedelta) -> list[list[InsertedNotification]]:
     """Every request's notifications in one INSERT; each request's rows, in order."""
     items = [items_of(request) for request in requests]
-    rows = store.insert_notifications(conn, [item for mine in items for item in mine],
-                                      check_after)
+    rows = store.insert_notifications_unnest(conn, [item for mine in items for item in mine],
+                                             check_after)
     inserted, at = [], 0
     for mine in items:
         inserted.append(rows[at:at + len(mine)])
