@@ -8,10 +8,10 @@ from flask import Flask
 
 def register_routes(app: Flask) -> None:
     """The blueprints, and the error shape for every HTTP error."""
-    from routes import api, debug, health, metrics, openapi, presence, push
+    from routes import api, debug, health, metrics, openapi, preferences, presence, push
     from utils.edge.error_handlers import register_error_handlers
 
-    for blueprint in (api.bp, push.bp, presence.bp, health.bp, metrics.bp, openapi.bp,
-                      debug.bp):
+    for blueprint in (api.bp, push.bp, preferences.bp, presence.bp, health.bp, metrics.bp,
+                      openapi.bp, debug.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -15,8 +15,8 @@ from utils.notifications.notifier import (
     Delivery,
     IdempotencyConflict,
     fingerprint,
+    notify,
     notify_many,
-    notify_users,
     push_unread_count,
 )
 from utils.notifications.validation import (
@@ -72,11 +72,8 @@ def create_notifications():
     """Producers: store and deliver a notification to one or many users."""
     body = json_body()
     req = notification_request(body)
-    return deliver_once(body, "", lambda key, request_fingerprint: notify_users(
-        req.user_ids, req.type, req.title, req.body, req.data,
-        idempotency_key=key, request_fingerprint=request_fingerprint,
-        push=req.push, urgency=req.urgency, topic=req.topic,
-    ))
+    return deliver_once(body, "", lambda key, request_fingerprint: notify(
+        req, idempotency_key=key, request_fingerprint=request_fingerprint))
 
 
 @bp.post("/notifications/bulk")

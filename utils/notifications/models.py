@@ -67,6 +67,11 @@ class Notification(db.Model):
     push = sa.Column(sa.String(8), nullable=False, default="auto", server_default="auto")
     push_urgency = sa.Column(sa.String(8), nullable=True)
     push_topic = sa.Column(sa.String(32), nullable=True)
+    # Issue 23: preferences and quiet hours cannot hold a critical one back; pushes with
+    # one collapse_key for one user fold into one (utils/push/checks.py).
+    critical = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
+    collapse_key = sa.Column(sa.String(64), nullable=True)
+    collapse_template = sa.Column(sa.String(100), nullable=True)
 
     def to_dict(self) -> dict[str, Any]:
         return notification_payload(self.id, self.type, self.title, self.body, self.data,
@@ -82,6 +87,17 @@ class IdempotencyKey(db.Model):
     fingerprint = sa.Column(sa.String(64), nullable=False)
     response = sa.Column(sa.JSON, nullable=False)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, index=True)
+
+
+class UserPreferences(db.Model):
+    """A user's preference set (utils/notifications/preferences.py), as its JSON. A
+    user without a row has the defaults: every channel on, no quiet hours."""
+
+    __tablename__ = "user_preferences"
+
+    user_id = sa.Column(sa.String(MAX_USER_ID_LENGTH), primary_key=True)
+    settings = sa.Column(sa.JSON, nullable=False)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
 class Watermark(db.Model):
@@ -103,6 +119,12 @@ class NewNotification:
     push: str = "auto"
     urgency: str | None = None
     topic: str | None = None
+    critical: bool = False
+    collapse_key: str | None = None
+    collapse_template: str | None = None
+    # Muted for in_app alone: stored already read (kept in the history, never counted
+    # unread nor emitted) so that its push can still be sent.
+    seen: bool = False
 
 
 @dataclass(frozen=True)

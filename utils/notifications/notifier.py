@@ -17,7 +17,7 @@ from utils import protocol
 from utils.db.group_commit import GroupCommit
 from utils.db.sqlite_locks import retry_when_locked
 from utils.extensions import db, socketio
-from utils.notifications import store
+from utils.notifications import preferences, store
 from utils.notifications.models import InsertedNotification, NewNotification
 from utils.notifications.validation import NotificationRequest
 from utils.ops import metrics
@@ -89,55 +89,60 @@ class NotifyRequest:
     @classmethod
     def bulk(cls, objects: Sequence[NotificationRequest], idempotency_key: str | None,
              request_fingerprint: str) -> NotifyRequest:
-        items = [NewNotification(u, o.type, o.title, o.body, o.data, o.push, o.urgency,
-                                 o.topic)
-                 for o in objects for u in o.user_ids]
+        items = [item for o in objects for item in new_notifications(o, resolve=False)]
         if any(o.push == IF_OFFLINE for o in objects):
             items = resolve_if_offline(items)
         return cls(items, idempotency_key, request_fingerprint,
                    tuple(len(o.user_ids) for o in objects))
 
 
+def new_notifications(request: NotificationRequest, resolve: bool = True
+                      ) -> list[NewNotification]:
+    """One row to store per recipient of ``request``; push "if_offline" resolved (one
+    presence lookup) unless ``resolve`` is False (the caller resolves many at once)."""
+    items = [NewNotification(user, request.type, request.title, request.body, request.data,
+                             request.push, request.urgency, request.topic, request.critical,
+                             request.collapse_key, request.collapse_template)
+             for user in request.user_ids]
+    if resolve and request.push == IF_OFFLINE:
+        items = resolve_if_offline(items)
+    return items
+
+
 @dataclass(frozen=True)
 class Stored:
     delivery: Delivery
-    payloads: list[dict[str, Any]]  # what to emit, in the items' order; none on a replay
+    # What to emit, in the items' order: None for an item not emitted (muted, or stored
+    # already seen); empty on a replay.
+    payloads: list[dict[str, Any] | None]
+    push_now: bool = False  # a stored row's push is "always": wake the dispatcher
 
 
-def notify_users(
-    user_ids: Iterable[str],
-    type: str,
-    title: str,
-    body: str | None = None,
-    data: dict[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    request_fingerprint: str | None = None,
-    push: str = "auto",
-    urgency: str | None = None,
-    topic: str | None = None,
-) -> Delivery:
-    """Store one notification per user, then emit each to its user's room. The write
-    is durable before the first emit; requests arriving together share one
-    transaction (utils/db/group_commit.py). With an idempotency key, a
-    repeat returns the first answer. ``push`` says when Web Push follows
-    (utils/push/dispatcher.py): "auto" when no receipt comes within PUSH_AFTER,
-    "always" at once, "never" not at all, "if_offline" at once for each user with
-    no live socket anywhere and never for the others (resolve_if_offline)."""
+def notify_users(user_ids: Iterable[str], type: str, title: str, body: str | None = None,
+                 data: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                 request_fingerprint: str | None = None, **options: Any) -> Delivery:
+    """notify() for one notification to each of ``user_ids``; ``options`` are the
+    request's others (push, urgency, topic, critical, collapse_key, ...)."""
+    request = NotificationRequest([str(u) for u in user_ids], type, title, body, data or {},
+                                  **options)
+    return notify(request, idempotency_key, request_fingerprint)
+
+
+def notify(request: NotificationRequest, idempotency_key: str | None = None,
+           request_fingerprint: str | None = None) -> Delivery:
+    """Store one notification per recipient, then emit each to its user's room. The
+    write is durable before the first emit; requests arriving together share one
+    transaction (utils/db/group_commit.py). With an idempotency key, a repeat returns
+    the first answer. The recipients' preferences are applied in that transaction
+    (apply_preferences). ``push`` says when Web Push follows (utils/push/dispatcher.py):
+    "auto" when no receipt comes within PUSH_AFTER, "always" at once, "never" not at
+    all, "if_offline" at once for each user with no live socket anywhere and never
+    for the others (resolve_if_offline)."""
     started = metrics.producer_started()
-    users = [str(u) for u in user_ids]
-    items = [NewNotification(u, type, title, body, data or {}, push, urgency, topic)
-             for u in users]
-    push_now = push == "always"
-    if push == IF_OFFLINE:
-        items = resolve_if_offline(items)
-        push_now = any(item.push == "always" for item in items)
-    request = NotifyRequest(items, idempotency_key, request_fingerprint or "")
-    stored = writes().submit(request, weight=len(items))
-    if not stored.delivery.replayed:
-        for user_id, payload in zip(users, stored.payloads, strict=True):
-            emit_notification(user_id, payload, started)
-        if push_now:
-            wake_dispatcher()
+    items = new_notifications(request)
+    stored = writes().submit(NotifyRequest(items, idempotency_key, request_fingerprint or ""),
+                             weight=len(items))
+    emit_stored(items, stored, started)
     return stored.delivery
 
 
@@ -185,19 +190,57 @@ def notify_many(
     started = metrics.producer_started()
     request = NotifyRequest.bulk(objects, idempotency_key, request_fingerprint or "")
     stored = writes().submit(request, weight=len(request.items))
-    emit_stored(request, stored, started)
+    emit_stored(request.items, stored, started)
     return stored.delivery
 
 
-def emit_stored(request: NotifyRequest, stored: Stored, started: float | None = None) -> None:
-    """After the commit: each stored row to its user's room, in order, and the push
-    dispatcher woken once when a row's push is "always". Nothing on a replay."""
+def emit_stored(items: Sequence[NewNotification], stored: Stored,
+                started: float | None = None) -> None:
+    """After the commit: each emitted row to its user's room, in order, and the push
+    dispatcher woken once when a row may push at once. Nothing on a replay."""
     if stored.delivery.replayed:
         return
-    for item, payload in zip(request.items, stored.payloads, strict=True):
-        emit_notification(item.user_id, payload, started)
-    if any(item.push == "always" for item in request.items):
+    for item, payload in zip(items, stored.payloads, strict=True):
+        if payload is not None:
+            emit_notification(item.user_id, payload, started)
+    if stored.push_now:
         wake_dispatcher()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the recipient's preferences make of one notification: the row to store
+    (None: nothing is stored) and the channels they held back."""
+
+    item: NewNotification | None
+    muted: tuple[str, ...] = ()
+
+
+def apply_preferences(conn: sa.Connection, items: Sequence[NewNotification]) -> list[Decision]:
+    """Each item as its recipient's preferences have it, read in ``conn`` (one query for
+    all the recipients):
+    - ``critical``, or nothing muted: stored as it came;
+    - muted on every channel, or in_app muted and push "never": not stored;
+    - push muted: stored and emitted, never pushed (push "never");
+    - in_app muted: stored already read (in the history, never counted unread nor
+      emitted) and pushed at once, as no socket will acknowledge it."""
+    users = {item.user_id for item in items if not item.critical}
+    chosen = preferences.of_users(conn, users) if users else {}
+    if not chosen:
+        return [Decision(item) for item in items]
+    decisions = []
+    for item in items:
+        prefs = None if item.critical else chosen.get(item.user_id)
+        muted = tuple(prefs.muted(item.type)) if prefs else ()
+        if not muted:
+            decisions.append(Decision(item))
+        elif muted == ("push",):
+            decisions.append(Decision(replace(item, push="never"), muted))
+        elif "push" in muted or item.push == "never":
+            decisions.append(Decision(None, muted))
+        else:  # in_app alone
+            decisions.append(Decision(replace(item, seen=True, push="always"), muted))
+    return decisions
 
 
 def wake_dispatcher() -> None:
@@ -267,19 +310,25 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
                 continue
         fresh.append(i)
     check_after = timedelta(seconds=services().settings.push_after)
-    rows = store.insert_notifications(conn, [item for i in fresh for item in requests[i].items],
-                                      check_after)
+    decisions = apply_preferences(conn, [item for i in fresh for item in requests[i].items])
+    inserted = iter(store.insert_notifications(
+        conn, [d.item for d in decisions if d.item is not None], check_after))
+    rows = [next(inserted) if d.item is not None else None for d in decisions]
     keys, at = [], 0
     for i in fresh:
         req = requests[i]
-        mine = rows[at:at + len(req.items)]
+        mine = list(zip(req.items, decisions[at:at + len(req.items)],
+                        rows[at:at + len(req.items)], strict=True))
         at += len(req.items)
-        payloads = [row.to_dict() for row in mine]
+        payloads = [row.to_dict() if row is not None and not d.item.seen else None
+                    for _, d, row in mine]
         response = _answer(mine) if req.counts is None else _bulk_answer(mine, req.counts)
         if req.idempotency_key:
             keys.append({"key": req.idempotency_key, "fingerprint": req.fingerprint,
                          "response": response})
-        outcomes[i] = Stored(Delivery(response, replayed=False), payloads)
+        outcomes[i] = Stored(Delivery(response, replayed=False), payloads,
+                             any(d.item is not None and d.item.push == "always"
+                                 for _, d, _ in mine))
     store.record_idempotency_keys(conn, keys)
     for i, req in enumerate(requests):
         if outcomes[i] is None:  # a key seen earlier in this group
@@ -288,11 +337,24 @@ def _write_group(conn: sa.Connection, requests: list[NotifyRequest]) -> list[Sto
     return outcomes  # type: ignore[return-value]
 
 
-def _answer(rows: list[InsertedNotification]) -> dict[str, Any]:
-    return {"notifications": [{"id": row.id, "user_id": row.user_id} for row in rows]}
+Outcome = tuple[NewNotification, Decision, InsertedNotification | None]
 
 
-def _bulk_answer(rows: list[InsertedNotification], counts: tuple[int, ...]) -> dict[str, Any]:
+def _answer(rows: list[Outcome]) -> dict[str, Any]:
+    return {"notifications": [answer_item(item.user_id, row.id if row else None, d.muted)
+                              for item, d, row in rows]}
+
+
+def answer_item(user_id: str, id: int | None, muted: Sequence[str]) -> dict[str, Any]:
+    """One recipient in a producer's answer: the stored id (None when nothing was
+    stored) and, when not empty, the channels their preferences held back."""
+    item: dict[str, Any] = {"id": id, "user_id": user_id}
+    if muted:
+        item["muted"] = list(muted)
+    return item
+
+
+def _bulk_answer(rows: list[Outcome], counts: tuple[int, ...]) -> dict[str, Any]:
     results, at = [], 0
     for count in counts:
         results.append(_answer(rows[at:at + count]))

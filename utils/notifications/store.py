@@ -41,8 +41,13 @@ def insert_notifications(conn: sa.Connection, items: Sequence[NewNotification],
     check_at = now + check_after
     params = [{"user_id": item.user_id, "type": item.type, "title": item.title,
                "body": item.body, "data": item.data, "created_at": now,
-               "check_at": check_at, "push_at": now if item.push == "always" else None,
-               "push": item.push, "push_urgency": item.urgency, "push_topic": item.topic}
+               "check_at": None if item.seen else check_at,
+               "push_at": now if item.push == "always" else None,
+               "push": item.push, "push_urgency": item.urgency, "push_topic": item.topic,
+               "critical": item.critical, "collapse_key": item.collapse_key,
+               "collapse_template": item.collapse_template,
+               "read_at": now if item.seen else None,
+               "delivered_at": now if item.seen else None}
               for item in items]
     ids = conn.execute(_INSERT_RETURNING_IDS, params).scalars().all()
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
@@ -55,15 +60,22 @@ def insert_notifications(conn: sa.Connection, items: Sequence[NewNotification],
 # the batch and took 19% of the worker in the outbox bench (docs/BENCHMARKS.md).
 _INSERT_UNNEST = sa.text("""
     INSERT INTO notifications (user_id, type, title, body, data, created_at, check_at,
-                               push_at, push, push_urgency, push_topic)
-    SELECT r.user_id, r.type, r.title, r.body, CAST(r.data AS json), :now, :check_at,
+                               push_at, push, push_urgency, push_topic, critical,
+                               collapse_key, collapse_template, read_at, delivered_at)
+    SELECT r.user_id, r.type, r.title, r.body, CAST(r.data AS json), :now,
+           CASE WHEN NOT r.seen THEN CAST(:check_at AS timestamp) END,
            CASE WHEN r.push = 'always' THEN CAST(:now AS timestamp) END,
-           r.push, r.urgency, r.topic
+           r.push, r.urgency, r.topic, r.critical, r.collapse_key, r.collapse_template,
+           CASE WHEN r.seen THEN CAST(:now AS timestamp) END,
+           CASE WHEN r.seen THEN CAST(:now AS timestamp) END
     FROM unnest(CAST(:user_ids AS varchar[]), CAST(:types AS varchar[]),
                 CAST(:titles AS varchar[]), CAST(:bodies AS text[]),
                 CAST(:datas AS text[]), CAST(:pushes AS varchar[]),
-                CAST(:urgencies AS varchar[]), CAST(:topics AS varchar[]))
-         WITH ORDINALITY AS r(user_id, type, title, body, data, push, urgency, topic, n)
+                CAST(:urgencies AS varchar[]), CAST(:topics AS varchar[]),
+                CAST(:criticals AS boolean[]), CAST(:collapse_keys AS varchar[]),
+                CAST(:collapse_templates AS varchar[]), CAST(:seens AS boolean[]))
+         WITH ORDINALITY AS r(user_id, type, title, body, data, push, urgency, topic,
+                              critical, collapse_key, collapse_template, seen, n)
     ORDER BY r.n
     RETURNING id""")
 
@@ -82,7 +94,10 @@ def insert_notifications_unnest(conn: sa.Connection, items: Sequence[NewNotifica
         "titles": [i.title for i in items], "bodies": [i.body for i in items],
         "datas": [json.dumps(i.data) for i in items],  # as the JSON column writes it
         "pushes": [i.push for i in items], "urgencies": [i.urgency for i in items],
-        "topics": [i.topic for i in items]}).scalars())
+        "topics": [i.topic for i in items], "criticals": [i.critical for i in items],
+        "collapse_keys": [i.collapse_key for i in items],
+        "collapse_templates": [i.collapse_template for i in items],
+        "seens": [i.seen for i in items]}).scalars())
     return [InsertedNotification(id_, item.user_id, item.type, item.title, item.body,
                                  item.data, now) for id_, item in zip(ids, items, strict=True)]
 

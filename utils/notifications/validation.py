@@ -29,6 +29,9 @@ MAX_ID = 2**63 - 1
 PUSH_MODES = ("auto", "always", "never", "if_offline")
 URGENCIES = ("very-low", "low", "normal", "high")  # RFC 8030's Urgency header
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")  # RFC 8030: up to 32 base64url characters
+MAX_COLLAPSE_KEY = 64
+_COLLAPSE_KEY = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_COLLAPSE_KEY}}}")
+MAX_COLLAPSE_TEMPLATE = 100
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class NotificationRequest:
     push: str = "auto"
     urgency: str | None = None
     topic: str | None = None
+    critical: bool = False
+    collapse_key: str | None = None
+    collapse_template: str | None = None
 
 
 def _user_id(value: Any, field: str) -> str:
@@ -134,6 +140,7 @@ def notification_request(body: Any) -> NotificationRequest:
         body=_text(body, "body", MAX_BODY, False),
         data=data,
         **_push_options(body),
+        **_control_options(body),
     )
 
 
@@ -183,6 +190,26 @@ def _push_options(body: dict) -> dict[str, str | None]:
     if topic is not None and not (isinstance(topic, str) and _TOPIC.fullmatch(topic)):
         raise ValidationError("topic must be 1 to 32 characters of A-Z a-z 0-9 - _")
     return {"push": push, "urgency": urgency, "topic": topic}
+
+
+def _control_options(body: dict) -> dict[str, Any]:
+    """Issue 23: ``critical`` (preferences and quiet hours cannot hold it back), and a
+    ``collapse_key`` whose pushes fold into one, with the folded push's template."""
+    critical = body.get("critical", False)
+    if not isinstance(critical, bool):
+        raise ValidationError("critical must be true or false")
+    key = body.get("collapse_key")
+    if key is not None and not (isinstance(key, str) and _COLLAPSE_KEY.fullmatch(key)):
+        raise ValidationError(f"collapse_key must be 1 to {MAX_COLLAPSE_KEY} characters of "
+                              "A-Z a-z 0-9 _ - . :")
+    template = _text(body, "collapse_template", MAX_COLLAPSE_TEMPLATE, False)
+    if template is not None:
+        if key is None:
+            raise ValidationError("collapse_template needs a collapse_key")
+        if "{count}" not in template:
+            raise ValidationError('collapse_template must contain "{count}", the number of '
+                                  "notifications folded in")
+    return {"critical": critical, "collapse_key": key, "collapse_template": template}
 
 
 def positive_id(value: Any, field: str, allow_zero: bool = False) -> int:

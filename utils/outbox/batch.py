@@ -31,12 +31,12 @@ from utils.errors import ValidationError
 from utils.notifications import store
 from utils.notifications.models import InsertedNotification, NewNotification
 from utils.notifications.notifier import (
-    IF_OFFLINE,
     IdempotencyConflict,
     NotifyRequest,
     Stored,
+    apply_preferences,
     fingerprint,
-    resolve_if_offline,
+    new_notifications,
     store_group,
 )
 from utils.notifications.validation import NotificationRequest, notification_request
@@ -108,13 +108,6 @@ def validate(rows: list[Row]) -> tuple[list[tuple[Row, NotificationRequest]],
     return good, bad
 
 
-def items_of(request: NotificationRequest) -> list[NewNotification]:
-    items = [NewNotification(user, request.type, request.title, request.body, request.data,
-                             request.push, request.urgency, request.topic)
-             for user in request.user_ids]
-    return resolve_if_offline(items) if request.push == IF_OFFLINE else items
-
-
 def bury(conn: sa.Connection, dead: list[tuple[Row, str]]) -> None:
     """Move refused rows (already deleted by their claim) to the dead-letter table."""
     if dead:
@@ -153,26 +146,31 @@ def consume_here(conn: sa.Connection, limit: int, check_after: timedelta) -> Bat
                 if not refused_by_data(one):
                     raise
                 bad.append((row, _refused(one)))
-    for request, inserted in stored:
-        batch.emits.extend((n.user_id, n.to_dict()) for n in inserted)
-        batch.push_now |= request.push in ("always", IF_OFFLINE)
-        batch.stored += len(inserted)
+    for _, inserted in stored:
+        for item, row in inserted:
+            if row is not None and not item.seen:
+                batch.emits.append((row.user_id, row.to_dict()))
+            batch.push_now |= item is not None and item.push == "always"
+            batch.stored += row is not None
     batch.consumed = len(stored)
     batch.dead = bad
     bury(conn, bad)
     return batch
 
 
-def _insert(conn: sa.Connection, requests: list[NotificationRequest],
-            check_after: timedelta) -> list[list[InsertedNotification]]:
-    """Every request's notifications in one INSERT; each request's rows, in order."""
-    items = [items_of(request) for request in requests]
-    rows = store.insert_notifications_unnest(conn, [item for mine in items for item in mine],
-                                             check_after)
+def _insert(conn: sa.Connection, requests: list[NotificationRequest], check_after: timedelta
+            ) -> list[list[tuple[NewNotification, InsertedNotification | None]]]:
+    """Every request's notifications, as their recipients' preferences have them, in
+    one INSERT; each request's rows in order, with None for a row not stored."""
+    decisions = apply_preferences(conn, [item for request in requests
+                                         for item in new_notifications(request)])
+    kept = [d.item for d in decisions if d.item is not None]
+    rows = iter(store.insert_notifications_unnest(conn, kept, check_after))
+    pairs = [(d.item, next(rows)) if d.item is not None else (None, None) for d in decisions]
     inserted, at = [], 0
-    for mine in items:
-        inserted.append(rows[at:at + len(mine)])
-        at += len(mine)
+    for request in requests:
+        inserted.append(pairs[at:at + len(request.user_ids)])
+        at += len(request.user_ids)
     return inserted
 
 
@@ -183,7 +181,7 @@ def consume_elsewhere(conn: sa.Connection, limit: int, database_tag: str) -> Bat
     rows = claim(conn, limit)
     good, bad = validate(rows)
     batch = Batch(claimed=len(rows))
-    requests = [NotifyRequest(items_of(request), idempotency_key(database_tag, row.id),
+    requests = [NotifyRequest(new_notifications(request), idempotency_key(database_tag, row.id),
                               fingerprint(row.payload))
                 for row, request in good]
     try:
@@ -204,8 +202,10 @@ def consume_elsewhere(conn: sa.Connection, limit: int, database_tag: str) -> Bat
             batch.consumed += 1
             # None on a replay: stored before, it reaches its user by replay or redelivery.
             if outcome.payloads:
-                batch.emits.extend(zip(request.user_ids, outcome.payloads, strict=True))
-                batch.push_now |= request.push in ("always", IF_OFFLINE)
+                batch.emits.extend((user, payload) for user, payload
+                                   in zip(request.user_ids, outcome.payloads, strict=True)
+                                   if payload is not None)
+                batch.push_now |= outcome.push_now
         elif isinstance(outcome, IdempotencyConflict):
             bad.append((row, f"idempotency key {idempotency_key(database_tag, row.id)} "
                              "was used by another payload"))

@@ -22,6 +22,8 @@ class PushSubscription(db.Model):
     expires_at = sa.Column(sa.DateTime, nullable=True)  # the browser's expirationTime
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     last_success_at = sa.Column(sa.DateTime, nullable=True)
+    # Turned off by its user (PATCH /api/push/subscriptions/<id>): kept, not pushed to.
+    enabled = sa.Column(sa.Boolean, nullable=False, default=True, server_default=sa.true())
 
 
 class PushSend(db.Model):
@@ -30,6 +32,7 @@ class PushSend(db.Model):
     ``due_at`` past the time its send may take."""
 
     __tablename__ = "push_sends"
+    __table_args__ = (sa.Index("ix_push_sends_collapse", "subscription_id", "collapse_key"),)
 
     id = sa.Column(IdType, primary_key=True, autoincrement=True)
     notification_id = sa.Column(IdType, nullable=False, index=True)
@@ -37,3 +40,9 @@ class PushSend(db.Model):
     due_at = sa.Column(sa.DateTime, nullable=False, index=True)
     expires_at = sa.Column(sa.DateTime, nullable=False)  # created + PUSH_TTL
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    # Held back by quiet hours or a collapse window: dropped at its due time when the
+    # notification was delivered or read meanwhile, whatever its push mode.
+    deferred = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
+    # The notification's collapse_key, and how many older pushes this one replaced.
+    collapse_key = sa.Column(sa.String(64), nullable=True)
+    folded = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")

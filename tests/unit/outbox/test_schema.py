@@ -107,4 +107,4 @@ def test_on_sqlite_the_migration_runs_and_creates_no_outbox(tmp_path):
     assert "notification_outbox" not in tables
     assert "notification_outbox_dead" not in tables
     assert "notifications" in tables
-    assert version == "0003"
+    assert version == "0004"
