@@ -277,3 +277,38 @@ def test_a_pass_is_bounded_and_says_when_rows_remain(outbox_app, producer):
     assert the_consumer.run_pass() == 2
     assert the_consumer.backlog is False
     assert [r[2] for r in stored(producer)] == [f"n{i}" for i in range(bound + 2)]
+
+
+def test_outbox_rows_meet_their_recipients_preferences(outbox_app, producer, make_token_for):
+    """Issue 23: the outbox applies preferences as the HTTP path does: a row muted for
+    push is stored with push "never" and emitted; a row muted on every channel is
+    consumed, stores nothing and emits nothing (it is not dead-lettered); a critical
+    row goes through; muted in_app alone, it is stored read, not emitted, pushed."""
+    from utils.extensions import db, socketio
+    from utils.notifications import preferences
+
+    with outbox_app.app_context(), db.engine.begin() as conn:
+        preferences.write(conn, "alice", preferences.parse(
+            {"types": {"quiet": {"push": False, "in_app": False}, "loud": {"push": False},
+                      "hidden": {"in_app": False}}}))
+    alice = socketio.test_client(outbox_app, auth={"token": make_token_for(outbox_app,
+                                                                           "alice")},
+                                 headers={"Origin": ORIGIN})
+    try:
+        alice.get_received()
+        insert(producer, {**note("alice", "loud"), "type": "loud", "push": "always"},
+               {**note("alice", "quiet"), "type": "quiet"},
+               {**note("alice", "critical"), "type": "quiet", "critical": True},
+               {**note("alice", "hidden"), "type": "hidden"})
+        assert consumer(outbox_app).run_pass() == 4
+        got = [p["args"][0]["title"] for p in alice.get_received()
+               if p["name"] == "notification"]
+    finally:
+        alice.disconnect()
+    rows = producer.run("SELECT title, push, critical, read_at IS NOT NULL FROM notifications"
+                        " ORDER BY id")
+    assert rows == [["loud", "never", False, False], ["critical", "auto", True, False],
+                    ["hidden", "always", False, True]]
+    assert got == ["loud", "critical"]
+    assert count(producer, "notification_outbox") == 0
+    assert count(producer, "notification_outbox_dead") == 0
