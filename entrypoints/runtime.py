@@ -38,6 +38,23 @@ def start_serving(app: Flask, worker: Any = None) -> None:
         drain_on_sigterm(worker, services(app).drain)
     if settings.async_mode == "eventlet":
         log.warning(EVENTLET_NOTICE)
+    _say_if_not_migrated(app)
     if settings.metrics_closed:
         log.warning("/metrics is closed (403): set METRICS_TOKEN to scrape it with a "
                     "bearer token, or METRICS_PUBLIC=1 to open it")
+
+
+def _say_if_not_migrated(app: Flask) -> None:
+    """One line at start when the database's schema is behind the code's migrations
+    (requests would fail with database_not_migrated until it is upgraded)."""
+    from utils.db.schema import schema_state
+    from utils.extensions import db
+
+    try:
+        with app.app_context(), db.engine.connect() as conn:
+            state = schema_state(conn)
+    except Exception as exc:  # unreachable now: /readyz and each request say so
+        log.warning("could not read the database's schema revision: %s", type(exc).__name__)
+        return
+    if state.behind:
+        log.error(state.describe())

@@ -9,6 +9,8 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, SocketIO
 from sqlalchemy.exc import SQLAlchemyError
 
+from utils.db.schema import names_a_missing_table
+from utils.edge.error_handlers import NOT_MIGRATED, NOT_MIGRATED_LOG, NOT_MIGRATED_MESSAGE
 from utils.edge.limits import admit_event, socket_limits, throttled
 from utils.errors import ValidationError, error_body
 from utils.extensions import db
@@ -156,8 +158,12 @@ def error_ack(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, TypeError):
         return error_body("validation_error", "unexpected arguments for this event")
     if isinstance(exc, (SQLAlchemyError, ConnectionError)):  # see utils/edge/error_handlers.py
-        log.error("database error in a socket event: %s", type(exc).__name__)
         metrics.database_error("socket")
+        if names_a_missing_table(exc):
+            log.error("database error in a socket event: %s: %s", type(exc).__name__,
+                      NOT_MIGRATED_LOG)
+            return error_body(NOT_MIGRATED, NOT_MIGRATED_MESSAGE)
+        log.error("database error in a socket event: %s", type(exc).__name__)
         return error_body("database_unavailable", "the database is unavailable; retry later")
     log.exception("socket event failed")
     return error_body("internal_error", "the server failed to handle this event")

@@ -7,8 +7,8 @@ import logging
 from flask import Blueprint, jsonify
 
 from utils import __version__
+from utils.db.schema import schema_state
 from utils.extensions import db, socketio
-from utils.notifications import store
 from utils.services import services
 
 bp = Blueprint("health", __name__)
@@ -50,16 +50,24 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Anyone: whether the database and the message queue answer."""
-    checks = {"database": "ok", "message_queue": "disabled"}
+    """Anyone: whether the database answers with the schema this code needs, and the
+    message queue answers. A schema behind the code's migrations is not ready, with
+    the reason: every request would fail until `flask db upgrade` runs."""
+    checks: dict[str, str] = {"database": "ok", "schema": "ok", "message_queue": "disabled"}
+    reason = None
     try:
-        store.ping()
+        state = schema_state(db.session.connection())
+        if state.behind:
+            checks["schema"], reason = "behind", state.describe()
     except Exception as exc:
         db.session.rollback()
         log.warning("readiness: database error: %s", type(exc).__name__)
-        checks["database"] = "error"
+        checks["database"] = checks["schema"] = "error"
     probe = services().realtime.queue_probe
     if probe is not None:
         checks["message_queue"] = "ok" if probe() else "error"
     ok = all(v in ("ok", "disabled") for v in checks.values())
-    return jsonify({"status": "ok" if ok else "error", **checks}), (200 if ok else 503)
+    answer = {"status": "ok" if ok else "error", **checks}
+    if reason:
+        answer["reason"] = reason
+    return jsonify(answer), (200 if ok else 503)

@@ -116,3 +116,29 @@ def test_concurrent_producer_during_replay_delivers_each_once_in_order(pg_server
         ids = [n["id"] for n in recorder.of("notification")]
         assert ids == sorted(set(ids)), "duplicates or out of order"
         assert ids == list(range(last_id + 1, final + 1)), "a notification was lost"
+
+
+@pytest.mark.parametrize("worker", ["eventlet", "gevent"])
+def test_a_database_never_migrated_is_not_ready_and_says_how_to_fix_it(fresh_database,
+                                                                         tmp_path, worker):
+    """Issue 24, finding 2: the Procfile's gunicorn on a fresh PostgreSQL database,
+    without `flask db upgrade`. /readyz is 503 with the reason, a producer's POST is
+    database_not_migrated (not "retry later"), and the start log says it in one line."""
+    env = server_env(tmp_path, DATABASE_URL=fresh_database(), ASYNC_MODE=worker)
+    server = gunicorn(tmp_path, env, worker=worker).start()
+    try:
+        ready = requests.get(server.url + "/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["schema"] == "behind"
+        assert "run `flask db upgrade`" in ready.json()["reason"]
+        response = post(server, {"user_id": "a", "type": "t", "title": "x"})
+        assert response.status_code == 503 and "Retry-After" not in response.headers
+        assert response.json()["error"]["code"] == "database_not_migrated"
+        lines = [line for line in server.output().splitlines()
+                 if "the database schema is not migrated" in line]
+        assert len(lines) == 1, server.output()
+        # Migrated, the same server is ready at once.
+        migrate(env)
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
+    finally:
+        server.stop()

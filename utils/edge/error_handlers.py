@@ -8,10 +8,18 @@ from flask import Flask
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from utils.db.schema import UPGRADE_COMMAND, names_a_missing_table
 from utils.errors import STATUS_CODES, ApiError, ValidationError, error_response
 from utils.ops import metrics
 
 log = logging.getLogger(__name__)
+
+# A table or column the code uses is missing: the database was not migrated.
+NOT_MIGRATED = "database_not_migrated"
+NOT_MIGRATED_MESSAGE = ("the database schema is older than this server's code; its operator "
+                        f"must run `{UPGRADE_COMMAND}` (retrying will not help)")
+NOT_MIGRATED_LOG = (f"a table or column is missing: the database was not migrated; run "
+                    f"`{UPGRADE_COMMAND}` (GET /readyz names the revisions)")
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
@@ -38,8 +46,11 @@ def register_error_handlers(app: Flask) -> None:
     # itself are the database's (emits never raise into the request).
     @app.errorhandler(ConnectionError)
     def _database_error(exc: Exception):
-        log.error("database error: %s", type(exc).__name__)
         metrics.database_error("http")
+        if names_a_missing_table(exc):  # not "retry later": retrying changes nothing
+            log.error("database error: %s: %s", type(exc).__name__, NOT_MIGRATED_LOG)
+            return error_response(503, NOT_MIGRATED, NOT_MIGRATED_MESSAGE)
+        log.error("database error: %s", type(exc).__name__)
         return error_response(
             503, "database_unavailable", "the database is unavailable; retry later",
             {"Retry-After": "5"},

@@ -297,7 +297,3 @@ def prune(older_than: timedelta, idempotency_ttl: timedelta) -> int:
     )
     db.session.commit()
     return int(deleted)
-
-
-def ping() -> None:
-    db.session.execute(sa.text("SELECT 1"))
