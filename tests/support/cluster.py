@@ -5,7 +5,6 @@ python-socketio clients. Every process is started here and stopped by its own PI
 from __future__ import annotations
 
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -189,10 +188,6 @@ def render(template: str, port: int, nodes: list[ServerProcess], stats: Path) ->
     text = template.replace(block.group(0), f"# BEGIN SERVERS\n{servers}\n    # END SERVERS")
     text = re.sub(r"(?m)^    bind :\d+$", f"    bind 127.0.0.1:{port}", text)
     text = re.sub(r"(?m)^    # stats socket .*$", f"    stats socket {stats} level admin", text)
-    # HAProxy needs two descriptors per connection and refuses to start otherwise.
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    maxconn = min(50000, (hard if hard != resource.RLIM_INFINITY else 100000) // 2 - 100)
-    text = re.sub(r"(?m)^    maxconn \d+$", f"    maxconn {maxconn}", text)
     assert f"127.0.0.1:{port}" in text and str(stats) in text
     return text
 
