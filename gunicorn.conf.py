@@ -4,12 +4,25 @@ The access log format leaves out the query string: Socket.IO clients may send
 their token as ?token=..., and a token must never reach a log.
 """
 
+import logging
 import warnings
 
 # eventlet warns on import with a multi-line banner; each worker logs one line about
 # it instead (entrypoints/runtime.py). This file is read before gunicorn imports the
 # worker class.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+
+class _OneDeprecationLine(logging.Filter):
+    """gunicorn 25's eventlet worker logs its own deprecation WARNING at each worker
+    start; entrypoints/runtime.py logs one line that also names the way out
+    (ASYNC_MODE=gevent). One line at start, not two."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eventlet worker is DEPRECATED" not in record.getMessage()
+
+
+logging.getLogger("gunicorn.error").addFilter(_OneDeprecationLine())
 
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 # Socket.IO long-polls last up to PING_INTERVAL; the worker must not be killed

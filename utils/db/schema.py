@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -48,9 +47,15 @@ def head_revision() -> str:
     return script.get_current_head() or ""
 
 
+_VERSION = sa.table("alembic_version", sa.column("version_num"))
+
+
 def schema_state(conn: sa.Connection) -> SchemaState:
-    """The database's revision on ``conn`` against the code's."""
-    current = MigrationContext.configure(conn).get_current_revision()
+    """The database's revision on ``conn`` against the code's. Read from Alembic's
+    table directly: configuring a MigrationContext logs two INFO lines per call."""
+    current = None
+    if sa.inspect(conn).has_table("alembic_version"):
+        current = conn.execute(sa.select(_VERSION.c.version_num)).scalar()
     return SchemaState(current, head_revision())
 
 

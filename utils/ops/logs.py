@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 # A JWT anywhere (header.payload.signature, base64url), a token= query value, a
 # Bearer credential, and any "token" key in JSON (Engine.IO packet logs).
@@ -49,6 +51,47 @@ class RedactingFilter(logging.Filter):
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Lines one connection can cause, as many times as a client likes (issue 24: 30 in
+# 8 s during a Schemathesis run): at most PER_CONNECTION_BURST of each in a window.
+PER_CONNECTION = frozenset({
+    "closed an Engine.IO session: %s",
+    "closed a WebSocket after a bad frame (%s)",
+    "socket flood: closing %s",
+})
+PER_CONNECTION_BURST = 10
+PER_CONNECTION_WINDOW = 60.0
+
+
+class PerConnectionLimit(logging.Filter):
+    """Lets through at most ``burst`` records of each per-connection message in a
+    ``window`` of seconds and drops the rest; the first one let through after a
+    window with drops says how many were dropped. Every other record passes."""
+
+    def __init__(self, burst: int = PER_CONNECTION_BURST,
+                 window: float = PER_CONNECTION_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.window, self.clock = burst, window, clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, list[float | int]] = {}  # message -> [start, let, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg not in PER_CONNECTION:
+            return True
+        now = self.clock()
+        with self._lock:
+            started, let, dropped = self._windows.get(record.msg, (now, 0, 0))
+            if now - started >= self.window:
+                started, let = now, 0
+            if let >= self.burst:
+                self._windows[record.msg] = [started, let, dropped + 1]
+                return False
+            self._windows[record.msg] = [started, let + 1, 0]
+        if dropped:
+            record.msg = (f"{record.msg} (and {int(dropped)} more like it not logged: at "
+                          f"most {self.burst} a {self.window:.0f} s)")
+        return True
+
 
 def configure_logging(level: str, secrets: Iterable[str]) -> RedactingFilter:
     """One stdout handler on the root logger; gunicorn's handlers get the filter too."""
@@ -63,6 +106,10 @@ def configure_logging(level: str, secrets: Iterable[str]) -> RedactingFilter:
     for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
         handler.removeFilter(old)
     handler.addFilter(redactor)
+    if not any(isinstance(f, PerConnectionLimit) for f in handler.filters):
+        # First: it matches a record by its message template, before redaction
+        # renders the message.
+        handler.filters.insert(0, PerConnectionLimit())
     root.setLevel(level)
     # urllib3 logs each request's path at DEBUG; a push endpoint's path is the secret
     # that lets anyone push to that browser (utils/push/sender.py logs origins only).

@@ -44,7 +44,35 @@ def patch_eventlet_websocket() -> None:
 
     reader._recv_frame = bounded_recv_frame
     reader._apply_mask = staticmethod(unmask)
+    _log_shutdown_errors_as_lines(websocket.WebSocket)
     _eventlet_patched = True
+
+
+def _log_shutdown_errors_as_lines(socket_class: Any) -> None:
+    """Upstream ``WebSocket.__init__`` keeps ``environ["wsgi.errors"]`` as ``self.log``,
+    and ``close()`` writes "socket shutdown error: [Errno 9] ..." there without a
+    newline: under gunicorn that text was glued to the next log line. A socket the
+    peer already closed is not an error. Here ``self.log`` is a writer that hands each
+    write to Python logging as one DEBUG line of this module's logger."""
+    init = socket_class.__init__
+
+    def init_with_line_log(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.log = _DebugLines()
+
+    socket_class.__init__ = init_with_line_log
+
+
+class _DebugLines:
+    """A file-like ``write`` that logs each call as one DEBUG line."""
+
+    def write(self, text: str) -> None:
+        import logging
+
+        logging.getLogger(__name__).debug("eventlet websocket: %s", text.strip())
+
+    def flush(self) -> None:
+        pass
 
 
 def unmask(data: bytes, mask: Any, length: int | None = None, offset: int = 0) -> bytes:
