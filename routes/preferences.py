@@ -44,7 +44,7 @@ def patch_preferences():
         raise ApiError(400, "validation_error", "a merge patch for preferences must be a "
                        "JSON object")
     with db.engine.begin() as conn:
-        current = preferences.read(conn, g.user_id)
+        current = preferences.read(conn, g.user_id, lock=True)
         merged = preferences.merge_patch(current.to_settings(), patch)
         merged.pop("updated_at", None)
         return jsonify(preferences.write(conn, g.user_id, preferences.parse(merged)).to_dict())

@@ -192,13 +192,18 @@ def _clock(value: Any, where: str) -> time:
 
 # -- storage
 
-def of_users(conn: sa.Connection, user_ids: Iterable[str]) -> dict[str, Preferences]:
-    """The stored sets of those of ``user_ids`` who have one, in one query."""
+def of_users(conn: sa.Connection, user_ids: Iterable[str],
+             lock: bool = False) -> dict[str, Preferences]:
+    """The stored sets of those of ``user_ids`` who have one, in one query; with
+    ``lock``, their rows are locked until ``conn``'s transaction ends (PostgreSQL)."""
     users = list(user_ids)
     if not users:
         return {}
-    rows = conn.execute(sa.select(_TABLE.c.user_id, _TABLE.c.settings, _TABLE.c.updated_at)
-                        .where(_TABLE.c.user_id.in_(users))).all()
+    query = (sa.select(_TABLE.c.user_id, _TABLE.c.settings, _TABLE.c.updated_at)
+             .where(_TABLE.c.user_id.in_(users)))
+    if lock:
+        query = query.with_for_update()
+    rows = conn.execute(query).all()
     return {row.user_id: _stored(row.settings, row.updated_at) for row in rows}
 
 
@@ -211,8 +216,10 @@ def _stored(settings: Any, updated_at: datetime) -> Preferences:
         return Preferences(updated_at=updated_at)
 
 
-def read(conn: sa.Connection, user_id: str) -> Preferences:
-    return of_users(conn, [user_id]).get(user_id, DEFAULTS)
+def read(conn: sa.Connection, user_id: str, lock: bool = False) -> Preferences:
+    """The user's set, or the defaults; ``lock`` as of_users has it (a merge reads,
+    then writes: two at once must not lose one's change)."""
+    return of_users(conn, [user_id], lock).get(user_id, DEFAULTS)
 
 
 def write(conn: sa.Connection, user_id: str, preferences: Preferences) -> Preferences:

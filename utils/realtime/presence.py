@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -51,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from utils.realtime.registry import SocketRegistry
+from utils.tasks import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,12 @@ class Presence:
         """Nothing to publish in one process."""
 
 
-class RedisPresence(Presence):
-    """Presence across nodes through Redis (the module's docstring)."""
+class RedisPresence(Presence, Sweep):
+    """Presence across nodes through Redis (the module's docstring). Its task is a
+    Sweep: every FLUSH_SECONDS it flushes changes, and beats every ``heartbeat``."""
+
+    interval = FLUSH_SECONDS
+    ensure_started = Sweep.ensure_started  # not Presence's: this one has a task
 
     def __init__(self, registry: SocketRegistry, url: str, interval: float,
                  start_task: Callable[..., object], sleep: Callable[[float], None],
@@ -134,20 +138,20 @@ class RedisPresence(Presence):
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         import redis
 
-        super().__init__(registry, clock)
-        self.interval = float(interval)  # seconds between heartbeats
-        self.ttl = 2 * self.interval  # the bound after a SIGKILL
+        Presence.__init__(self, registry, clock)
+        Sweep.__init__(self, start_task, sleep)
+        self.heartbeat = float(interval)  # seconds between heartbeats
+        self.ttl = 2 * self.heartbeat  # the bound after a SIGKILL
         self.prefix = prefix
         self.nodes_key, self.seen_key = prefix + "nodes", prefix + "seen"
         self._client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT,
                                             socket_connect_timeout=REDIS_TIMEOUT,
                                             socket_keepalive=True)
         self._lookup_script = self._client.register_script(LOOKUP)
-        self._start_task, self._sleep, self._monotonic = start_task, sleep, monotonic
+        self._monotonic = monotonic
+        self._next_beat = 0.0
         self._dirty: set[str] = set()
         self._full_due = True  # the next write is a rewrite (the whole hash)
-        self._started = False
-        self._start_lock = threading.Lock()
         self._down_until = 0.0  # lookups skip Redis until then (monotonic)
         self._failing = False  # logged once per outage
         self._node_id = ""
@@ -171,33 +175,25 @@ class RedisPresence(Presence):
         super().changed(user_id)
         self._dirty.add(user_id)
 
-    def ensure_started(self) -> None:
-        """The task that flushes changes and beats, once per process (start_serving)."""
-        if self._started:
-            return
-        with self._start_lock:
-            if not self._started:
-                self._started = True
-                self._start_task(self._run)
-
-    def _run(self) -> None:
-        next_beat = 0.0
-        while True:
-            try:
-                now = self._monotonic()
-                if now >= self._down_until:
-                    if self._full_due:
-                        self.rewrite()
-                        next_beat = now + self.interval
-                    else:
-                        if self._dirty:
-                            self.flush()
-                        if now >= next_beat:
-                            self.beat()
-                            next_beat = now + self.interval
-            except Exception:  # never expected; the task must go on
-                log.exception("presence: the heartbeat task failed once")
-            self._sleep(FLUSH_SECONDS)
+    def sweep_once(self) -> int:
+        """Flush what changed, rewrite the whole hash after a failure, and beat when
+        one is due. Never raises: the task must go on."""
+        try:
+            now = self._monotonic()
+            if now < self._down_until:
+                return 0
+            if self._full_due:
+                self.rewrite()
+                self._next_beat = now + self.heartbeat
+            else:
+                if self._dirty:
+                    self.flush()
+                if now >= self._next_beat:
+                    self.beat()
+                    self._next_beat = now + self.heartbeat
+        except Exception:  # never expected
+            log.exception("presence: the heartbeat task failed once")
+        return 0
 
     def rewrite(self) -> bool:
         """This node's whole hash written anew, with its TTL, and every user on it seen
