@@ -3,7 +3,9 @@
 The page is static HTML plus /static/debug.js and /static/debug.css (no inline
 script or style, so ``Content-Security-Policy: default-src 'self'`` holds). It shows
 nothing secret: minting a token and sending a test notification exist in
-development only, and production answers those routes with 404.
+development only, and production answers those routes with 404. On a production
+server a phone signs in through a one-time link a producer mints
+(``POST /debug/links``, utils/auth/links.py).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from flask import (
 )
 
 from routes.body import json_body
-from utils.auth.access import require_user
+from utils.auth import links
+from utils.auth.access import require_api_key, require_user
 from utils.auth.tokens import MAX_USER_ID_LENGTH, create_access_token
 from utils.config.settings import Settings
 from utils.errors import ApiError
+from utils.notifications.models import isoformat, utcnow
 from utils.notifications.notifier import notify_users
 from utils.services import services
 
@@ -129,3 +133,43 @@ def send_test_notification():
     delivery = notify_users([g.user_id], "debug", "Test notification",
                             "Sent from the diagnostics page.", {"source": "debug"})
     return jsonify(delivery.response), 201
+
+
+def _user_id(body: Any) -> str:
+    user_id = str(body.get("user_id") or "").strip() if isinstance(body, dict) else ""
+    if not 0 < len(user_id) <= MAX_USER_ID_LENGTH or not user_id.isprintable():
+        raise ApiError(400, "validation_error",
+                       f"user_id must be 1 to {MAX_USER_ID_LENGTH} printable characters")
+    return user_id
+
+
+@bp.post("/links")
+@require_api_key
+def mint_link():
+    """Producers: a one-time link that signs a phone's /debug page in as ``user_id``.
+    The code is in the fragment, which no server sees; it works once, within ``ttl``
+    seconds (default 600, at most 3600)."""
+    body = json_body()
+    user_id = _user_id(body)
+    ttl = body.get("ttl", links.LINK_TTL_DEFAULT)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= links.LINK_TTL_MAX:
+        raise ApiError(400, "validation_error",
+                       f"ttl must be an integer of seconds, 1 to {links.LINK_TTL_MAX}")
+    code, expires_at = links.mint(user_id, ttl, utcnow())
+    return jsonify({"url": f"{request.url_root}debug#code={code}", "code": code,
+                    "user_id": user_id, "expires_at": isoformat(expires_at)}), 201
+
+
+@bp.post("/sign-in")
+def sign_in():
+    """The page: a link's code traded, once, for a user token of an hour."""
+    body = json_body()
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, str) or not 0 < len(code) <= 100:
+        raise ApiError(400, "validation_error", 'send {"code": "<the code from the link>"}')
+    user_id = links.spend(code, utcnow())
+    if user_id is None:
+        raise ApiError(410, "link_spent", "this link was used already, has expired or is "
+                       "unknown: ask for a new one")
+    token = create_access_token(user_id, links.TOKEN_TTL)
+    return jsonify({"token": token, "user_id": user_id, "expires_in": links.TOKEN_TTL})

@@ -1,4 +1,5 @@
-"""user control: preferences, critical and collapsed notifications, devices turned off
+"""user control: preferences, critical and collapsed notifications, devices turned off;
+one-time sign-in links for /debug
 
 Revision ID: 0004
 Revises: 0003
@@ -15,6 +16,15 @@ depends_on = None
 
 
 def upgrade():
+    op.create_table(
+        "sign_in_links",
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=128), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("used_at", sa.DateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("code_hash"),
+    )
+    op.create_index("ix_sign_in_links_expires_at", "sign_in_links", ["expires_at"])
     op.create_table(
         "user_preferences",
         sa.Column("user_id", sa.String(length=128), nullable=False),
@@ -50,3 +60,5 @@ def downgrade():
         for column in ("collapse_template", "collapse_key", "critical"):
             batch_op.drop_column(column)
     op.drop_table("user_preferences")
+    op.drop_index("ix_sign_in_links_expires_at", table_name="sign_in_links")
+    op.drop_table("sign_in_links")
