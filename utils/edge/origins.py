@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
-CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 class OriginPolicy:

@@ -261,3 +261,18 @@ def test_collapse_fields_are_stored_with_the_notification(app, client, api_heade
         saved = conn.execute(sa.text("SELECT collapse_key, collapse_template FROM notifications"
                                      " WHERE id = :id"), {"id": item["id"]}).one()
     assert tuple(saved) == ("post:42", "+{count} more")
+
+
+@pytest.mark.parametrize(("path", "method"), [(PREFS, "PUT"), (PREFS, "PATCH"),
+                                              ("/api/push/subscriptions/1", "PATCH")])
+def test_a_front_end_on_an_allowed_origin_may_put_and_patch(client, path, method):
+    """A browser on the front end's origin sends a preflight first: without PUT and
+    PATCH in its answer, usePreferences().update() fails cross-origin."""
+    from tests.support.app import ORIGIN
+
+    response = client.options(path, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert response.status_code == 200
+    assert method in [m.strip() for m in
+                      response.headers["Access-Control-Allow-Methods"].split(",")]
