@@ -1,5 +1,5 @@
 // The /debug page: drives the reference client and shows what the server and the
-// connection are doing. Loaded as a file (no inline script) so a strict CSP works.
+// connection are doing, and the user's preferences. Loaded as a file (no inline script) so a strict CSP works.
 //
 // The client is the package in client/, built into /static/notifications.js by `npm
 // run build` there. Imported dynamically: without the build, the page still shows
@@ -300,6 +300,117 @@ async function sendTestPush() {
   }
 }
 
+// -- Preferences ----------------------------------------------------------------------
+
+// HTTP only: this client never connects. Its constructor wants socket.io-client's
+// io, which its HTTP calls do not use; the page may have no socket.io-client at all.
+const preferences = clientBuilt ? new NotificationClient({
+  url: location.origin,
+  io: globalThis.io || (() => { throw new Error("socket.io-client is not loaded"); }),
+  getToken: () => $("token").value.trim(),
+  storage: null,
+  document: null,
+  receipts: false,
+}) : null;
+let loadedPreferences = null; // what the server last answered: Save sends the difference
+
+function showPreferences(prefs) {
+  loadedPreferences = prefs;
+  $("prefs-json").textContent = JSON.stringify(prefs, null, 2);
+  $("prefs-in-app").checked = prefs.channels.in_app;
+  $("prefs-push").checked = prefs.channels.push;
+  $("prefs-timezone").value = prefs.timezone || "";
+  const [first] = prefs.quiet_hours;
+  $("prefs-quiet-start").value = first ? first.start : "";
+  $("prefs-quiet-end").value = first ? first.end : "";
+  const more = prefs.quiet_hours.length - 1;
+  $("prefs-more").hidden = more < 1;
+  $("prefs-more").textContent = more > 0 ? `…and ${more} more window(s). Saving a changed `
+    + "window replaces them all with it." : "";
+  $("prefs-fields").disabled = false;
+}
+
+function preferencesFailed(what, err) {
+  text("prefs-result", `${what} failed: ${err.code || err.name}: ${err.message}`, "bad");
+  logEvent(`preferences: ${what.toLowerCase()} failed`,
+    { code: err.code, status: err.status, message: err.message });
+}
+
+async function loadPreferences() {
+  text("prefs-result", "loading…");
+  try {
+    const prefs = await preferences.getPreferences();
+    showPreferences(prefs);
+    text("prefs-result", prefs.updated_at ? `loaded (last changed ${prefs.updated_at})`
+      : "loaded: the defaults (this user never changed them)", "good");
+  } catch (err) {
+    preferencesFailed("Loading", err);
+  }
+}
+
+// The merge patch: what the form changed since the last answer, and nothing else (a
+// window left as it was keeps the user's other windows).
+function preferencesPatch(before) {
+  const patch = {};
+  const channels = {};
+  for (const [name, id] of [["in_app", "prefs-in-app"], ["push", "prefs-push"]]) {
+    if ($(id).checked !== before.channels[name]) channels[name] = $(id).checked;
+  }
+  if (Object.keys(channels).length) patch.channels = channels;
+  const timezone = $("prefs-timezone").value.trim() || null;
+  if (timezone !== before.timezone) patch.timezone = timezone;
+  const start = $("prefs-quiet-start").value.trim();
+  const end = $("prefs-quiet-end").value.trim();
+  if (Boolean(start) !== Boolean(end)) {
+    throw new Error("Give both ends of the quiet window (HH:MM), or neither.");
+  }
+  const [first] = before.quiet_hours;
+  const same = start ? Boolean(first) && first.start === start && first.end === end
+    : before.quiet_hours.length === 0;
+  if (!same) patch.quiet_hours = start ? [{ start, end }] : [];
+  return patch;
+}
+
+async function savePreferences(event) {
+  event.preventDefault();
+  if (!loadedPreferences) return;
+  let patch;
+  try {
+    patch = preferencesPatch(loadedPreferences);
+  } catch (err) {
+    text("prefs-result", err.message, "bad");
+    return;
+  }
+  if (!Object.keys(patch).length) {
+    text("prefs-result", "Nothing changed.");
+    return;
+  }
+  $("prefs-save").disabled = true;
+  text("prefs-result", "saving…");
+  try {
+    const prefs = await preferences.setPreferences(patch);
+    showPreferences(prefs);
+    text("prefs-result", `saved: ${Object.keys(patch).join(", ")}`, "good");
+    logEvent("preferences saved", { patch, answer: prefs });
+  } catch (err) {
+    preferencesFailed("Saving", err);
+  } finally {
+    $("prefs-save").disabled = false;
+  }
+}
+
+// The browser's time zones as suggestions, its own as the placeholder.
+function suggestZones() {
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone")
+    : [];
+  $("prefs-zones").replaceChildren(...zones.map((zone) => {
+    const option = document.createElement("option");
+    option.value = zone;
+    return option;
+  }));
+  $("prefs-timezone").placeholder = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+}
+
 function forget() {
   localStorage.removeItem(STORAGE_KEY);
   showLastId();
@@ -310,7 +421,7 @@ function forget() {
 // a file that is there but fails to load (a partial build, a proxy that blocks it).
 function showMissingClient() {
   if (clientBuilt) return;
-  for (const id of ["push-enable", "push-disable"]) $(id).disabled = true;
+  for (const id of ["push-enable", "push-disable", "prefs-load"]) $(id).disabled = true;
   if ($("no-notification-client")) return;
   const banner = document.createElement("p");
   banner.id = "no-notification-client";
@@ -332,6 +443,11 @@ function start() {
   $("push-enable").addEventListener("click", enablePush);
   $("push-disable").addEventListener("click", disablePush);
   $("push-test").addEventListener("click", sendTestPush);
+  if (preferences) {
+    $("prefs-load").addEventListener("click", loadPreferences);
+    $("prefs-form").addEventListener("submit", savePreferences);
+  }
+  suggestZones();
   if (development) {
     $("mint").addEventListener("click", mintToken);
     $("notify").addEventListener("click", sendTest);

@@ -13,6 +13,7 @@
 //   client.on("notification", (n) => show(n));
 //   client.connect();
 //   button.onclick = async () => console.log(await client.enablePush());  // Web Push
+//   await client.setPreferences({ channels: { push: false } });          // preferences
 //
 // Events (client.on(name, fn), typed by NotificationClientEvents): "notification"
 // (each id once), "auth_success", "sync_complete", "unread_count", "state" ({state,
@@ -42,9 +43,13 @@ import type {
   NotificationClientEvents,
   NotificationClientOptions,
   NotificationSocket,
+  Preferences,
+  PreferencesInput,
+  PreferencesPatch,
   PushConfig,
   PushReason,
   PushStatus,
+  PushSubscriptionInfo,
   ReceiptsReport,
   StorageLike,
   SyncComplete,
@@ -99,7 +104,10 @@ const RETRY_MAX_MS = 30000;
 
 type ConnectError = Error & { data?: { code?: string; retry_after?: number } };
 
-/** A failed markRead(): the server's error code (or "network_error", "timeout"). */
+/**
+ * A failed request (markRead, the preferences and device calls): the server's error
+ * code (or "network_error", "timeout"), its message, and the HTTP status.
+ */
 export class NotificationRequestError extends Error {
   readonly code: string;
   /** The HTTP status; 0 when the answer came over the socket or never came. */
@@ -260,6 +268,63 @@ export class NotificationClient {
       throw new NotificationRequestError(answer.code, answer.message, answer.status);
     }
     return this.markedRead(answer.body);
+  }
+
+  // -- Preferences and devices (HTTP) -------------------------------------------------
+
+  /** The user's preferences, defaults filled in. Rejects with a NotificationRequestError. */
+  getPreferences(): Promise<Preferences> {
+    return this.call<Preferences>("GET", "/api/preferences");
+  }
+
+  /**
+   * Change some preferences: a JSON Merge Patch (RFC 7396), so the keys given change
+   * and the others stay; null deletes a key (its default comes back). Answers the
+   * whole set as the server now has it. A refused value rejects with a
+   * NotificationRequestError whose code is "validation_error" and message says which.
+   */
+  setPreferences(patch: PreferencesPatch): Promise<Preferences> {
+    return this.call<Preferences>("PATCH", "/api/preferences", patch, MERGE_PATCH_TYPE);
+  }
+
+  /** Replace every preference: the keys left out take their defaults. */
+  replacePreferences(preferences: PreferencesInput): Promise<Preferences> {
+    // A set as getPreferences() gave it may come back as it is: updated_at is the
+    // server's to set, not an input.
+    const body: PreferencesInput & { updated_at?: unknown } = { ...preferences };
+    delete body.updated_at;
+    return this.call<Preferences>("PUT", "/api/preferences", body);
+  }
+
+  /** The user's push subscriptions (devices), newest first. */
+  async pushSubscriptions(): Promise<PushSubscriptionInfo[]> {
+    const answer = await this.call<{ subscriptions: PushSubscriptionInfo[] }>(
+      "GET", "/api/push/subscriptions");
+    return answer.subscriptions;
+  }
+
+  /**
+   * Turn push on or off for one device (an id from enablePush() or
+   * pushSubscriptions()) without unsubscribing it. Rejects with "not_found" when
+   * it is not one of this user's.
+   */
+  setPushSubscriptionEnabled(id: number, enabled: boolean): Promise<PushSubscriptionInfo> {
+    if (!Number.isSafeInteger(id) || id < 1) {
+      return Promise.reject(new NotificationRequestError("validation_error",
+        "the subscription id must be a positive integer"));
+    }
+    return this.call<PushSubscriptionInfo>("PATCH", `/api/push/subscriptions/${id}`,
+      { enabled: Boolean(enabled) });
+  }
+
+  // An HTTP call whose answer is its JSON body; anything else rejects.
+  private async call<T>(method: string, path: string, body?: unknown,
+    contentType?: string): Promise<T> {
+    const answer = await apiRequest<T>(this.url, this.getToken, method, path, body, contentType);
+    if (!answer.ok || !answer.body) {
+      throw new NotificationRequestError(answer.code, answer.message, answer.status);
+    }
+    return answer.body;
   }
 
   private markedRead(reply: MarkReadReply): MarkReadReply {
@@ -516,6 +581,10 @@ class Receipts {
 
 // -- HTTP -----------------------------------------------------------------------------
 
+const JSON_TYPE = "application/json";
+// PATCH /api/preferences takes a JSON Merge Patch (RFC 7396), under its own media type.
+const MERGE_PATCH_TYPE = "application/merge-patch+json";
+
 interface ApiAnswer<T> {
   ok: boolean;
   status: number;
@@ -525,16 +594,20 @@ interface ApiAnswer<T> {
 }
 
 // A call to the server with the user's token; a refused, expired token is renewed once.
+// `body` undefined sends none (GET); `contentType` is the body's media type.
 async function apiRequest<T>(base: string, getToken: GetToken, method: string, path: string,
-  body: unknown, expired = false): Promise<ApiAnswer<T>> {
+  body: unknown, contentType = JSON_TYPE, expired = false): Promise<ApiAnswer<T>> {
   let response: Response;
   try {
     const token = await getToken({ expired });
+    const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+    if (body !== undefined) headers["Content-Type"] = contentType;
     response = await fetch(`${base.replace(/\/+$/, "")}${path}`, {
       method,
       credentials: "omit",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
-      body: JSON.stringify(body),
+      cache: "no-store", // the user's own state: never an earlier answer from a cache
+      headers,
+      body: body === undefined ? null : JSON.stringify(body),
     });
   } catch (err) {
     return { ok: false, status: 0, body: null, code: "network_error", message: errorMessage(err) };
@@ -542,7 +615,7 @@ async function apiRequest<T>(base: string, getToken: GetToken, method: string, p
   const data = await response.json().catch(() => null);
   const error = (data && data.error) || {};
   if (response.status === 401 && error.code === "token_expired" && !expired) {
-    return apiRequest(base, getToken, method, path, body, true);
+    return apiRequest(base, getToken, method, path, body, contentType, true);
   }
   return { ok: response.ok, status: response.status, body: data,
            code: error.code || `http_${response.status}`, message: error.message };

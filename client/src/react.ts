@@ -8,6 +8,7 @@
 //   </NotificationProvider>
 //
 //   const { items, unreadCount, state, markRead, enablePush } = useNotifications();
+//   const { preferences, loading, error, update } = usePreferences();
 //
 // The client lives in an effect, never in render, and the effect's clean-up closes
 // it: React's development double mount (StrictMode mounts, unmounts and mounts again),
@@ -23,6 +24,7 @@ import {
   useMemo,
   useRef,
   useState,
+  useSyncExternalStore,
   type ReactElement,
   type ReactNode,
 } from "react";
@@ -36,6 +38,8 @@ import type {
   MarkReadReply,
   Notification,
   NotificationClientOptions,
+  Preferences,
+  PreferencesPatch,
   PushStatus,
   Transport,
 } from "./index.js";
@@ -217,4 +221,125 @@ export function useNotifications(): NotificationsValue {
     throw new Error("useNotifications() must be called inside a <NotificationProvider>");
   }
   return value;
+}
+
+// -- Preferences ----------------------------------------------------------------------
+
+export interface PreferencesValue {
+  /** The user's preferences as the server last answered them; null before that. */
+  preferences: Preferences | null;
+  /** A load, reload or update is on its way (true from the first render on). */
+  loading: boolean;
+  /** Why the newest request failed (e.g. code "validation_error"); null after a success. */
+  error: NotificationRequestError | null;
+  /**
+   * Change some preferences (a JSON Merge Patch: null deletes a key). The hook then
+   * shows the server's answer, which the promise also gives; a refusal rejects and
+   * leaves `preferences` as they were.
+   */
+  update(patch: PreferencesPatch): Promise<Preferences>;
+  /** Fetch them again (e.g. after another device changed them). */
+  reload(): Promise<Preferences>;
+}
+
+type PreferencesState = Pick<PreferencesValue, "preferences" | "loading" | "error">;
+
+const NO_PREFERENCES: PreferencesState = Object.freeze({
+  preferences: null, loading: false, error: null,
+});
+
+function requestError(err: unknown): NotificationRequestError {
+  return err instanceof NotificationRequestError ? err
+    : new NotificationRequestError("client_error", String(err));
+}
+
+// The preferences of one client's user, shared by every usePreferences() under its
+// provider: an update in one component shows in all of them, and StrictMode's second
+// mount finds the first mount's load still on its way instead of sending another.
+// Only the newest request's answer is shown, so a slow load cannot undo an update.
+class PreferencesStore {
+  private state: PreferencesState = { preferences: null, loading: true, error: null };
+  private readonly listeners = new Set<() => void>();
+  private newest = 0;
+  private pendingLoad: Promise<Preferences> | null = null;
+
+  constructor(private readonly client: NotificationClient) {}
+
+  readonly subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  };
+
+  readonly snapshot = (): PreferencesState => this.state;
+
+  /** On mount: a GET, unless one is already on its way. */
+  load(): Promise<Preferences> {
+    return this.pendingLoad || this.reload();
+  }
+
+  reload(): Promise<Preferences> {
+    const load = this.run(() => this.client.getPreferences());
+    this.pendingLoad = load;
+    const settled = () => {
+      if (this.pendingLoad === load) this.pendingLoad = null;
+    };
+    load.then(settled, settled);
+    return load;
+  }
+
+  update(patch: PreferencesPatch): Promise<Preferences> {
+    return this.run(() => this.client.setPreferences(patch));
+  }
+
+  private async run(request: () => Promise<Preferences>): Promise<Preferences> {
+    const ticket = ++this.newest;
+    this.set({ loading: true });
+    try {
+      const preferences = await request();
+      if (ticket === this.newest) this.set({ preferences, loading: false, error: null });
+      return preferences;
+    } catch (err) {
+      const error = requestError(err);
+      if (ticket === this.newest) this.set({ loading: false, error });
+      throw error;
+    }
+  }
+
+  private set(change: Partial<PreferencesState>): void {
+    this.state = { ...this.state, ...change };
+    this.listeners.forEach((listener) => listener());
+  }
+}
+
+const stores = new WeakMap<NotificationClient, PreferencesStore>();
+
+function storeOf(client: NotificationClient): PreferencesStore {
+  let store = stores.get(client);
+  if (!store) stores.set(client, store = new PreferencesStore(client));
+  return store;
+}
+
+const noStore = () => () => undefined;
+const noPreferences = () => NO_PREFERENCES;
+
+/**
+ * The signed-in user's notification preferences, inside a <NotificationProvider>:
+ * loaded on mount (and again for a new user), changed with update(patch). Signed
+ * out, `preferences` is null and update() and reload() reject with "signed_out".
+ */
+export function usePreferences(): PreferencesValue {
+  const { client } = useNotifications();
+  const store = client ? storeOf(client) : null;
+  const state = useSyncExternalStore(store ? store.subscribe : noStore,
+    store ? store.snapshot : noPreferences, store ? store.snapshot : noPreferences);
+  useEffect(() => {
+    // A failure shows in `error`; nobody awaits this load.
+    if (store) store.load().catch(() => undefined);
+  }, [store]);
+  const update = useCallback((patch: PreferencesPatch) => (
+    store ? store.update(patch) : signedOut()), [store]);
+  const reload = useCallback(() => (store ? store.reload() : signedOut()), [store]);
+  return useMemo(() => ({ ...state, update, reload }), [state, update, reload]);
 }

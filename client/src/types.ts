@@ -319,3 +319,65 @@ export interface PushConfig {
   enabled: boolean;
   vapid_public_key: string | null;
 }
+
+/** One of the user's devices, as GET /api/push/subscriptions lists it. */
+export interface PushSubscriptionInfo {
+  id: number;
+  /** The push service's origin (the endpoint's path is a secret, never shown). */
+  origin: string;
+  created_at: string;
+  last_success_at: string | null;
+  /** false: the user turned push off for this device; the server skips it. */
+  enabled: boolean;
+}
+
+// -- Preferences (GET, PUT and PATCH /api/preferences) --------------------------------
+
+/** The delivery channels: "in_app" (the socket and the inbox) and "push" (Web Push). */
+export type PreferenceChannel = "in_app" | "push";
+
+/** Each channel on (true) or off (false). */
+export type ChannelSwitches = Record<PreferenceChannel, boolean>;
+
+/** One notification type's channels; a channel left out is on. */
+export type TypeRule = Partial<ChannelSwitches>;
+
+/** A daily window, "HH:MM" to "HH:MM" in the user's time zone; it may cross midnight. */
+export interface QuietWindow {
+  start: string;
+  end: string;
+}
+
+/** The user's whole preference set, as GET, PUT and PATCH answer it (defaults filled in). */
+export interface Preferences {
+  channels: ChannelSwitches;
+  /** Rules by notification type, e.g. {"comment": {"push": false}}. */
+  types: Record<string, TypeRule>;
+  /** An IANA zone such as "Asia/Seoul"; null: quiet hours are in UTC. */
+  timezone: string | null;
+  /** At most 10 windows, not overlapping. Critical notifications ignore them. */
+  quiet_hours: QuietWindow[];
+  /** ISO 8601 UTC; null when the user never set anything. */
+  updated_at: string | null;
+}
+
+/** PUT /api/preferences (replacePreferences): every key optional; a missing one takes its default. */
+export interface PreferencesInput {
+  channels?: Partial<ChannelSwitches>;
+  types?: Record<string, TypeRule>;
+  timezone?: string | null;
+  quiet_hours?: QuietWindow[];
+}
+
+/**
+ * PATCH /api/preferences (setPreferences), a JSON Merge Patch (RFC 7396): the keys
+ * given change, the others stay; null deletes a key, which restores its default
+ * ({"types": {"comment": null}} removes that rule, {"timezone": null} goes back to UTC).
+ */
+export interface PreferencesPatch {
+  channels?: { [C in PreferenceChannel]?: boolean | null } | null;
+  types?: Record<string, { [C in PreferenceChannel]?: boolean | null } | null> | null;
+  timezone?: string | null;
+  /** Replaces the whole list (merge patch replaces arrays); null or [] clears it. */
+  quiet_hours?: QuietWindow[] | null;
+}

@@ -1,15 +1,17 @@
 """GET /debug in WebKit and Chromium, on a phone-sized window: it loads under the
 server's Content-Security-Policy, reports the server and the origin check, explains
 a refused token in plain words, mints a token, connects, shows the transport and its
-upgrade, the ping round trip and a test notification. A screenshot of each engine
-goes to test-artifacts/. In Chromium, a page whose client package does not load says
-so and keeps the server facts."""
+upgrade, the ping round trip and a test notification; its preferences panel loads
+and saves a user's preferences. A screenshot of each engine goes to test-artifacts/.
+In Chromium, a page whose client package does not load says so and keeps the server
+facts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from tests.support.browser.devtools import cdp
 from tests.support.browser.helpers import ARTIFACTS, REPORT, NotifyServer, new_user
@@ -72,6 +74,73 @@ def test_debug_page_diagnoses_a_connection(browser, dev_server):
         browser.run("document.getElementById('disconnect').click();")
 
 
+def server_preferences(server: NotifyServer, user: str) -> dict:
+    response = requests.get(server.url + "/api/preferences", timeout=10,
+                            headers={"Authorization": f"Bearer {server.token(user)}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_debug_page_loads_and_saves_preferences(browser, dev_server):
+    """The preferences panel: Load shows the user's set as JSON and in the form; Save
+    sends what changed (channels.push, the time zone, one quiet window) and shows the
+    server's answer; a refused time zone is explained and changes nothing; clearing
+    the window removes it."""
+    browser.set_window(*PHONE)
+    browser.get(dev_server.url + "/debug")
+    browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+    assert browser.run("return document.getElementById('prefs-fields').disabled;") is True
+
+    user = new_user(browser, "prefs")
+    browser.type("#mint-user", user)
+    browser.click("#mint")
+    browser.wait_for("document.getElementById('token').value.split('.').length === 3",
+                     what="a minted token")
+    browser.click("#prefs-load")
+    shown(browser, "#prefs-result", "loaded: the defaults")
+    shown(browser, "#prefs-json", '"updated_at": null')
+    assert browser.run("return ['prefs-in-app', 'prefs-push'].map((id) => "
+                       "document.getElementById(id).checked);") == [True, True]
+
+    browser.click("#prefs-push")
+    browser.type("#prefs-timezone", "Asia/Seoul")
+    browser.type("#prefs-quiet-start", "22:00")
+    browser.type("#prefs-quiet-end", "07:00")
+    browser.click("#prefs-save")
+    shown(browser, "#prefs-result", "saved: channels, timezone, quiet_hours")
+    shown(browser, "#prefs-json", '"timezone": "Asia/Seoul"')
+    saved = server_preferences(dev_server, user)
+    assert saved["channels"] == {"in_app": True, "push": False}
+    assert saved["timezone"] == "Asia/Seoul"
+    assert saved["quiet_hours"] == [{"start": "22:00", "end": "07:00"}]
+    browser.run("document.getElementById('preferences').scrollIntoView();")
+    path = browser.screenshot(ARTIFACTS / f"debug-preferences-{browser.engine.name}.png")
+    REPORT.append(f"{browser.engine.name} /debug preferences: saved; screenshot "
+                  f"{path.relative_to(ARTIFACTS.parent)}")
+
+    # A time zone the server does not know: its message, and nothing stored.
+    browser.type("#prefs-timezone", "Mars/Olympus_Mons")
+    browser.click("#prefs-save")
+    shown(browser, "#prefs-result", "Saving failed: validation_error: unknown time zone")
+    assert server_preferences(dev_server, user) == saved
+
+    # Load shows what changed elsewhere; an emptied window is removed, the rest stays.
+    requests.patch(dev_server.url + "/api/preferences", json={"types": {"debug": {"push": False}}},
+                   headers={"Authorization": f"Bearer {dev_server.token(user)}"},
+                   timeout=10).raise_for_status()
+    browser.click("#prefs-load")
+    shown(browser, "#prefs-json", '"debug"')
+    assert browser.run("return document.getElementById('prefs-timezone').value;") == "Asia/Seoul"
+    for css in ("#prefs-quiet-start", "#prefs-quiet-end"):
+        browser.command("POST", f"/element/{browser.element(css)}/clear")
+    browser.click("#prefs-save")
+    shown(browser, "#prefs-result", "saved: quiet_hours")
+    after = server_preferences(dev_server, user)
+    assert after["quiet_hours"] == [] and after["timezone"] == "Asia/Seoul"
+    assert after["types"] == {"debug": {"push": False}}
+    assert after["channels"] == {"in_app": True, "push": False}
+
+
 @pytest.mark.parametrize("browser", ["chromium"], indirect=True)
 def test_debug_page_says_so_when_the_client_does_not_load(browser, dev_server):
     """/static/notifications.js is the client package's build: when the page cannot
@@ -85,9 +154,9 @@ def test_debug_page_says_so_when_the_client_does_not_load(browser, dev_server):
         shown(browser, "#no-notification-client", "npm ci && npm run build in client/")
         shown(browser, "#fact-async_mode", "eventlet")
         shown(browser, "#push-supported", "the notification client is not built")
-        assert browser.run("return ['connect', 'push-enable', 'push-disable']"
+        assert browser.run("return ['connect', 'push-enable', 'push-disable', 'prefs-load']"
                            ".map((id) => document.getElementById(id).disabled);") == [
-            True, True, True]
+            True, True, True, True]
     finally:
         cdp(browser, "Network.setBlockedURLs", urls=[])
         cdp(browser, "Network.disable")

@@ -4,12 +4,17 @@
 both) writes client/dist/ and copies the browser-ready client and service worker to
 static/notifications.js and static/notifications-sw.js, where /debug loads them.
 Under CI=true a missing build, node or npm is a failure; elsewhere a skip with the
-reason.
+reason. ReactPage serves a React app's test page for Chromium (client/test/browser/).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -55,3 +60,103 @@ def require_node() -> tuple[str, str]:
     if not (CLIENT / "node_modules" / "typescript").is_dir():
         unavailable(f"client/node_modules is not installed: run {BUILD_COMMAND}")
     return node, npm
+
+
+# -- a React app's page, for Chromium ---------------------------------------------------
+
+MODULES = CLIENT / "node_modules"
+TEST_PAGES = CLIENT / "test"
+# React's CommonJS development builds (StrictMode double-mounts only in development);
+# the page's loader resolves require() between them, so their order does not matter.
+REACT_CJS = ("react/index.js", "react/cjs/react.development.js",
+             "react-dom/index.js", "react-dom/cjs/react-dom.development.js",
+             "react-dom/client.js", "react-dom/cjs/react-dom-client.development.js",
+             "scheduler/index.js", "scheduler/cjs/scheduler.development.js")
+CJS_LOADER = """\
+// React's CommonJS files from client/node_modules, each in a function, and a
+// require() that resolves between them: what a bundler does, for the test page.
+(() => {
+  const sources = {};
+%s
+  const cache = {};
+  const process = { env: { NODE_ENV: "development" } };
+  const dirname = (path) => path.split("/").slice(0, -1).join("/");
+  function resolve(from, name) {
+    if (!name.startsWith(".")) return name.includes("/") ? `${name}.js` : `${name}/index.js`;
+    const parts = dirname(from).split("/");
+    for (const part of name.split("/")) {
+      if (part === "..") parts.pop();
+      else if (part !== ".") parts.push(part);
+    }
+    return parts.join("/");
+  }
+  function load(path) {
+    if (!(path in sources)) throw new Error(`react-cjs: ${path} is not bundled`);
+    if (!cache[path]) {
+      const module = { exports: {} };
+      cache[path] = module;
+      sources[path](module, module.exports, (name) => load(resolve(path, name)), process);
+    }
+    return cache[path].exports;
+  }
+  globalThis.cjsRequire = (name) => load(resolve("", name));
+})();
+"""
+
+
+def react_cjs_bundle() -> bytes:
+    """The loader with React's files in it, as /vendor/react-cjs.js."""
+    parts = [f"  sources[{json.dumps(name)}] = function (module, exports, require, process) {{\n"
+             f"{(MODULES / name).read_text()}\n}};" for name in REACT_CJS]
+    return (CJS_LOADER % "\n".join(parts)).encode()
+
+
+REACT_PAGE_FILES: dict[str, Callable[[], bytes]] = {
+    "/preferences.html": lambda: (TEST_PAGES / "browser" / "preferences.html").read_bytes(),
+    "/preferences-page.mjs": lambda: (TEST_PAGES / "browser" / "preferences-page.mjs")
+    .read_bytes(),
+    "/preferences-scenario.mjs": lambda: (TEST_PAGES / "preferences-scenario.mjs").read_bytes(),
+    "/shim/react.mjs": lambda: (TEST_PAGES / "browser" / "react.mjs").read_bytes(),
+    "/shim/react-dom-client.mjs": lambda: (TEST_PAGES / "browser" / "react-dom-client.mjs")
+    .read_bytes(),
+    "/client/index.js": lambda: (DIST / "index.js").read_bytes(),
+    "/client/react.js": lambda: (DIST / "react.js").read_bytes(),
+    "/vendor/socket.io.min.js": lambda: (MODULES / "socket.io-client" / "dist"
+                                         / "socket.io.min.js").read_bytes(),
+    "/vendor/react-cjs.js": react_cjs_bundle,
+}
+
+
+class _ReactPageHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        read = REACT_PAGE_FILES.get(self.path.split("?", 1)[0])
+        if read is None:
+            self.send_error(404)
+            return
+        body = read()
+        kind = "text/html" if self.path.endswith(".html") else "text/javascript"
+        self.send_response(200)
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+class ReactPage:
+    """The React test page (client/test/browser/) on a loopback origin of its own."""
+
+    def __init__(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ReactPageHandler)
+        self.httpd.daemon_threads = True
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"{self.origin}/preferences.html"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,8 +1,9 @@
 """The client package in client/ (@notification-backend/client), as a front end gets it.
 
 - ``npm pack`` makes a tarball that a new React + TypeScript app installs from the
-  file, and ``tsc --noEmit`` type-checks the app's use of the core client, the React
-  hook and the service worker export; a deliberate mistake in the same app fails to
+  file, and ``tsc --noEmit`` type-checks the app's use of the core client (its
+  preferences and device calls too), the React hooks (useNotifications,
+  usePreferences) and the service worker export; a deliberate mistake in the same app fails to
   type-check, so the types constrain.
 - The React provider, in StrictMode (mount, unmount, mount), rendered by react-dom
   into jsdom in Node, against a real production gunicorn server over real
@@ -77,10 +78,12 @@ import {
   type AuthSuccess, type ClientError, type ConnectionState, type EnablePushResult,
   type MarkReadReply, type Notification, type NotificationClientOptions,
   type NotificationSocket, type PushReason, type PushStatus, type ReceiptsReport,
-  type SyncComplete, type UnreadCount,
+  type SyncComplete, type UnreadCount, type Preferences, type PreferencesPatch,
+  type PushSubscriptionInfo, type QuietWindow,
 } from "@notification-backend/client";
 import {
-  NotificationProvider, useNotifications, type NotificationsState, type NotificationsValue,
+  NotificationProvider, useNotifications, usePreferences, type NotificationsState,
+  type NotificationsValue, type PreferencesValue,
 } from "@notification-backend/client/react";
 
 const options: NotificationClientOptions = {
@@ -126,6 +129,43 @@ async function readAll(): Promise<number> {
 }
 void readAll();
 
+async function settings(): Promise<string | null> {
+  const current: Preferences = await client.getPreferences();
+  const quiet: QuietWindow[] = current.quiet_hours;
+  const patch: PreferencesPatch = {
+    channels: { push: !current.channels.push }, types: { comment: null }, timezone: null,
+    quiet_hours: [{ start: "22:00", end: "07:00" }],
+  };
+  const next: Preferences = await client.setPreferences(patch);
+  await client.replacePreferences(next); // a set as it came back goes back as it is
+  await client.replacePreferences({ timezone: "Asia/Seoul", types: { comment: { push: false } } });
+  const devices: PushSubscriptionInfo[] = await client.pushSubscriptions();
+  const device = await client.setPushSubscriptionEnabled(devices[0]!.id, false);
+  console.log(quiet.length, device.enabled satisfies boolean, device.origin.trim());
+  return next.timezone;
+}
+void settings();
+
+function PreferencesPanel() {
+  const value: PreferencesValue = usePreferences();
+  const { preferences, loading, error, update, reload } = value;
+  if (loading && !preferences) return <p>Loading…</p>;
+  return (
+    <div>
+      {error ? <p title={error.code}>{error.message} ({error.status})</p> : null}
+      <label>
+        <input type="checkbox" checked={preferences?.channels.push ?? true}
+               onChange={(e) => void update({ channels: { push: e.target.checked } })} />
+        Push
+      </label>
+      <span>{preferences?.quiet_hours.map((w) => `${w.start}-${w.end}`).join(", ")}</span>
+      <button onClick={() => void reload().then((p) => console.log(p.updated_at ?? "never"))}>
+        Reload
+      </button>
+    </div>
+  );
+}
+
 function Bell() {
   const value: NotificationsValue = useNotifications();
   const { items, unreadCount, state, connected, markRead, enablePush, disablePush } = value;
@@ -147,6 +187,7 @@ export function App({ userId }: { userId: string | null }) {
     <NotificationProvider url="https://notify.example.com" io={io} userId={userId}
                           getToken={() => "token"} transports={["websocket"]}>
       <Bell />
+      <PreferencesPanel />
     </NotificationProvider>
   );
 }
@@ -166,12 +207,23 @@ MISTAKES = {
     # the client's options need a URL
     "mistake_options.tsx": ('new NotificationClient({ getToken: () => "t" });',
                             "Property 'url' is missing"),
+    # a channel is a boolean (or null, to delete it)
+    "mistake_channel.tsx": ('void client.setPreferences({ channels: { push: "no" } });',
+                            "Type 'string' is not assignable to type 'boolean"),
+    # a quiet window has both ends
+    "mistake_window.tsx": ('void client.setPreferences({ quiet_hours: [{ start: "22:00" }] });',
+                           "Property 'end' is missing"),
+    # the hook's preferences are null until loaded (and when signed out)
+    "mistake_hook.tsx": ("export const H = () => {\n"
+                         "  const { preferences } = usePreferences();\n"
+                         "  return preferences.timezone;\n};",
+                         "'preferences' is possibly 'null'"),
 }
 MISTAKE_PREAMBLE = """\
 import { NotificationClient } from "@notification-backend/client";
-import { NotificationProvider } from "@notification-backend/client/react";
+import { NotificationProvider, usePreferences } from "@notification-backend/client/react";
 const client = new NotificationClient({ url: "u", getToken: () => "t" });
-void client; void NotificationProvider;
+void client; void NotificationProvider; void usePreferences;
 """
 
 
@@ -201,9 +253,9 @@ def tarball(tmp_path_factory) -> Iterator[tuple[Path, dict[str, Any]]]:
 def test_npm_pack_ships_the_build_and_nothing_else(tarball, capsys):
     path, report = tarball
     files = sorted(f["path"] for f in report["files"])
-    assert files == sorted(["package.json", "README.md", "dist/index.js", "dist/index.d.ts",
-                            "dist/types.d.ts", "dist/react.js", "dist/react.d.ts",
-                            "dist/notifications-sw.js"])
+    assert files == sorted(["package.json", "README.md", "LICENSE", "dist/index.js",
+                            "dist/index.d.ts", "dist/types.d.ts", "dist/react.js",
+                            "dist/react.d.ts", "dist/notifications-sw.js"])
     with tarfile.open(path) as archive:
         assert sorted(m.name.removeprefix("package/") for m in archive.getmembers()) == files
     with capsys.disabled():  # the file list and sizes, for the record
