@@ -11,6 +11,7 @@ from utils.auth.access import require_user
 from utils.config import Settings
 from utils.errors import ApiError
 from utils.extensions import socketio
+from utils.notifications.validation import MAX_ID
 from utils.push import subscriptions
 from utils.push.sender import Sender, Target, payload
 from utils.push.sends import send_each, settle_subscriptions
@@ -22,6 +23,8 @@ TEST_PUSH = {"id": 0, "type": "push_test", "title": "Test push",
              "body": "Push works on this device.", "data": {}, "created_at": None,
              "read_at": None, "delivered_at": None}
 TEST_PUSH_TTL = 60
+
+
 def settings() -> Settings:
     return services().settings
 
@@ -62,6 +65,21 @@ def list_subscriptions():
     return jsonify({"subscriptions": [subscriptions.listed(row) for row in rows]})
 
 
+@bp.patch("/subscriptions/<int:id>")
+@require_user
+def update_subscription(id: int):
+    """Users: turn one of their subscriptions on or off; one turned off is kept but
+    gets no pushes."""
+    body = json_body()
+    if not isinstance(body, dict) or set(body) != {"enabled"} \
+            or not isinstance(body["enabled"], bool):
+        raise ApiError(400, "validation_error", 'send {"enabled": true} or {"enabled": false}')
+    row = subscriptions.set_enabled(g.user_id, id, body["enabled"]) if id <= MAX_ID else None
+    if row is None:
+        raise ApiError(404, "not_found", "you have no subscription with this id")
+    return jsonify(subscriptions.listed(row))
+
+
 @bp.delete("/subscriptions")
 @require_user
 def unsubscribe():
@@ -78,14 +96,14 @@ def unsubscribe():
 @bp.post("/test")
 @require_user
 def send_test_push():
-    """Users: a test push to each of their subscriptions now, with each answer; 429
-    while another of theirs is under way."""
+    """Users: a test push to each of their subscriptions that is turned on, now, with
+    each answer; 429 while another of theirs is under way."""
     push = sender()
     with services().test_push_calls.hold(g.user_id) as allowed:
         if not allowed:
             raise ApiError(429, "rate_limited", "a test push is already under way; try again "
                            "when it ends", {"Retry-After": str(math.ceil(push.deadline))})
-        rows = subscriptions.of_user(g.user_id)
+        rows = [row for row in subscriptions.of_user(g.user_id) if row.enabled]
         answers = send_each(socketio.start_background_task, push,
                             [Target(row.id, row.endpoint, row.p256dh, row.auth) for row in rows],
                             payload(TEST_PUSH), TEST_PUSH_TTL, "high")

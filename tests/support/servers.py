@@ -111,11 +111,12 @@ def server_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 def gunicorn(tmp_path: Path, env: dict[str, str], worker: str = "eventlet",
              port: int | None = None, extra: list[str] | None = None,
-             name: str = "gunicorn") -> ServerProcess:
-    """The Procfile's command, on a free loopback port (not yet started)."""
+             name: str = "gunicorn", app: str = "app:app") -> ServerProcess:
+    """The Procfile's command, on a free loopback port (not yet started); ``app`` names
+    another app module for a test (tests/support/clocked_app.py)."""
     port = port or free_port()
     argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
-            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", *(extra or []), "app:app"]
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", *(extra or []), app]
     return ServerProcess(argv, env, port, tmp_path / f"{name}-{port}.log")
 
 

@@ -112,6 +112,7 @@ class Settings:
     web_push_endpoint_origins: tuple[str, ...] = DEFAULT_PUSH_ORIGINS
     push_after: float = 10.0
     push_ttl: int = 86400
+    push_collapse_seconds: float = 5.0
     max_push_subscriptions_per_user: int = 10
     # -- development secrets generated into instance/ by this start
     generated: tuple[str, ...] = field(default=())
@@ -481,6 +482,8 @@ def _push(env: Env, production: bool, instance_path: Path,
         "push_after": env.seconds("PUSH_AFTER", 10.0, 0.5, 86400),
         # Never 0: a push service drops a TTL-0 message for a device that is asleep.
         "push_ttl": env.integer("PUSH_TTL", 86400, 60, 28 * 86400),
+        # How long the first push of a collapse_key waits for others to fold into it.
+        "push_collapse_seconds": env.seconds("PUSH_COLLAPSE_SECONDS", 5.0, 0, 300),
         "max_push_subscriptions_per_user": env.integer("MAX_PUSH_SUBSCRIPTIONS_PER_USER",
                                                        10, 1, 1000),
     }

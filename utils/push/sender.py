@@ -10,8 +10,11 @@ browser. Logs name the endpoint's origin.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +40,7 @@ SEND_TIMEOUT = 10.0  # the whole send: connect, TLS, request and answer
 # for 11 of the 12 h it is valid.
 VAPID_LIFETIME = 12 * 3600
 VAPID_REUSE = 11 * 3600
+_TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,17 @@ class Answer:
     retry_after: float | None = None
 
 
-def payload(notification: dict[str, Any]) -> bytes:
+def payload(notification: dict[str, Any], keep: str = "") -> bytes:
     """The notification as JSON, cut to fit: when too long, ``data`` is dropped, the
-    body shortened, and ``"truncated": true`` added."""
+    body shortened, and ``"truncated": true`` added. ``keep``, when the body ends with
+    it (a collapsed push's "and 19 more" line), stays whole: what is before it is cut."""
     encoded = _dumps(notification)
     if len(encoded) <= MAX_PLAINTEXT:
         return encoded
     cut = {**notification, "data": {}, "truncated": True}
-    body = (cut.get("body") or "").encode()
+    whole = cut.get("body") or ""
+    tail = keep if keep and whole.endswith(keep) else ""
+    body = whole[:len(whole) - len(tail)].encode()
     while True:
         encoded = _dumps(cut)
         over = len(encoded) - MAX_PLAINTEXT
@@ -74,7 +81,16 @@ def payload(notification: dict[str, Any]) -> bytes:
             return encoded
         body = body[:max(len(body) - over - 3, 0)]  # 3: the ellipsis's UTF-8
         text = body.decode(errors="ignore")  # a character cut in half goes
-        cut["body"] = text + "…" if text else ""
+        cut["body"] = (text + "…" if text else "") + tail
+
+
+def collapse_topic(key: str) -> str:
+    """The Web Push ``Topic`` (RFC 8030: at most 32 base64url characters) for a
+    collapse_key: the key itself when it is one, else 32 characters of base64url of its
+    SHA-256. A push service replaces a push still pending with the same topic."""
+    if _TOPIC.fullmatch(key):
+        return key
+    return base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).decode()[:32]
 
 
 def _dumps(value: dict[str, Any]) -> bytes:

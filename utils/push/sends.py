@@ -30,7 +30,7 @@ from utils.notifications.models import Notification, notification_payload, utcno
 from utils.ops import metrics
 from utils.push import subscriptions
 from utils.push.models import PushSend, PushSubscription
-from utils.push.sender import Answer, Sender, Target, payload
+from utils.push.sender import Answer, Sender, Target, collapse_topic, payload
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ MAX_CONCURRENT_SENDS = 32
 LEASE = timedelta(seconds=60)  # longer than a send may take (utils/push/http.py: 10 s)
 RETRY_FIRST_SECONDS = 2.0
 RETRY_MAX_SECONDS = 3600.0
+# What a collapsed push adds under the newest notification's body, {count} being how
+# many older ones it replaced; a notification's collapse_template says it otherwise.
+DEFAULT_COLLAPSE_TEMPLATE = "and {count} more"
 
 _N = Notification.__table__
 _SENDS = PushSend.__table__
@@ -61,6 +64,7 @@ class Job:
     notification: dict[str, Any]
     urgency: str | None
     topic: str | None
+    kept: str = ""  # the end of the body a cut to fit keeps whole: the folded line
 
 
 class SendQueue:
@@ -128,7 +132,7 @@ class SendQueue:
         answer = Answer("retry", None)
         try:
             ttl = max(1, int((job.expires_at - utcnow()).total_seconds()))
-            answer = self._sender.send(job.target, payload(job.notification), ttl,
+            answer = self._sender.send(job.target, payload(job.notification, job.kept), ttl,
                                        job.urgency, job.topic)
         except Exception as exc:  # a bug must not lose the send: it is retried
             log.error("push send failed: %s", type(exc).__name__)
@@ -146,17 +150,19 @@ class SendQueue:
                      busy: set[int]) -> tuple[int, list[Job], list[int]]:
         """Up to ``limit`` due sends, leased, at most one per subscription and none for
         the ``busy`` ones; with the ids of those not to send (their notification or
-        subscription gone, delivered meanwhile, or past their TTL)."""
+        subscription gone, the subscription turned off, delivered or read meanwhile
+        when push "auto" or deferred, or past their TTL)."""
         with db.engine.begin() as conn:
             ids = _due_sends(conn, now, limit, busy)
             if not ids:
                 return 0, [], []
             rows = conn.execute(sa.select(
                 _SENDS.c.id.label("send_id"), _SENDS.c.due_at, _SENDS.c.expires_at,
-                _SENDS.c.attempts, _N.c.id, _N.c.type, _N.c.title, _N.c.body, _N.c.data,
-                _N.c.created_at, _N.c.read_at, _N.c.delivered_at, _N.c.push,
-                _N.c.push_urgency, _N.c.push_topic, _SUBS.c.id.label("sub_id"),
-                _SUBS.c.endpoint, _SUBS.c.p256dh, _SUBS.c.auth,
+                _SENDS.c.attempts, _SENDS.c.deferred, _SENDS.c.collapse_key, _SENDS.c.folded,
+                _N.c.id, _N.c.type, _N.c.title, _N.c.body, _N.c.data, _N.c.created_at,
+                _N.c.read_at, _N.c.delivered_at, _N.c.push, _N.c.push_urgency,
+                _N.c.push_topic, _N.c.collapse_template, _SUBS.c.id.label("sub_id"),
+                _SUBS.c.endpoint, _SUBS.c.p256dh, _SUBS.c.auth, _SUBS.c.enabled,
             ).select_from(
                 _SENDS.outerjoin(_N, _N.c.id == _SENDS.c.notification_id)
                 .outerjoin(_SUBS, _SUBS.c.id == _SENDS.c.subscription_id)
@@ -166,21 +172,50 @@ class SendQueue:
         metrics.dispatch_write()
         jobs, dropped = [], []
         for r in rows:
-            if r.id is None or r.sub_id is None:
-                dropped.append(r.send_id)  # pruned, or unsubscribed meanwhile
-            elif r.push == "auto" and (r.delivered_at or r.read_at):
+            if r.id is None or r.sub_id is None or not r.enabled:
+                dropped.append(r.send_id)  # pruned, unsubscribed or turned off meanwhile
+            elif (r.push == "auto" or r.deferred) and acknowledged(r):
                 dropped.append(r.send_id)
                 metrics.pushed("suppressed")
             elif r.expires_at <= now:
                 dropped.append(r.send_id)
                 metrics.pushed("expired")
             else:
-                jobs.append(Job(r.send_id, r.due_at, now, r.expires_at, r.attempts + 1,
-                                Target(r.sub_id, r.endpoint, r.p256dh, r.auth),
-                                notification_payload(r.id, r.type, r.title, r.body, r.data,
-                                                     r.created_at, r.read_at, r.delivered_at),
-                                r.push_urgency, r.push_topic))
+                jobs.append(_job(r, now))
         return len(rows), jobs, dropped
+
+
+def acknowledged(row: Any) -> bool:
+    """Whether the notification was delivered or read after it was stored. A row
+    stored already read (its recipient muted in_app: utils/notifications/notifier.py)
+    has both set to its created_at, and no device has seen it: it is not."""
+    return any(moment is not None and moment != row.created_at
+               for moment in (row.delivered_at, row.read_at))
+
+
+def _job(r: Any, now: datetime) -> Job:
+    """A claimed send as a Job. A collapsed one (``folded`` > 0) carries the newest
+    notification, its body followed by a line saying how many it replaced, and
+    ``"folded"``; a send with a collapse_key goes with a Topic, so that the push
+    service replaces one of its pushes still waiting for the device."""
+    notification = notification_payload(r.id, r.type, r.title, r.body, r.data,
+                                        r.created_at, r.read_at, r.delivered_at)
+    kept = ""
+    if r.folded:
+        line = folded_line(r.collapse_template, r.folded)
+        kept = "\n" + line if r.body else line
+        notification["body"] = (r.body or "") + kept
+        notification["folded"] = r.folded
+    topic = r.push_topic or (collapse_topic(r.collapse_key) if r.collapse_key else None)
+    return Job(r.send_id, r.due_at, now, r.expires_at, r.attempts + 1,
+               Target(r.sub_id, r.endpoint, r.p256dh, r.auth), notification,
+               r.push_urgency, topic, kept)
+
+
+def folded_line(template: str | None, count: int) -> str:
+    """The line under a collapsed push's body: ``template`` (the default when None)
+    with {count} replaced; only {count}, so other braces stay as they are."""
+    return (template or DEFAULT_COLLAPSE_TEMPLATE).replace("{count}", str(count))
 
 
 @retry_when_locked

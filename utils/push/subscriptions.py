@@ -204,6 +204,16 @@ def unsubscribe(user_id: str, endpoint: str) -> bool:
     return bool(ids)
 
 
+@retry_when_locked
+def set_enabled(user_id: str, sub_id: int, enabled: bool) -> sa.Row | None:
+    """Turn the user's subscription ``sub_id`` on or off; the row as it now is, or None
+    when the user has no such subscription. A subscription turned off is kept, and gets
+    no pushes (utils/push/checks.py queues none; utils/push/sends.py drops those
+    already queued)."""
+    with db.engine.begin() as conn:
+        mine = (_SUBS.c.id == sub_id) & (_SUBS.c.user_id == user_id)
+        conn.execute(sa.update(_SUBS).where(mine).values(enabled=enabled))
+        return conn.execute(sa.select(_SUBS).where(mine)).first()
 
 
 @retry_when_locked
@@ -219,4 +229,4 @@ def listed(row: sa.Row) -> dict[str, object]:
     """What the user's list shows of a subscription: never its whole endpoint."""
     return {"id": row.id, "origin": endpoint_origin(row.endpoint),
             "created_at": isoformat(row.created_at),
-            "last_success_at": isoformat(row.last_success_at)}
+            "last_success_at": isoformat(row.last_success_at), "enabled": bool(row.enabled)}

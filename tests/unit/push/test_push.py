@@ -63,7 +63,8 @@ def test_subscribe_is_201_then_200_and_lists_the_origin_only(client, user_header
     (listed,) = client.get("/api/push/subscriptions", headers=user_headers()).get_json()[
         "subscriptions"]
     assert listed["origin"] == APPLE
-    assert set(listed) == {"id", "origin", "created_at", "last_success_at"}
+    assert set(listed) == {"id", "origin", "created_at", "last_success_at", "enabled"}
+    assert listed["enabled"] is True
     assert "QGuQ" not in json.dumps(listed)
 
 
