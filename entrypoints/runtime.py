@@ -23,6 +23,11 @@ EVENTLET_NOTICE = ("eventlet is deprecated and gunicorn 26 removes its worker; "
                    "ASYNC_MODE=gevent with --worker-class gevent is the maintained path")
 
 
+PUSH_OFF_NOTICE = ("Web Push is off: set VAPID_PRIVATE_KEY and VAPID_SUBJECT to turn it on "
+                   "(`flask --app app vapid-keys` prints a key); the push routes answer 404 "
+                   "push_disabled")
+
+
 def start_serving(app: Flask, worker: Any = None) -> None:
     """GC settings for many sockets, GC pause recording when asked for, the push
     dispatcher's task, presence's heartbeat task (with Redis), and with a gunicorn
@@ -39,6 +44,8 @@ def start_serving(app: Flask, worker: Any = None) -> None:
     if settings.async_mode == "eventlet":
         log.warning(EVENTLET_NOTICE)
     _say_if_not_migrated(app)
+    if settings.is_production and not settings.push_enabled:
+        log.warning(PUSH_OFF_NOTICE)
     if settings.metrics_closed:
         log.warning("/metrics is closed (403): set METRICS_TOKEN to scrape it with a "
                     "bearer token, or METRICS_PUBLIC=1 to open it")

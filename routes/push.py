@@ -30,11 +30,13 @@ def settings() -> Settings:
 
 
 def sender() -> Sender:
-    """The app's sender, or 503 push_disabled."""
+    """The app's sender, or 404 push_disabled: a server configured without push is
+    not "temporarily unavailable" (a 503 would page whoever watches 5xx)."""
     found = services().push_sender
     if found is None:
-        raise ApiError(503, "push_disabled",
-                       "Web Push is off on this server: set VAPID_PRIVATE_KEY and VAPID_SUBJECT")
+        raise ApiError(404, "push_disabled",
+                       "Web Push is off on this server: its operator sets VAPID_PRIVATE_KEY "
+                       "and VAPID_SUBJECT (`flask --app app vapid-keys` makes a key)")
     return found
 
 

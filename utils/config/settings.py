@@ -142,23 +142,36 @@ class Settings:
 
 
 def load_settings(environ: Env | dict[str, str], default_instance: Path) -> Settings:
-    """Parse the environment once, failing fast with one clear line."""
+    """Parse the environment once. Every group of settings is read even when an
+    earlier one failed, so one ConfigError names every problem at once (one line
+    each): on Railway each failed start is a failed deploy."""
     env = environ if isinstance(environ, Env) else Env(environ)
     app_env = _app_env(env)
     production = app_env == "production"
     instance_path = Path(env.text("INSTANCE_PATH") or default_instance).resolve()
     generated: list[str] = []
-    return Settings(
-        app_env=app_env,
-        **_tokens(env, production, instance_path, generated),
-        **_service(env, production, instance_path, generated),
-        **_storage(env, production, instance_path),
-        **_sockets(env),
-        **_limits(env),
-        **_operations(env, production),
-        **_push(env, production, instance_path, generated),
-        generated=tuple(generated),
-    )
+    problems: list[str] = []
+
+    def read(group: Callable[..., dict[str, object]], *args: object) -> dict[str, object]:
+        try:
+            return group(env, *args)
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines())
+            return {}
+
+    groups = [read(_tokens, production, instance_path, generated),
+              read(_frontend, production), read(_service, production, instance_path, generated),
+              read(_storage, production, instance_path), read(_sockets), read(_limits),
+              read(_operations, production), read(_push, production, instance_path, generated)]
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} settings stop the start:\n"
+                          + "\n".join(f"  - {problem}" for problem in problems))
+    values: dict[str, object] = {}
+    for group in groups:
+        values.update(group)
+    return Settings(app_env=app_env, **values, generated=tuple(generated))
 
 
 # ------------------------------------------------------------------ the service
@@ -182,11 +195,14 @@ def _service(env: Env, production: bool, instance_path: Path,
     return {
         "port": env.integer("PORT", 8000, 1, 65535),
         "instance_path": str(instance_path),
-        "frontend_urls": _frontend_urls(env, production),
         "notify_api_key": api_key,
         "debug_page": env.flag("DEBUG_PAGE", True),
         "socketio_client_url": _client_url(env),
     }
+
+
+def _frontend(env: Env, production: bool) -> dict[str, object]:
+    return {"frontend_urls": _frontend_urls(env, production)}
 
 
 def _frontend_urls(env: Env, production: bool) -> tuple[str, ...]:

@@ -149,3 +149,22 @@ def test_configuration_table_and_parsed_settings_agree(tmp_path):
 
 def test_the_readme_points_to_the_configuration_table():
     assert "(docs/CONFIGURATION.md)" in (ROOT / "README.md").read_text()
+
+
+def test_every_production_problem_is_named_in_one_error(tmp_path):
+    """Issue 24, finding 6: three failed deploys to learn the required set. Now one
+    start names all of them, one line each."""
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings({"APP_ENV": "production", "PING_INTERVAL": "soon"}, tmp_path)
+    lines = str(excinfo.value).splitlines()
+    assert lines[0] == "4 settings stop the start:"
+    named = " ".join(lines[1:])
+    for variable in ("JWT_SECRET_KEY", "FRONTEND_URLS", "DATABASE_URL", "PING_INTERVAL"):
+        assert variable in named, (variable, lines)
+    assert all(line.startswith("  - ") for line in lines[1:])
+
+
+def test_one_problem_is_still_one_line(tmp_path):
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(prod(FRONTEND_URLS="*"), tmp_path)
+    assert "\n" not in str(excinfo.value)

@@ -164,9 +164,12 @@ def test_production_without_a_key_has_push_off(tmp_path, make_token_for):
     assert client.get("/api/push/config").get_json() == {"enabled": False,
                                                          "vapid_public_key": None}
     headers = {"Authorization": f"Bearer {make_token_for(app, 'alice')}"}
-    refused = subscribe(client, headers)
-    assert refused.status_code == 503
-    assert refused.get_json()["error"]["code"] == "push_disabled"
+    # Issue 24, finding 3: a 4xx, never a 5xx: the server is not "temporarily
+    # unavailable", it is configured without push.
+    for refused in (subscribe(client, headers), client.post("/api/push/test", headers=headers)):
+        assert refused.status_code == 404
+        error = refused.get_json()["error"]
+        assert error["code"] == "push_disabled" and "VAPID_PRIVATE_KEY" in error["message"]
 
 
 # -- settings --------------------------------------------------------------------------
