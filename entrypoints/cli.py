@@ -95,7 +95,8 @@ def prune(days: int | None) -> None:
                context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def doctor(args: tuple[str, ...]) -> None:
-    """Diagnose a deployment: doctor URL [--origin O] [--token JWT] [--api-key K] [--json]."""
+    """Diagnose a deployment: doctor URL [--origin O] [--token JWT] [--api-key K]
+    [--transports websocket|polling,websocket] [--json]."""
     from utils.doctor import main
 
     # One parser: the same options and exit codes as python -m utils.doctor.

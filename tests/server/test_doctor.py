@@ -1,8 +1,10 @@
 """The doctor against real servers on loopback, each scenario started here:
 healthy gunicorn eventlet, the original incident's sync worker, a stock
 Flask-SocketIO app (every origin, no auth), nginx without the upgrade headers, an
-http front that redirects POST, compression left on, and sessions split across
-two processes (round-robin HAProxy, SO_REUSEPORT, and a sticky HAProxy)."""
+http front that redirects POST, compression left on, sessions split across two
+processes (round-robin HAProxy, SO_REUSEPORT, and a sticky HAProxy), and the fix
+the doctor names for that: WebSocket-only nodes on Redis behind round-robin HAProxy.
+A healthy server logs no ERROR line while the doctor runs."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import jwt
 import pytest
 import requests
 
-from tests.support.cluster import HAProxy
+from tests.support.cluster import Cluster, HAProxy
 from tests.support.cluster import wait_for as wait_until
 from tests.support.loopback_http import LoopbackServer
 from tests.support.servers import (
@@ -33,8 +35,9 @@ from tests.support.servers import (
     migrate,
     server_env,
 )
-from tests.support.services import in_ci
+from tests.support.services import REDIS_HOST, REDIS_PORT, in_ci, require_service
 from utils.doctor import main
+from utils.doctor.advice import SPLIT_FIX
 
 pytestmark = pytest.mark.server
 
@@ -50,6 +53,11 @@ def run_doctor(url: str, *args: str) -> tuple[int, dict]:
     out, err = io.StringIO(), io.StringIO()
     code = main([url, "--json", "--timeout", TIMEOUT, *args], out=out, err=err)
     return code, (json.loads(out.getvalue()) if out.getvalue() else {"stderr": err.getvalue()})
+
+
+def error_lines(log: str) -> list[str]:
+    """The lines a server logged at ERROR (its own format and gunicorn's)."""
+    return [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
 
 
 def checks(report: dict) -> dict[str, dict]:
@@ -148,6 +156,24 @@ def test_healthy_server_passes_every_check(healthy):
     assert "polling" in found["round_trip"]["evidence"]
     assert "websocket" in found["round_trip"]["evidence"]
     assert found["server"]["data"]["async_mode"] == env["ASYNC_MODE"]
+
+
+def test_a_run_on_a_healthy_server_logs_no_error(worker, tmp_path):
+    """Issue 24, finding 9: nothing the doctor sends may put an ERROR line in a healthy
+    server's log. A fresh server: python-engineio logs each kind of refusal at ERROR
+    once per process, so one that already refused something would hide it."""
+    env = server_env(tmp_path, ASYNC_MODE=worker, **VAPID)
+    migrate(env)
+    server = gunicorn(tmp_path, env, worker=worker).start()
+    try:
+        started = len(server.output())
+        code, report = run_doctor(server.url, *all_options(env))
+        time.sleep(0.5)  # the last requests' log lines
+        logged = server.output()[started:]
+    finally:
+        server.stop()
+    assert code == 0, report
+    assert error_lines(logged) == [], logged
 
 
 def test_table_output_marks_each_check_without_colour_off_a_tty(healthy):
@@ -577,3 +603,54 @@ def test_sticky_proxy_holds_sessions_only_for_clients_that_send_its_cookie(tmp_p
     assert "withCredentials: true" in split["fix"]
     # Like a browser with credentials, the doctor sends the cookie: the rest holds.
     assert statuses(report)["upgrade"] == "pass" and statuses(report)["auth"] == "pass"
+
+
+# -- the fix the doctor names for split sessions, applied ------------------------------
+
+# The shared Redis, in a database of this test's own: presence keys stay apart from
+# other runs' (the pub/sub channel is shared, but carries only their users' rooms).
+DOCTOR_REDIS = f"redis://{REDIS_HOST}:{REDIS_PORT}/7"
+WEBSOCKET_ONLY = "skipped (server is WebSocket-only)"
+
+
+def test_the_split_sessions_fix_it_recommends_passes_the_doctor(worker, tmp_path):
+    """Issue 24, finding 1: SPLIT_FIX's second remedy applied to the round-robin set-up
+    above (two nodes behind deploy/haproxy-websocket.cfg): SOCKETIO_TRANSPORTS=websocket
+    and REDIS_URL on every node. The doctor learns from /healthz that they serve
+    WebSocket alone, checks them over WebSocket, and nothing fails."""
+    assert "SOCKETIO_TRANSPORTS=websocket with REDIS_URL" in SPLIT_FIX
+    require_service("Redis", REDIS_HOST, REDIS_PORT)
+    cluster = Cluster(tmp_path, DOCTOR_REDIS, n=2, ASYNC_MODE=worker,
+                      SOCKETIO_TRANSPORTS="websocket", **VAPID).start()
+    proxy = None
+    try:
+        proxy = HAProxy(tmp_path, "haproxy-websocket.cfg", cluster.nodes).start()
+        assert wait_until(lambda: [s["status"] for s in proxy.stats().values()] == ["UP"] * 2,
+                          10), proxy.stats()
+        started = [len(node.output()) for node in cluster.nodes]
+        code, report = run_doctor(proxy.url, *all_options(cluster.env))
+        time.sleep(0.5)  # the last requests' log lines
+        logged = "".join(node.output()[at:] for node, at in zip(cluster.nodes, started,
+                                                                 strict=True))
+        spread = {name: int(row["stot"]) for name, row in proxy.stats().items()}
+    finally:
+        if proxy:
+            proxy.stop()
+        cluster.stop()
+    found = checks(report)
+    assert code == 0, report
+    assert [c for c, status in statuses(report).items() if status == "fail"] == []
+    assert "transports websocket" in found["server"]["evidence"]
+    assert "message queue redis" in found["server"]["evidence"]
+    for check in ("handshake", "split_sessions", "upgrade"):
+        assert found[check]["status"] == "skip"
+        assert found[check]["evidence"].startswith(WEBSOCKET_ONLY), found[check]
+    for check in ("cors", "foreign_origin", "auth", "no_token", "websocket", "concurrency",
+                  "round_trip"):
+        assert found[check]["status"] == "pass", found[check]
+    assert "accepted on WebSocket" in found["cors"]["evidence"]
+    assert "while a WebSocket was open" in found["concurrency"]["evidence"]
+    assert "second websocket" in found["round_trip"]["evidence"]
+    assert all(n > 0 for n in spread.values()), spread  # the proxy used both nodes
+    assert "Invalid transport" not in logged  # no polling request reached them
+    assert error_lines(logged) == [], logged

@@ -4,9 +4,9 @@ real one did, without a network.
 The answers were recorded by running the doctor, through a recording transport,
 against gunicorn eventlet serving app:app (python-engineio 4), gunicorn's sync
 worker with ASYNC_MODE=threading, the stock Flask-SocketIO app, nginx without
-the upgrade headers, and two nodes behind HAProxy (round-robin and sticky). Each
-attribute of ``RecordedServer`` changes one answer; the defaults are the healthy
-production server.
+the upgrade headers, two nodes behind HAProxy (round-robin and sticky), and
+app:app with SOCKETIO_TRANSPORTS=websocket. Each attribute of ``RecordedServer``
+changes one answer; the defaults are the healthy production server.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ HEALTHZ = {"async_mode": "eventlet", "environment": "production",
            "ping_timeout": 60, "status": "ok", "transports": ["polling", "websocket"],
            "version": "0.1.0"}
 HEALTHZ_THREADING = {**HEALTHZ, "async_mode": "threading", "monkey_patched": False}
+HEALTHZ_WEBSOCKET_ONLY = {**HEALTHZ, "message_queue": "redis", "transports": ["websocket"]}
 STOCK_NOT_FOUND = ('<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n'
                    '<h1>Not Found</h1>\n<p>The requested URL was not found on the server. If '
                    'you entered the URL manually please check your spelling and try again.'
@@ -62,6 +63,7 @@ PROBE_PONG = "3probe"
 OK_BODY = "OK"
 INVALID_SESSION = '"Invalid session %s"'
 NOT_ACCEPTED_ORIGIN = '"Not an accepted origin."'
+INVALID_TRANSPORT = '"Invalid transport"'  # any polling request, SOCKETIO_TRANSPORTS=websocket
 INVALID_UPGRADE = '"Invalid websocket upgrade"'
 TRANSPORT_OVERLAP = ('{"error": {"code": "transport_overlap", "message": "this session already '
                      'has a long-poll open"}}')
@@ -137,6 +139,7 @@ class RecordedServer:
 
     def __init__(self) -> None:
         self.open_info: dict[str, Any] = dict(OPEN_INFO)
+        self.transports: tuple[str, ...] = ("polling", "websocket")  # what Engine.IO serves
         self.handshake_error: ProbeError | None = None  # raised by every handshake GET
         self.handshake_status: int = 200
         self.healthz: Reply | ProbeError = healthz()
@@ -169,6 +172,19 @@ class RecordedServer:
         self._held = 0  # long-polls and WebSockets holding the (one) worker
         self.changed = threading.Condition()
 
+    def serve_websocket_only(self, healthz_lists_it: bool = True) -> RecordedServer:
+        """SOCKETIO_TRANSPORTS=websocket; ``healthz_lists_it=False``: a /healthz that does
+        not say (another app, an older version)."""
+        self.transports = ("websocket",)
+        if healthz_lists_it:
+            self.healthz = healthz(HEALTHZ_WEBSOCKET_ONLY)
+        return self
+
+    def polling_requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request sent for the polling transport."""
+        return [(method, path) for method, path, _headers in self.requests
+                if parse_qs(urlsplit(path).query).get("transport") == ["polling"]]
+
     # -- the Transport protocol ---------------------------------------------------------
 
     def request(self, target: Target, method: str, path: str,
@@ -192,8 +208,12 @@ class RecordedServer:
         if route.endswith("/api/notifications"):
             return self._notify(headers, body or b"")
         sid = parse_qs(urlsplit(path).query).get("sid", [None])[0]
+        if method == "POST" and sid not in self.sessions:
+            return self.plain_post  # the guard answers unknown sessions before Engine.IO
+        if "polling" not in self.transports:
+            return self._polling_refused(headers)
         if sid is None:
-            return self._handshake(headers) if method == "GET" else self.plain_post
+            return self._handshake(headers)
         session = self._reachable(sid, headers)
         if isinstance(session, Reply):
             return session
@@ -208,6 +228,8 @@ class RecordedServer:
     def open_websocket(self, target: Target, path: str, headers: dict[str, str],
                        timeout: float) -> FakeWebSocket:
         self.requests.append(("WEBSOCKET", path, headers))
+        if target.origin in self.redirects:  # a front answers the upgrade request so too
+            raise WsRefused(self.redirects[target.origin])
         if self.one_at_a_time and self._held:
             raise ProbeTimeout(f"no answer to the WebSocket request within {timeout:g} s")
         origin = headers.get("Origin")
@@ -264,6 +286,13 @@ class RecordedServer:
             answer["set-cookie"] = self.set_cookie
         session = self._new_session()
         return reply(200, "0" + json.dumps({"sid": session.sid, **self.open_info}), answer)
+
+    def _polling_refused(self, headers: dict[str, str]) -> Reply:
+        """python-engineio checks the origin, then the transport."""
+        origin = headers.get("Origin")
+        if origin and origin not in self.allowed_origins and not self.echo_every_origin:
+            return reply(400, NOT_ACCEPTED_ORIGIN, PLAIN_TEXT)
+        return reply(400, INVALID_TRANSPORT, PLAIN_TEXT)
 
     def _reachable(self, sid: str, headers: dict[str, str]) -> Session | Reply:
         """The session, or the answer of a process that does not hold it."""

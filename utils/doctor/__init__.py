@@ -1,6 +1,7 @@
 """The doctor: diagnose a live deployment in one command, as a browser sees it.
 
     python -m utils.doctor URL [--origin ORIGIN] [--token JWT] [--api-key KEY]
+                               [--transports websocket|polling,websocket]
                                [--json] [--timeout S]
     flask --app app doctor URL ...            (the same command)
 
@@ -16,6 +17,7 @@ The modules, from the wire up:
     transport.py   what checks call to reach the server (an interface), and its errors
     network.py     the real transport: http.client, and websocket.py (wsproto)
     packets.py     Engine.IO / Socket.IO packets
+    served.py      the transports a server serves (a WebSocket-only one gets no polling)
     probe.py       a polling session, Engine.IO over WebSocket, Socket.IO connect
     model.py       Options, Context, Facts, Result, Check
     checks/        one module per concern; checks/__init__.py holds the one ordered list

@@ -20,6 +20,14 @@ SPLIT_FIX = ("run one replica and one process; or SOCKETIO_TRANSPORTS=websocket 
              "or a sticky proxy in front (deploy/haproxy-sticky.cfg)")
 NOT_JUDGED_SPLIT = "not judged: polling sessions split across processes (see split sessions)"
 FIX_SPLIT_FIRST = "fix the split sessions first"
+WEBSOCKET_ONLY = "skipped (server is WebSocket-only)"
+WEBSOCKET_CLIENTS = ("clients must connect with io(url, {transports: ['websocket']}): polling "
+                     "is answered 400 Invalid transport")
+
+
+def websocket_only(source: str | None, why: str) -> str:
+    """The evidence of a check that has nothing to judge on a WebSocket-only server."""
+    return f"{WEBSOCKET_ONLY}: transports websocket per {source or '?'}; {why}"
 
 
 def busy_hint(exc: ProbeError) -> str:

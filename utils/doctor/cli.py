@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from utils.doctor import report
+from utils.doctor import report, served
 from utils.doctor.checks import run_checks
 from utils.doctor.claims import decode_claims
 from utils.doctor.model import Options, Unreachable
@@ -37,12 +37,22 @@ def parse_args(argv: list[str], prog: str = PROG) -> Options:
     parser.add_argument("--api-key", dest="api_key",
                         help="NOTIFY_API_KEY (with --token): times a real delivery; stores one "
                              "notification of type 'doctor' for that user")
+    parser.add_argument("--transports", metavar="LIST",
+                        help="the server's SOCKETIO_TRANSPORTS: websocket (WebSocket-only: "
+                             "nothing is checked over polling) or polling,websocket; default: "
+                             "what the server says (/healthz, or its 400 Invalid transport)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds to wait for each answer (default 8)")
     ns = parser.parse_args(argv)
+    transports = None
+    if ns.transports is not None:
+        transports = served.parse(ns.transports)
+        if transports is None:
+            raise UsageError(f"--transports {ns.transports!r} is not websocket or "
+                             "polling,websocket (the values of SOCKETIO_TRANSPORTS)")
     options = Options(ns.url, ns.origin.rstrip("/") if ns.origin else None, ns.token,
-                      ns.api_key, ns.timeout, ns.json)
+                      ns.api_key, ns.timeout, ns.json, transports)
     validate(options)
     return options
 

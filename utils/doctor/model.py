@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from utils.doctor.served import WEBSOCKET_ONLY
 from utils.doctor.target import Target
 from utils.doctor.transport import Transport
 
@@ -31,6 +32,7 @@ class Options:
     api_key: str | None = None
     timeout: float = 8.0
     json: bool = False
+    transports: tuple[str, ...] | None = None  # --transports: the server's, as stated
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Facts:
 
     target: Target | None = None  # reachability: where the URL lands after redirects
     fatal: bool | None = None  # reachability: nothing else can be checked
+    transports: tuple[str, ...] | None = None  # --transports, or reachability: served
+    transports_from: str | None = None  # where ``transports`` was learned (served.py)
     upgrades: tuple[str, ...] | None = None  # handshake: the transports offered
     cookie: str | None = None  # handshake: the cookie it sets ("" none)
     split: bool | None = None  # split sessions: requests of a session reach other processes
@@ -75,6 +79,20 @@ class Context:
     @property
     def origin(self) -> str | None:
         return self.options.origin
+
+    @property
+    def websocket_only(self) -> bool:
+        """The server serves WebSocket alone: nothing is checked over polling."""
+        return self.facts.transports == WEBSOCKET_ONLY
+
+    @property
+    def session_transport(self) -> str:
+        """What a new session is opened over, as clients of this server open it."""
+        return "WebSocket" if self.websocket_only else "polling"
+
+    def websocket_offered(self) -> bool:
+        """The handshake offered the upgrade, or the server is known to serve WebSocket."""
+        return "websocket" in (self.facts.upgrades or ()) + (self.facts.transports or ())
 
     def auth(self) -> dict[str, Any] | None:
         """The Socket.IO CONNECT payload: the token, as the page sends it."""

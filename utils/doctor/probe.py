@@ -184,6 +184,33 @@ class WsEngine:
                 return packet
 
 
+def open_websocket_session(transport: Transport, target: Target, timeout: float,
+                           headers: dict[str, str]) -> tuple[WebSocket, WsEngine, dict[str, Any]]:
+    """A new Engine.IO session over a WebSocket opened directly, as clients of a
+    WebSocket-only server open it: the socket, its engine and its open packet's data.
+    Raises WsRefused or ProbeError (the socket closed)."""
+    ws = transport.open_websocket(target, target.eio_path + websocket_query(), headers, timeout)
+    try:
+        engine = WsEngine(ws)
+        opened = engine.recv(time.monotonic() + timeout)
+        info = packets.open_info(opened)
+        if info is None:
+            raise ProbeError(f"first message {opened[:40]!r} is not an Engine.IO open packet")
+    except BaseException:
+        ws.close()
+        raise
+    return ws, engine, info
+
+
+def session_sid(reply: Reply) -> str | None:
+    """The sid of a polling handshake's answer, or None when it is not one."""
+    if reply.status != 200:
+        return None
+    received = packets.split_payload(reply.text())
+    info = packets.open_info(received[0]) if received else None
+    return str(info["sid"]) if info else None
+
+
 @dataclass(frozen=True)
 class Connect:
     """The outcome of a Socket.IO CONNECT to namespace "/"."""

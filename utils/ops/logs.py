@@ -122,6 +122,24 @@ def configure_logging(level: str, secrets: Iterable[str]) -> RedactingFilter:
     return redactor
 
 
+# python-engineio logs at ERROR, once a process, refusals that are the client's doing
+# on a healthy server: an Origin not on the list (the doctor's foreign-origin check
+# sends one on purpose) and a polling request to a WebSocket-only server.
+CLIENT_REFUSALS = ("is not an accepted origin", "Invalid transport")
+
+
+class ClientRefusalLevel(logging.Filter):
+    """python-engineio's refusals of clients' requests at WARNING, not ERROR: an
+    ERROR line means the server has a problem (issue 24: a doctor run on a healthy
+    server logged one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and any(
+                words in record.getMessage() for words in CLIENT_REFUSALS):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def socketio_loggers(enabled: bool) -> tuple[logging.Logger, logging.Logger]:
     """The Socket.IO and Engine.IO loggers, at INFO when asked for and ERROR otherwise.
 
@@ -136,4 +154,8 @@ def socketio_loggers(enabled: bool) -> tuple[logging.Logger, logging.Logger]:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
+    engineio = loggers[1]
+    for old in [f for f in engineio.filters if isinstance(f, ClientRefusalLevel)]:
+        engineio.removeFilter(old)
+    engineio.addFilter(ClientRefusalLevel())
     return loggers

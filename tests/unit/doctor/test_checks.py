@@ -87,6 +87,15 @@ def test_reachability_warns_of_plain_http_on_a_public_host(fake):
     assert "https" in result.fix
 
 
+def test_reachability_posts_its_sessions_close_never_a_post_without_a_sid(fake):
+    """A POST without a sid is logged as ``ERROR engineio.server: Invalid session None``
+    by a server without this backend's guard; the session's own CLOSE is not."""
+    reachability.check(context(fake))
+    posts = [(path, headers) for method, path, headers in fake.requests if method == "POST"]
+    assert len(posts) == 1 and "sid=sid-0000-recorded" in posts[0][0]
+    assert fake.sessions["sid-0000-recorded"].closed
+
+
 def test_reachability_warns_of_a_certificate_about_to_expire(fake):
     fake.certificate = time.time() + 3 * 86400
     result = reachability.check(context(fake, "https://notify.example.com"))
@@ -371,7 +380,7 @@ def test_websocket_fails_when_it_holds_the_only_worker(fake):
 
 def test_websocket_refusal_for_an_unknown_session_names_the_split_not_a_proxy():
     refused_reply = reply(400, INVALID_SESSION % "sid-1")
-    evidence, fix = websocket.refusal(Target.parse(URL), ("websocket",), refused_reply)
+    evidence, fix = websocket.refusal(Target.parse(URL), True, refused_reply)
     assert "different processes or replicas" in evidence and "Upgrade header" not in evidence
     assert fix == SPLIT_FIX
 

@@ -60,3 +60,18 @@ def test_configured_logging_limits_before_it_redacts():
     passed = [r for r in records if handler.filter(r)]
     assert len(passed) == 10
     assert all("token=[redacted]" in r.getMessage() for r in passed)
+
+
+def test_engineio_refusals_of_a_client_are_warnings_not_errors():
+    from utils.ops.logs import socketio_loggers
+
+    _, engineio = socketio_loggers(False)
+    origin = logging.LogRecord("engineio.server", logging.ERROR, __file__, 1,
+                               "%s is not an accepted origin.", ("https://x.invalid",), None)
+    assert engineio.filter(origin) and origin.levelno == logging.WARNING
+    assert origin.levelname == "WARNING"
+    other = logging.LogRecord("engineio.server", logging.ERROR, __file__, 1,
+                              "something broke", None, None)
+    assert engineio.filter(other) and other.levelno == logging.ERROR
+    socketio_loggers(False)  # configured again: still one filter
+    assert sum(type(f).__name__ == "ClientRefusalLevel" for f in engineio.filters) == 1

@@ -25,7 +25,8 @@ from utils.doctor.checks import (
     upgrade,
     websocket,
 )
-from utils.doctor.model import SKIP, Check, Context, Finding, Options, Result
+from utils.doctor.model import SKIP, Check, Context, Facts, Finding, Options, Result
+from utils.doctor.served import FROM_FLAG
 from utils.doctor.target import Target
 from utils.doctor.transport import Transport
 
@@ -59,7 +60,9 @@ def run_checks(options: Options, transport: Transport,
                checks: tuple[Check, ...] = CHECKS) -> tuple[list[Finding], Target]:
     """Every check against ``options.url`` in order, and where the URL landed; stops
     after a fatal result. Raises Unreachable when nothing answers."""
-    ctx = Context(options, Target.parse(options.url), transport)
+    stated = Facts(transports=options.transports, transports_from=FROM_FLAG) \
+        if options.transports else Facts()
+    ctx = Context(options, Target.parse(options.url), transport, stated)
     findings: list[Finding] = []
     for number, check in enumerate(checks, 1):
         progress(f"[{number}/{len(checks)}] {check.title}")

@@ -1,4 +1,7 @@
-"""Auth: a connect with --token is accepted as its user, one without a token is refused."""
+"""Auth: a connect with --token is accepted as its user, one without a token is refused.
+
+Each connect goes over a new session of the transport the server's clients start
+with: polling, or a WebSocket on a WebSocket-only server."""
 
 from __future__ import annotations
 
@@ -7,7 +10,13 @@ from typing import Any
 
 from utils.doctor.claims import decode_claims, describe_claims, seconds_left
 from utils.doctor.model import FAIL, PASS, SKIP, WARN, Context, Facts, Result
-from utils.doctor.probe import WELCOME_WAIT, Connect, Polling, sio_connect
+from utils.doctor.probe import (
+    WELCOME_WAIT,
+    Connect,
+    Polling,
+    open_websocket_session,
+    sio_connect,
+)
 from utils.doctor.transport import ProbeError
 from utils.doctor.units import ms
 
@@ -15,10 +24,18 @@ EXPIRY_WARN_SECONDS = 300
 NO_TOKEN_WELCOME_WAIT = 0.3  # seconds: a refused connect has no welcome to wait for
 
 
-def connect_over_polling(ctx: Context, auth: dict[str, Any] | None,
-                         welcome_wait: float = WELCOME_WAIT) -> Connect:
-    """A Socket.IO CONNECT over a new polling session; raises ProbeError."""
-    session = Polling(ctx.transport, ctx.target, ctx.timeout, ctx.origin)
+def connect_once(ctx: Context, auth: dict[str, Any] | None, welcome_wait: float = WELCOME_WAIT,
+                 headers: dict[str, str] | None = None) -> Connect:
+    """A Socket.IO CONNECT over a new session (``ctx.session_transport``), closed after;
+    raises ProbeError."""
+    if ctx.websocket_only:
+        sent = {**(headers or {}), **({"Origin": ctx.origin} if ctx.origin else {})}
+        ws, engine, _info = open_websocket_session(ctx.transport, ctx.target, ctx.timeout, sent)
+        try:
+            return sio_connect(engine, auth, ctx.timeout, welcome_wait)
+        finally:
+            ws.close()
+    session = Polling(ctx.transport, ctx.target, ctx.timeout, ctx.origin, headers)
     try:
         session.open()
         return sio_connect(session, auth, ctx.timeout, welcome_wait)
@@ -33,10 +50,10 @@ def check_token(ctx: Context) -> Result:
     claims = decode_claims(ctx.options.token)
     shown = describe_claims(claims)
     try:
-        outcome = connect_over_polling(ctx, ctx.auth())
+        outcome = connect_once(ctx, ctx.auth())
     except ProbeError as exc:
-        return Result(FAIL, f"connect with the token over polling: {exc}; token {shown}",
-                      "see the handshake and CORS checks")
+        return Result(FAIL, f"connect with the token over {ctx.session_transport}: {exc}; "
+                      f"token {shown}", see_also(ctx))
     if not outcome.accepted:
         return Result(FAIL, f"connect with the token refused: {outcome.message} "
                       f"({outcome.code}); token {shown}", token_fix(outcome.code, claims),
@@ -58,6 +75,11 @@ def check_token(ctx: Context) -> Result:
                   Facts(user_id=user_id, token_in_payload=True))
 
 
+def see_also(ctx: Context) -> str:
+    return ("see the websocket and CORS checks" if ctx.websocket_only
+            else "see the handshake and CORS checks")
+
+
 def token_fix(code: str | None, claims: dict[str, Any]) -> str:
     if code == "token_expired":
         return "mint a fresh token (flask --app app create-token USER_ID)"
@@ -73,10 +95,10 @@ def token_fix(code: str | None, claims: dict[str, Any]) -> str:
 
 def check_no_token(ctx: Context) -> Result:
     try:
-        outcome = connect_over_polling(ctx, None, NO_TOKEN_WELCOME_WAIT)
+        outcome = connect_once(ctx, None, NO_TOKEN_WELCOME_WAIT)
     except ProbeError as exc:
-        return Result(FAIL, f"connect without a token over polling: {exc}",
-                      "see the handshake and CORS checks")
+        return Result(FAIL, f"connect without a token over {ctx.session_transport}: {exc}",
+                      see_also(ctx))
     if outcome.accepted:
         return Result(FAIL, "a socket with no token was accepted: unauthenticated sockets "
                       "accepted", "refuse connects without a valid token: raise "

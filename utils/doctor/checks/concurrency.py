@@ -1,5 +1,6 @@
-"""Concurrency: a second request is answered while a long-poll is pending. A server
-that handles one request at a time (gunicorn's sync worker) is not."""
+"""Concurrency: a second request is answered while a long-poll is pending (while a
+WebSocket is open, on a WebSocket-only server). A server that handles one request at
+a time (gunicorn's sync worker) is not."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 from utils.doctor.advice import SYNC_WORKER, WORKER_FIX
 from utils.doctor.model import FAIL, PASS, WARN, Context, Result
-from utils.doctor.probe import Polling
+from utils.doctor.probe import Polling, open_websocket_session
 from utils.doctor.transport import ProbeError, ProbeTimeout
 from utils.doctor.units import ms
 
@@ -30,6 +31,8 @@ def healthz_seconds(ctx: Context, wait: float) -> float | None:
 
 
 def check(ctx: Context) -> Result:
+    if ctx.websocket_only:
+        return check_over_websocket(ctx)
     session = Polling(ctx.transport, ctx.target, ctx.timeout)
     try:
         session.open()
@@ -52,4 +55,29 @@ def check(ctx: Context) -> Result:
                       "check the worker class and the server's load")
     pending.join(RELEASE_WAIT)
     return Result(PASS, f"GET /healthz answered in {ms(took)} while a long-poll was pending",
+                  data={"elapsed_ms": round(took * 1000, 1)})
+
+
+def check_over_websocket(ctx: Context) -> Result:
+    """The WebSocket-only server's clients each hold a WebSocket open, for good."""
+    try:
+        ws, _engine, _info = open_websocket_session(
+            ctx.transport, ctx.target, ctx.timeout, {"Origin": ctx.origin} if ctx.origin else {})
+    except ProbeTimeout:
+        return Result(FAIL, f"a new WebSocket got no answer within {ctx.timeout:g} s: "
+                      f"{SYNC_WORKER}", WORKER_FIX)
+    except ProbeError as exc:
+        return Result(FAIL, f"a new WebSocket: {exc}", "see the websocket check")
+    try:
+        wait = min(ctx.timeout, SECOND_REQUEST_WAIT)
+        took = healthz_seconds(ctx, wait)
+    finally:
+        ws.close()
+    if took is None:
+        return Result(FAIL, f"nothing answered for {wait:g} s while one WebSocket was open: "
+                      f"{SYNC_WORKER}", WORKER_FIX)
+    if took > PROMPT_SECONDS:
+        return Result(WARN, f"a second request took {ms(took)} while a WebSocket was open",
+                      "check the worker class and the server's load")
+    return Result(PASS, f"GET /healthz answered in {ms(took)} while a WebSocket was open",
                   data={"elapsed_ms": round(took * 1000, 1)})

@@ -3,8 +3,8 @@ cookies, headers on WebSocket, compressed frames)."""
 
 from __future__ import annotations
 
+from utils.doctor.checks.auth import connect_once
 from utils.doctor.model import PASS, WARN, Context, Result
-from utils.doctor.probe import Polling, sio_connect
 from utils.doctor.transport import ProbeError
 
 ADVICE = ("in the page: io(URL, {auth: {token}}); extraHeaders never reaches the server over "
@@ -15,7 +15,7 @@ HEADER_WELCOME_WAIT = 0.2  # seconds
 def check(ctx: Context) -> Result:
     notes: list[str] = []
     if ctx.facts.cookie:
-        notes.append(f"the handshake sets a cookie ({ctx.facts.cookie}): Safari drops it "
+        notes.append(f"the {handshake(ctx)} sets a cookie ({ctx.facts.cookie}): Safari drops it "
                      "cross-site, so nothing may rely on it (sticky sessions by cookie break)")
     if ctx.facts.token_in_payload is False and token_works_in_header(ctx):
         notes.append("the token is accepted in an Authorization header but not in the auth "
@@ -25,16 +25,16 @@ def check(ctx: Context) -> Result:
     if notes:
         return Result(WARN, "; ".join(notes), ADVICE)
     payload = "; the token is read from the auth payload" if ctx.facts.token_in_payload else ""
-    return Result(PASS, f"no cookie set by the handshake{payload}", ADVICE)
+    return Result(PASS, f"no cookie set by the {handshake(ctx)}{payload}", ADVICE)
+
+
+def handshake(ctx: Context) -> str:
+    return "WebSocket handshake" if ctx.websocket_only else "handshake"
 
 
 def token_works_in_header(ctx: Context) -> bool:
-    session = Polling(ctx.transport, ctx.target, ctx.timeout, ctx.origin,
-                      {"Authorization": f"Bearer {ctx.options.token}"})
     try:
-        session.open()
-        return sio_connect(session, None, ctx.timeout, HEADER_WELCOME_WAIT).accepted
+        return connect_once(ctx, None, HEADER_WELCOME_WAIT,
+                            {"Authorization": f"Bearer {ctx.options.token}"}).accepted
     except ProbeError:
         return False
-    finally:
-        session.close()

@@ -6,6 +6,9 @@ several servers on one port (SO_REUSEPORT) send a session's requests to
 processes that never heard of it; python-engineio answers those ``400 Invalid
 session``. Without this check the symptom looks like a proxy dropping the
 WebSocket upgrade, which is what later checks would otherwise conclude.
+
+A WebSocket-only server has no polling sessions: each session lives on the one
+connection that opened it, wherever the balancer sent it, so nothing can split.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from utils.doctor import packets
-from utils.doctor.advice import SPLIT_CAUSE, SPLIT_FIX
+from utils.doctor.advice import SPLIT_CAUSE, SPLIT_FIX, websocket_only
 from utils.doctor.model import FAIL, PASS, SKIP, WARN, Context, Facts, Result
 from utils.doctor.probe import InvalidSession, Polling
 from utils.doctor.transport import ProbeError
@@ -60,6 +63,11 @@ def probe_sessions(ctx: Context, send_cookie: bool) -> list[Outcome]:
 
 
 def check(ctx: Context) -> Result:
+    if ctx.websocket_only:
+        return Result(SKIP, websocket_only(ctx.facts.transports_from, "no polling sessions "
+                                           "to split: each session lives on the one "
+                                           "connection that opened it"),
+                      facts=Facts(split=False))
     outcomes = probe_sessions(ctx, send_cookie=False)
     counts = Counter(o.verdict for o in outcomes)
     if counts[SPLIT] and ctx.facts.cookie:

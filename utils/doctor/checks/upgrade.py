@@ -1,15 +1,22 @@
 """Polling → WebSocket: the path browsers take. A polling session, its long-poll
-pending, then the upgrade of that session to a WebSocket."""
+pending, then the upgrade of that session to a WebSocket. A WebSocket-only server's
+clients open the WebSocket directly (the websocket check): nothing to upgrade."""
 
 from __future__ import annotations
 
 import time
 
 from utils.doctor import packets
-from utils.doctor.advice import SYNC_WORKER, WORKER_FIX, busy_hint, websocket_fix
+from utils.doctor.advice import (
+    SYNC_WORKER,
+    WORKER_FIX,
+    busy_hint,
+    websocket_fix,
+    websocket_only,
+)
 from utils.doctor.checks.concurrency import HEAD_START
 from utils.doctor.checks.websocket import refusal
-from utils.doctor.model import FAIL, PASS, Context, Result
+from utils.doctor.model import FAIL, PASS, SKIP, Context, Result
 from utils.doctor.probe import Polling, WsEngine, sio_connect, websocket_query
 from utils.doctor.transport import ProbeError, ProbeTimeout, WebSocket, WsRefused
 from utils.doctor.units import ms
@@ -20,6 +27,10 @@ WELCOME_WAIT = 0.3  # seconds
 
 
 def check(ctx: Context) -> Result:
+    if ctx.websocket_only:
+        return Result(SKIP, websocket_only(ctx.facts.transports_from, "clients open the "
+                                           "WebSocket directly, with no polling to upgrade "
+                                           "from (see websocket)"))
     session = Polling(ctx.transport, ctx.target, ctx.timeout, ctx.origin)
     try:
         session.open()
@@ -42,7 +53,7 @@ def check(ctx: Context) -> Result:
         ws.send_text(packets.UPGRADE)
         outcome = sio_connect(WsEngine(ws), ctx.auth(), ctx.timeout, WELCOME_WAIT)
     except WsRefused as exc:
-        return Result(FAIL, *refusal(ctx.target, ctx.facts.upgrades, exc.reply))
+        return Result(FAIL, *refusal(ctx.target, ctx.websocket_offered(), exc.reply))
     except ProbeTimeout as exc:
         return Result(FAIL, f"the upgrade got no answer within {ctx.timeout:g} s while the "
                       f"session's long-poll was pending ({exc}): WebSocket unusable, "

@@ -1,12 +1,10 @@
 """WebSocket: a direct WebSocket opens, carries a Socket.IO connect, and leaves the
-server free for other requests; and what it negotiated (compression)."""
+server free for other requests; and what it negotiated (compression). On a
+WebSocket-only server it also judges the open packet's ping values and maxPayload,
+which the skipped polling handshake would have."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-
-from utils.doctor import packets
 from utils.doctor.advice import (
     PROXY_FIX,
     SPLIT_CAUSE,
@@ -16,8 +14,14 @@ from utils.doctor.advice import (
     websocket_fix,
 )
 from utils.doctor.checks.concurrency import healthz_seconds
+from utils.doctor.checks.handshake import describe_timing, judge_timing
 from utils.doctor.model import FAIL, PASS, SKIP, WARN, Context, Facts, Result
-from utils.doctor.probe import INVALID_SESSION, WsEngine, sio_connect, websocket_query
+from utils.doctor.probe import (
+    INVALID_SESSION,
+    cookie_pair,
+    open_websocket_session,
+    sio_connect,
+)
 from utils.doctor.target import Target
 from utils.doctor.transport import ProbeError, Reply, WebSocket, WsRefused
 from utils.doctor.units import ms
@@ -29,21 +33,15 @@ UPGRADE_REFUSED = (400, 426)  # what Engine.IO answers an upgrade request withou
 
 def check(ctx: Context) -> Result:
     url = ctx.target.ws_url(ctx.target.eio_path)
-    start = time.monotonic()
     ws: WebSocket | None = None
     try:
-        ws = ctx.transport.open_websocket(ctx.target, ctx.target.eio_path + websocket_query(),
-                                          {"Origin": ctx.origin} if ctx.origin else {},
-                                          ctx.timeout)
-        engine = WsEngine(ws)
-        opened = engine.recv(start + ctx.timeout)
-        if packets.open_info(opened) is None:
-            raise ProbeError(f"first message {opened[:40]!r} is not an Engine.IO open packet")
+        ws, engine, info = open_websocket_session(
+            ctx.transport, ctx.target, ctx.timeout, {"Origin": ctx.origin} if ctx.origin else {})
         outcome = sio_connect(engine, ctx.auth(), ctx.timeout, WELCOME_WAIT)
         wait = min(ctx.timeout, HELD_WAIT)
         held = healthz_seconds(ctx, wait) is None
     except WsRefused as exc:
-        return Result(FAIL, *refusal(ctx.target, ctx.facts.upgrades, exc.reply))
+        return Result(FAIL, *refusal(ctx.target, ctx.websocket_offered(), exc.reply))
     except ProbeError as exc:
         learned = Facts(deflate=ws.extensions) if ws else Facts()
         return Result(FAIL, f"{url}: {exc}", websocket_fix(ctx.target), facts=learned)
@@ -51,6 +49,9 @@ def check(ctx: Context) -> Result:
         if ws:
             ws.close()
     learned = Facts(deflate=ws.extensions)
+    if ctx.facts.cookie is None:  # no polling handshake said: the 101 may set one
+        learned = Facts(deflate=ws.extensions,
+                        cookie=cookie_pair(ws.reply.header("set-cookie")).split("=")[0])
     if held:
         return Result(FAIL, f"{url} opened, but while it was open GET /healthz got no answer "
                       f"for {wait:g} s: the socket holds the only worker, so WebSocket is "
@@ -58,17 +59,22 @@ def check(ctx: Context) -> Result:
     who = f" as {outcome.welcome.get('user_id')}" if outcome.welcome else ""
     said = (f"connected{who}" if outcome.accepted
             else f"answered (refused: {outcome.code or outcome.message})")
-    return Result(PASS, f"{url}: 101 in {ms(ws.reply.elapsed)}, Socket.IO {said} over it",
-                  facts=learned)
+    evidence = f"{url}: 101 in {ms(ws.reply.elapsed)}, Socket.IO {said} over it"
+    if not ctx.websocket_only:
+        return Result(PASS, evidence, facts=learned)
+    # The polling handshake was skipped: the same values, from this open packet.
+    status, problem, fix = judge_timing(info)
+    return Result(status, f"{evidence}; {describe_timing(info)}"
+                  + (f": {problem}" if problem else ""), fix, info, learned)
 
 
-def refusal(target: Target, upgrades: Iterable[str] | None, reply: Reply) -> tuple[str, str]:
-    """(evidence, fix) for a WebSocket request answered with something other than 101."""
+def refusal(target: Target, offered: bool, reply: Reply) -> tuple[str, str]:
+    """(evidence, fix) for a WebSocket request answered with something other than 101;
+    ``offered``: the server is known to serve WebSocket."""
     body = reply.text()[:80].strip()
     who = reply.server_name()
     evidence = (f"{target.ws_url(target.eio_path)} {reply.status} {reply.reason} instead of "
                 "101" + (f" (from {who})" if who else "") + (f": {body}" if body else ""))
-    offered = "websocket" in (upgrades or ())
     if INVALID_SESSION in body:
         return f"{evidence}; {SPLIT_CAUSE}", SPLIT_FIX
     if reply.status == 400 and "origin" in body.lower():
