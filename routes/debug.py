@@ -6,6 +6,11 @@ nothing secret: minting a token and sending a test notification exist in
 development only, and production answers those routes with 404. On a production
 server a phone signs in through a one-time link a producer mints
 (``POST /debug/links``, utils/auth/links.py).
+
+It works wherever the server runs, npm or not: the notification client is committed
+(static/notifications.js), and socket.io-client, third-party code the repository
+does not carry, comes from node_modules when npm installed it there, else from
+jsDelivr, pinned by version and by hash.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from utils.auth import links
 from utils.auth.access import require_api_key, require_user
 from utils.auth.tokens import MAX_USER_ID_LENGTH, create_access_token
 from utils.config.settings import Settings
+from utils.edge.headers import content_security_policy
 from utils.errors import ApiError
 from utils.notifications.models import isoformat, utcnow
 from utils.notifications.notifier import notify_users
@@ -40,9 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIENT_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
 CLIENT_FILES = ("socket.io.min.js", "socket.io.min.js.map")
 CLIENT_PATH = "/debug/socket.io.min.js"
-# The notification client package (client/), as `npm run build` there copies it into
-# static/ for this page; not committed, so a server that did not build it has none.
-NOTIFICATION_CLIENT = ROOT / "static" / "notifications.js"
+# socket.io-client where npm did not install it: the version the tests use, from
+# jsDelivr, which serves npm's files byte for byte. The browser runs it only if its
+# SHA-384 is this one (Subresource Integrity), computed from npm's
+# node_modules/socket.io-client/dist/socket.io.min.js (tests/unit/routes/test_debug.py
+# checks it against the installed file).
+CDN_CLIENT_URL = "https://cdn.jsdelivr.net/npm/socket.io-client@4.8.1/dist/socket.io.min.js"
+CDN_CLIENT_INTEGRITY = "sha384-mkQ3/7FUtcGyoppY6bz/PORYoGqOl7/aSUMn2ymDOJcapfS6PHqxhRTMh1RR0Q6+"
 MINT_TTL_SECONDS = 3600
 
 bp = Blueprint("debug", __name__, url_prefix="/debug")
@@ -70,23 +80,30 @@ def development_only(view: Callable) -> Callable:
     return wrapper
 
 
-def client_url() -> str | None:
+def client_url() -> str:
     """Where the page loads socket.io-client: the configured URL, else the copy
-    installed by npm, else nowhere (the page then says so)."""
+    installed by npm, else jsDelivr's."""
     if settings().socketio_client_url:
         return settings().socketio_client_url
-    return CLIENT_PATH if (CLIENT_DIST / CLIENT_FILES[0]).is_file() else None
+    return CLIENT_PATH if (CLIENT_DIST / CLIENT_FILES[0]).is_file() else CDN_CLIENT_URL
 
 
 @bp.get("")
 def page():
     """Anyone: the diagnostics page."""
+    url = client_url()
+    from_cdn = url == CDN_CLIENT_URL
     response = current_app.make_response(render_template(
         "debug.html",
-        client_url=client_url(),
-        notification_client=NOTIFICATION_CLIENT.is_file(),
+        client_url=url,
+        client_integrity=CDN_CLIENT_INTEGRITY if from_cdn else None,
         development=not settings().is_production,
     ))
+    if from_cdn:
+        # The server's policy (utils/edge/headers.py) with exactly that one script
+        # added; the middleware keeps a policy a response already has.
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            request.environ.get("HTTP_HOST"), CDN_CLIENT_URL)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex"
     return response

@@ -1,9 +1,12 @@
 // The /debug page: drives the reference client and shows what the server and the
-// connection are doing, and the user's preferences. Loaded as a file (no inline script) so a strict CSP works.
+// connection are doing, and the user's preferences. Loaded as a file (no inline
+// script) so a strict CSP works.
 //
-// The client is the package in client/, built into /static/notifications.js by `npm
-// run build` there. Imported dynamically: without the build, the page still shows
-// the server's facts, and says what is missing instead of stopping here.
+// The client is the package in client/, built into /static/notifications.js (committed
+// with its source). socket.io-client is the classic script before this one (from npm's
+// copy on the server, SOCKETIO_CLIENT_URL, or jsDelivr). Both are checked here: when
+// one did not load, the page still shows the server's facts and says what is missing
+// instead of stopping.
 const $ = (id) => document.getElementById(id);
 const body = document.body;
 const development = body.dataset.development === "1";
@@ -12,6 +15,7 @@ const { NotificationClient, WebPush } = await import("./notifications.js").catch
   return {};
 });
 const clientBuilt = Boolean(NotificationClient && WebPush);
+const socketIoLoaded = typeof globalThis.io === "function";
 const STORAGE_KEY = "notifications:debug:last_id";
 const MAX_EVENTS = 200;
 const PING_EVERY_MS = 10000;
@@ -52,7 +56,11 @@ async function getJson(url, options) {
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = (data && data.error) || {};
-    throw new Error(`${response.status} ${error.code || ""} ${error.message || ""}`.trim());
+    const failure = new Error(`${response.status} ${error.code || ""} ${error.message || ""}`
+      .trim());
+    failure.status = response.status;
+    failure.code = error.code;
+    throw failure;
   }
   return data;
 }
@@ -120,13 +128,38 @@ async function mintToken() {
   }
 }
 
+// A one-time sign-in link (POST /debug/links) opens this page as /debug#code=...; the
+// code, which no server saw in the URL, is traded once for a token. It leaves the
+// address bar first, so a reload, a bookmark or a screenshot holds no code.
+async function signInWithLink() {
+  const match = /(?:^|&)code=([^&]+)/.exec(location.hash.slice(1));
+  if (!match) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  text("sign-in", "Signing in with the link…");
+  try {
+    const data = await getJson("/debug/sign-in", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ code: decodeURIComponent(match[1]) }),
+    });
+    $("token").value = data.token;
+    text("sign-in", `Signed in as ${data.user_id} for ${Math.round(data.expires_in / 60)} `
+      + "minutes: Connect to test.", "good");
+    logEvent("signed in with a link", { user_id: data.user_id, expires_in: data.expires_in });
+  } catch (err) {
+    text("sign-in", err.code === "link_spent"
+      ? "This sign-in link was used already or has expired: ask for a new one."
+      : `Signing in with the link failed: ${err.message}`, "bad");
+  }
+}
+
 function showLastId() {
   text("last-id", client && client.lastId !== null ? String(client.lastId)
     : localStorage.getItem(STORAGE_KEY) || "none");
 }
 
 function setButtons(connected) {
-  $("connect").disabled = body.dataset.client !== "1" || !clientBuilt;
+  $("connect").disabled = !socketIoLoaded || !clientBuilt;
   $("disconnect").disabled = !client;
   $("ping").disabled = !connected;
   if ($("notify")) $("notify").disabled = !connected;
@@ -417,19 +450,30 @@ function forget() {
   logEvent("last_id forgotten: the next connect replays nothing");
 }
 
-// The server says so in the page when static/notifications.js is missing; this covers
-// a file that is there but fails to load (a partial build, a proxy that blocks it).
+// What did not load, said on the page: static/notifications.js (a broken deployment,
+// a proxy that blocks it) or socket.io-client (npm's copy missing and jsDelivr out of
+// reach, or a SOCKETIO_CLIENT_URL that fails).
+function banner(id, message) {
+  const item = document.createElement("p");
+  item.id = id;
+  item.className = "banner bad";
+  item.textContent = message;
+  document.querySelector("main h1").after(item);
+}
+
 function showMissingClient() {
+  if (!socketIoLoaded) {
+    const script = document.querySelector("script:not([type=module])");
+    banner("no-client", `socket.io-client did not load from ${script ? script.src : "?"}: `
+      + "run npm ci on the server, or set SOCKETIO_CLIENT_URL to a copy this device can "
+      + "reach. Connect needs it; the server facts below still work.");
+  }
   if (clientBuilt) return;
   for (const id of ["push-enable", "push-disable", "prefs-load"]) $(id).disabled = true;
-  if ($("no-notification-client")) return;
-  const banner = document.createElement("p");
-  banner.id = "no-notification-client";
-  banner.className = "banner bad";
-  banner.textContent = "The notification client (/static/notifications.js) did not load: "
-    + "build it on the server (npm ci && npm run build in client/). Connect and Web Push "
-    + "need it; the server facts below still work.";
-  document.querySelector("main h1").after(banner);
+  banner("no-notification-client", "The notification client (/static/notifications.js) "
+    + "did not load: the server's copy is missing or blocked (it comes with the "
+    + "repository; npm run build in client/ writes it again). Connect, Web Push and "
+    + "preferences need it; the server facts below still work.");
 }
 
 function start() {
@@ -460,6 +504,7 @@ function start() {
   showPushStatus();
   setButtons(false);
   body.dataset.ready = "1";
+  signInWithLink();
 }
 
 start();

@@ -43,6 +43,8 @@ import type {
   NotificationClientEvents,
   NotificationClientOptions,
   NotificationSocket,
+  NotificationsPage,
+  NotificationsQuery,
   Preferences,
   PreferencesInput,
   PreferencesPatch,
@@ -55,6 +57,7 @@ import type {
   SyncComplete,
   SyncReply,
   Transport,
+  UnreadCount,
   WebPushOptions,
 } from "./types.js";
 
@@ -268,6 +271,28 @@ export class NotificationClient {
       throw new NotificationRequestError(answer.code, answer.message, answer.status);
     }
     return this.markedRead(answer.body);
+  }
+
+  /**
+   * A page of the user's inbox (GET /api/notifications), newest first: pass the
+   * answer's `next_before` as `before` for the next, older one. Rejects with a
+   * NotificationRequestError.
+   */
+  getNotifications(query: NotificationsQuery = {}): Promise<NotificationsPage> {
+    const params = new URLSearchParams();
+    if (query.limit !== undefined) params.set("limit", String(query.limit));
+    if (query.before !== undefined && query.before !== null) {
+      params.set("before", String(query.before));
+    }
+    if (query.unread) params.set("unread", "1");
+    const search = params.toString();
+    return this.call<NotificationsPage>("GET", `/api/notifications${search ? `?${search}` : ""}`);
+  }
+
+  /** The user's unread count (GET /api/notifications/unread-count). */
+  async getUnreadCount(): Promise<number> {
+    const answer = await this.call<UnreadCount>("GET", "/api/notifications/unread-count");
+    return answer.unread_count;
   }
 
   // -- Preferences and devices (HTTP) -------------------------------------------------

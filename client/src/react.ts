@@ -1,19 +1,21 @@
 // React bindings: <NotificationProvider> owns one NotificationClient for the signed-in
-// user, and useNotifications() gives its items, unread count, connection state,
-// markRead and Web Push to any component below it.
+// user, and useNotifications() gives its inbox (loaded over HTTP, then kept current by
+// the socket), unread count, connection state, markRead and Web Push to any component
+// below it.
 //
 //   <NotificationProvider url={NOTIFY_URL} io={io} userId={user?.id ?? null}
 //                         getToken={({ expired }) => getAccessToken({ forceRefresh: expired })}>
 //     <App />
 //   </NotificationProvider>
 //
-//   const { items, unreadCount, state, markRead, enablePush } = useNotifications();
+//   const { items, unreadCount, hasMore, loadMore, markRead } = useNotifications();
 //   const { preferences, loading, error, update } = usePreferences();
 //
 // The client lives in an effect, never in render, and the effect's clean-up closes
 // it: React's development double mount (StrictMode mounts, unmounts and mounts again),
 // a change of user, a sign-out (userId null) and an unmount each leave exactly the
-// sockets of the current user's one client, or none.
+// sockets of the current user's one client, or none. The inbox's first page is
+// requested after the effect, so StrictMode's discarded first mount requests none.
 
 import {
   createContext,
@@ -29,6 +31,7 @@ import {
   type ReactNode,
 } from "react";
 
+import { EMPTY_INBOX, Inbox } from "./inbox.js";
 import { DEFAULT_TRANSPORTS, NotificationClient, NotificationRequestError } from "./index.js";
 import type {
   ClientError,
@@ -55,7 +58,12 @@ export interface NotificationProviderProps
   userId: string | null | undefined;
   /** The user's JWT; the newest function passed is the one called. */
   getToken: NotificationClientOptions["getToken"];
-  /** How many notifications `items` keeps, newest first (default 100). */
+  /** Notifications per page of the inbox, 1 to 100 (default 20); read at sign-in. */
+  pageSize?: number;
+  /**
+   * How many notifications arrivals may grow `items` to (default 100); loadMore()
+   * goes past it. The oldest beyond it are dropped, and loadMore() brings them back.
+   */
   maxItems?: number;
   children?: ReactNode;
 }
@@ -63,10 +71,22 @@ export interface NotificationProviderProps
 export interface NotificationsValue {
   /** The user the provider is signed in as, or null. */
   userId: string | null;
-  /** Notifications received since sign-in (live, replayed, synced), newest first. */
+  /**
+   * The inbox, newest first, each id once: its first page (GET /api/notifications),
+   * the pages loadMore() added, and every notification the socket delivered (live,
+   * replayed, synced).
+   */
   items: readonly Notification[];
-  /** The server's count at connect, plus what arrived unread since. */
+  /** The server's count (its latest answer), plus what arrived unread since. */
   unreadCount: number;
+  /** The server has older notifications than `items`: loadMore() gets the next page. */
+  hasMore: boolean;
+  /** A page of the inbox is on its way (true from sign-in until the first page). */
+  loading: boolean;
+  /** Why the inbox's newest page request failed; null after a success. */
+  inboxError: NotificationRequestError | null;
+  /** The next older page into `items`; never rejects (a failure shows in inboxError). */
+  loadMore(): Promise<void>;
   state: NotificationsState;
   connected: boolean;
   /** The last connection error, until the next connect. */
@@ -82,19 +102,19 @@ export interface NotificationsValue {
   pushStatus(): Promise<PushStatus>;
 }
 
+const DEFAULT_PAGE_SIZE = 20;
 const DEFAULT_MAX_ITEMS = 100;
 
 interface Session {
   client: NotificationClient | null;
+  inbox: Inbox | null;
   userId: string | null;
-  items: readonly Notification[];
-  unreadCount: number;
   state: NotificationsState;
   error: ClientError | null;
 }
 
 const SIGNED_OUT: Session = Object.freeze({
-  client: null, userId: null, items: [], unreadCount: 0, state: "signed_out", error: null,
+  client: null, inbox: null, userId: null, state: "signed_out", error: null,
 });
 
 const NotificationContext = createContext<NotificationsValue | null>(null);
@@ -104,14 +124,9 @@ function signedOut(): Promise<never> {
   return Promise.reject(new NotificationRequestError("signed_out", "No user is signed in."));
 }
 
-// Newest first, each id once, at most `max`.
-function withItem(items: readonly Notification[], n: Notification,
-  max: number): readonly Notification[] {
-  const others = items.filter((item) => item.id !== n.id);
-  const at = others.findIndex((item) => item.id < n.id);
-  const next = at === -1 ? [...others, n] : [...others.slice(0, at), n, ...others.slice(at)];
-  return next.length > max ? next.slice(0, max) : next;
-}
+const noInbox = () => () => undefined;
+const emptyInbox = () => EMPTY_INBOX;
+const nothingToLoad = () => Promise.resolve();
 
 export function NotificationProvider(props: NotificationProviderProps): ReactElement {
   const { url, storageKey, receipts, serviceWorkerUrl, children } = props;
@@ -130,8 +145,8 @@ export function NotificationProvider(props: NotificationProviderProps): ReactEle
       setSession(SIGNED_OUT);
       return undefined;
     }
-    // io, storage, socketOptions and document are read here, at sign-in.
-    const { io, storage, socketOptions, document } = latest.current;
+    // io, storage, socketOptions, document, pageSize and maxItems are read here, at sign-in.
+    const { io, storage, socketOptions, document, pageSize, maxItems } = latest.current;
     const client = new NotificationClient({
       url,
       io,
@@ -144,54 +159,43 @@ export function NotificationProvider(props: NotificationProviderProps): ReactEle
       storageKey: storageKey || `notifications:last_id:${userId}`,
       getToken: (request) => latest.current.getToken(request),
     });
-    const update = (change: (s: Session) => Partial<Session>) =>
-      setSession((s) => (s.client === client ? { ...s, ...change(s) } : s));
-    // auth_success's count already includes the replay; after sync_complete, each
-    // unread arrival adds one.
-    let synced = false;
+    const inbox = new Inbox(client, {
+      pageSize: Math.min(Math.max(Math.trunc(pageSize ?? DEFAULT_PAGE_SIZE), 1), 100),
+      maxItems: maxItems ?? DEFAULT_MAX_ITEMS,
+    });
+    const update = (change: Partial<Session>) =>
+      setSession((s) => (s.client === client ? { ...s, ...change } : s));
     const off = [
-      client.on("state", ({ state }) => update(() => (
-        state === "connected" ? { state, error: null } : { state }))),
-      client.on("error", (error) => update(() => ({ error }))),
-      client.on("auth_success", ({ unread_count }) => {
-        synced = false;
-        update(() => ({ unreadCount: unread_count }));
-      }),
-      client.on("sync_complete", () => {
-        synced = true;
-      }),
-      client.on("notification", (n) => {
-        const counts = synced && !n.read_at;
-        update((s) => ({
-          items: withItem(s.items, n, latest.current.maxItems ?? DEFAULT_MAX_ITEMS),
-          unreadCount: s.unreadCount + (counts ? 1 : 0),
-        }));
-      }),
-      client.on("unread_count", ({ unread_count }) => update(() => ({ unreadCount: unread_count }))),
+      client.on("state", ({ state }) => update(
+        state === "connected" ? { state, error: null } : { state })),
+      client.on("error", (error) => update({ error })),
     ];
-    setSession({ ...SIGNED_OUT, client, userId, state: "connecting" });
+    setSession({ ...SIGNED_OUT, client, inbox, userId, state: "connecting" });
     client.connect();
+    let stopped = false;
+    // After this effect: StrictMode's first mount is cleaned up before it runs.
+    queueMicrotask(() => {
+      if (!stopped) void inbox.start();
+    });
     return () => {
+      stopped = true;
       off.forEach((stop) => stop());
+      inbox.close();
       client.close();
       setSession((s) => (s.client === client ? SIGNED_OUT : s));
     };
   }, [url, userId, storageKey, receipts, serviceWorkerUrl, transports]);
 
-  const { client } = session;
+  const { client, inbox } = session;
+  const inboxState = useSyncExternalStore(inbox ? inbox.subscribe : noInbox,
+    inbox ? inbox.snapshot : emptyInbox, inbox ? inbox.snapshot : emptyInbox);
   const markRead = useCallback(async (target: readonly number[] | "all") => {
-    if (!client) return signedOut();
+    if (!client || !inbox) return signedOut();
     const reply = await client.markRead(target);
-    const ids = target === "all" ? null : new Set(target);
-    const now = new Date().toISOString();
-    setSession((s) => (s.client !== client ? s : {
-      ...s,
-      unreadCount: reply.unread_count,
-      items: s.items.map((n) => (!n.read_at && (!ids || ids.has(n.id))
-        ? { ...n, read_at: now } : n)),
-    }));
+    inbox.markedRead(target, reply);
     return reply;
-  }, [client]);
+  }, [client, inbox]);
+  const loadMore = useCallback(() => (inbox ? inbox.loadMore() : nothingToLoad()), [inbox]);
   // No await before the client's call: Safari prompts only during the tap.
   const enablePush = useCallback(() => (client ? client.enablePush() : signedOut()), [client]);
   const disablePush = useCallback(() => (client ? client.disablePush() : signedOut()), [client]);
@@ -199,8 +203,12 @@ export function NotificationProvider(props: NotificationProviderProps): ReactEle
 
   const value = useMemo<NotificationsValue>(() => ({
     userId: session.userId,
-    items: session.items,
-    unreadCount: session.unreadCount,
+    items: inboxState.items,
+    unreadCount: inboxState.unreadCount,
+    hasMore: inboxState.hasMore,
+    loading: inboxState.loading,
+    inboxError: inboxState.error,
+    loadMore,
     state: session.state,
     connected: session.state === "connected",
     error: session.error,
@@ -209,7 +217,7 @@ export function NotificationProvider(props: NotificationProviderProps): ReactEle
     enablePush,
     disablePush,
     pushStatus,
-  }), [session, client, markRead, enablePush, disablePush, pushStatus]);
+  }), [session, inboxState, client, loadMore, markRead, enablePush, disablePush, pushStatus]);
 
   return createElement(NotificationContext.Provider, { value }, children);
 }

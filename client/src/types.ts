@@ -37,6 +37,25 @@ export interface Notification<D extends JsonObject = JsonObject> {
   truncated?: true;
 }
 
+/** `GET /api/notifications`: one page of the user's inbox, newest first. */
+export interface NotificationsPage {
+  notifications: Notification[];
+  /** The `before` of the next (older) page; `null` on the last page. */
+  next_before: number | null;
+  /** The user's unread count when the page was read. */
+  unread_count: number;
+}
+
+/** The query of `GET /api/notifications` (NotificationClient.getNotifications). */
+export interface NotificationsQuery {
+  /** 1 to 100; the server's default is 20. */
+  limit?: number;
+  /** Only notifications with a smaller id: the previous page's `next_before`. */
+  before?: number | null;
+  /** Only unread ones. */
+  unread?: boolean;
+}
+
 /** `auth_success`: once after an accepted CONNECT; the count includes the replay. */
 export interface AuthSuccess {
   user_id: string;

@@ -2,9 +2,10 @@
 server's Content-Security-Policy, reports the server and the origin check, explains
 a refused token in plain words, mints a token, connects, shows the transport and its
 upgrade, the ping round trip and a test notification; its preferences panel loads
-and saves a user's preferences. A screenshot of each engine goes to test-artifacts/.
-In Chromium, a page whose client package does not load says so and keeps the server
-facts."""
+and saves a user's preferences. On a production server, a one-time link a producer
+minted signs the page in (once) and it connects. A screenshot of each engine goes to
+test-artifacts/. In Chromium, a page whose client package or socket.io-client does
+not load says so and keeps the server facts."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def dev_server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
     """Development mode, where the page can mint tokens and send a test notification."""
     instance = NotifyServer(tmp_path_factory.mktemp("debug-server"), page_origin,
                             APP_ENV="development")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="module")
+def prod_server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
+    """Production mode: no minting on the page; a phone signs in with a link."""
+    instance = NotifyServer(tmp_path_factory.mktemp("debug-prod-server"), page_origin)
     yield instance
     instance.stop()
 
@@ -141,17 +150,80 @@ def test_debug_page_loads_and_saves_preferences(browser, dev_server):
     assert after["channels"] == {"in_app": True, "push": False}
 
 
+def test_a_one_time_link_signs_the_page_in_on_a_production_server(browser, prod_server):
+    """The producer mints a link for a user; opened on the phone, the page takes the
+    code out of the address bar, trades it for a token, says who it signed in as, and
+    connects as that user. The link works once: opened again, the page says so."""
+    user = new_user(browser, "link")
+    minted = requests.post(prod_server.url + "/debug/links", json={"user_id": user},
+                           headers={"Authorization": f"Bearer {prod_server.env['NOTIFY_API_KEY']}"},
+                           timeout=10)
+    assert minted.status_code == 201, minted.text
+    link = minted.json()["url"]
+    assert link.startswith(prod_server.url + "/debug#code=")
+    browser.set_window(*PHONE)
+    try:
+        browser.get(link)
+        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        shown(browser, "#sign-in", f"Signed in as {user}")
+        assert browser.run("return location.href;") == prod_server.url + "/debug"
+        assert browser.run("return document.getElementById('token').value.split('.').length;"
+                           ) == 3
+        assert browser.run("return document.getElementById('mint');") is None  # production
+
+        browser.click("#connect")
+        shown(browser, "#state", "connected")
+        shown(browser, "#user", user)
+        prod_server.notify(user, "Hello from the producer")
+        shown(browser, "#events", '"title": "Hello from the producer"')
+        browser.run("window.scrollTo(0, 0);")
+        path = browser.screenshot(ARTIFACTS / f"debug-link-{browser.engine.name}.png")
+        REPORT.append(f"{browser.engine.name} /debug on production: signed in with a link; "
+                      f"screenshot {path.relative_to(ARTIFACTS.parent)}")
+        browser.run("document.getElementById('disconnect').click();")
+
+        # Spent: a new load of the same link signs nobody in.
+        browser.get("about:blank")
+        browser.get(link)
+        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        shown(browser, "#sign-in", "This sign-in link was used already or has expired")
+        assert browser.run("return document.getElementById('token').value;") == ""
+        assert browser.run("return location.hash;") == ""
+    finally:
+        browser.run("const b = document.getElementById('disconnect'); if (b) b.click();")
+
+
+@pytest.mark.parametrize("browser", ["chromium"], indirect=True)
+def test_debug_page_says_so_when_socketio_client_does_not_load(browser, dev_server):
+    """socket.io-client from npm, SOCKETIO_CLIENT_URL or jsDelivr: when it does not come
+    (blocked here through DevTools, as an unreachable CDN would be), the page names
+    the URL, keeps Connect off and still shows the server facts."""
+    cdp(browser, "Network.enable")
+    cdp(browser, "Network.setBlockedURLs", urls=["*/debug/socket.io.min.js"])
+    try:
+        browser.get(dev_server.url + "/debug")
+        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        shown(browser, "#no-client", "socket.io-client did not load from "
+              f"{dev_server.url}/debug/socket.io.min.js")
+        shown(browser, "#fact-async_mode", "eventlet")
+        assert browser.run("return document.getElementById('connect').disabled;") is True
+        assert browser.run("return document.getElementById('prefs-load').disabled;") is False
+    finally:
+        cdp(browser, "Network.setBlockedURLs", urls=[])
+        cdp(browser, "Network.disable")
+
+
 @pytest.mark.parametrize("browser", ["chromium"], indirect=True)
 def test_debug_page_says_so_when_the_client_does_not_load(browser, dev_server):
-    """/static/notifications.js is the client package's build: when the page cannot
-    load it (blocked here through DevTools), it says what to do instead of dying, and
-    the server facts still come."""
+    """/static/notifications.js is the client package's build (committed): when the
+    page cannot load it (blocked here through DevTools), it says what is missing
+    instead of dying, and the server facts still come."""
     cdp(browser, "Network.enable")
     cdp(browser, "Network.setBlockedURLs", urls=["*/static/notifications.js"])
     try:
         browser.get(dev_server.url + "/debug")
         browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
-        shown(browser, "#no-notification-client", "npm ci && npm run build in client/")
+        shown(browser, "#no-notification-client", "(/static/notifications.js) did not load")
         shown(browser, "#fact-async_mode", "eventlet")
         shown(browser, "#push-supported", "the notification client is not built")
         assert browser.run("return ['connect', 'push-enable', 'push-disable', 'prefs-load']"

@@ -2,7 +2,8 @@
 
 `npm ci --prefix client && npm run build --prefix client` (scripts/test.sh runs
 both) writes client/dist/ and copies the browser-ready client and service worker to
-static/notifications.js and static/notifications-sw.js, where /debug loads them.
+static/notifications.js and static/notifications-sw.js, where /debug loads them (those
+two are committed; tests/unit/client/test_static_build.py keeps them current).
 Under CI=true a missing build, node or npm is a failure; elsewhere a skip with the
 reason. ReactPage serves a React app's test page for Chromium (client/test/browser/).
 """
@@ -24,9 +25,9 @@ from tests.support.services import in_ci
 CLIENT = ROOT / "client"
 DIST = CLIENT / "dist"
 BUILD_COMMAND = "npm ci --prefix client && npm run build --prefix client"
-# What the package's build writes, and the copies the server's /debug page loads.
+# What the package's build writes, and the (committed) copies /debug loads.
 BUILT = (DIST / "index.js", DIST / "index.d.ts", DIST / "react.js", DIST / "react.d.ts",
-         DIST / "notifications-sw.js")
+         DIST / "inbox.js", DIST / "notifications-sw.js")
 STATIC_COPIES = (ROOT / "static" / "notifications.js", ROOT / "static" / "notifications-sw.js")
 
 
@@ -121,6 +122,7 @@ REACT_PAGE_FILES: dict[str, Callable[[], bytes]] = {
     .read_bytes(),
     "/client/index.js": lambda: (DIST / "index.js").read_bytes(),
     "/client/react.js": lambda: (DIST / "react.js").read_bytes(),
+    "/client/inbox.js": lambda: (DIST / "inbox.js").read_bytes(),  # react.js imports it
     "/vendor/socket.io.min.js": lambda: (MODULES / "socket.io-client" / "dist"
                                          / "socket.io.min.js").read_bytes(),
     "/vendor/react-cjs.js": react_cjs_bundle,

@@ -5,11 +5,15 @@
   preferences and device calls too), the React hooks (useNotifications,
   usePreferences) and the service worker export; a deliberate mistake in the same app fails to
   type-check, so the types constrain.
+- The READMEs' TypeScript snippets, pasted into the same app, type-check under
+  Vite's React template's compiler options.
 - The React provider, in StrictMode (mount, unmount, mount), rendered by react-dom
   into jsdom in Node, against a real production gunicorn server over real
   socket.io-client: exactly one socket is connected after the double mount, as the
   server counts them; notifications reach the hook's items; a change of user, a
-  sign-out and an unmount leave no socket behind.
+  sign-out and an unmount leave no socket behind. The hook's inbox, the same way:
+  the first page on mount, loadMore(), live and replayed notifications once each,
+  and the unread count after a reload.
 
 Under CI=true missing node or npm, or a client package that is not installed and
 built, is a failure; elsewhere these tests skip with the reason.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -29,6 +34,7 @@ import pytest
 
 from tests.support.client_package import CLIENT, DIST, require_build, require_node
 from tests.support.servers import (
+    ROOT,
     SERVER_API_KEY,
     ServerProcess,
     gunicorn,
@@ -68,6 +74,50 @@ APP_TSCONFIG = {
     "include": ["src"],
 }
 
+# What Vite's React + TypeScript template checks an app's code with (its
+# tsconfig.app.json), for the README's snippets. Vite itself is not installed: its
+# `vite/client` types come in as VITE_ENV below (import.meta.env, as Vite declares it).
+VITE_TSCONFIG = {
+    "compilerOptions": {
+        "target": "ES2022",
+        "useDefineForClassFields": True,
+        "lib": ["ES2022", "DOM", "DOM.Iterable"],
+        "module": "ESNext",
+        "types": [],
+        "skipLibCheck": True,
+        "moduleResolution": "bundler",
+        "allowImportingTsExtensions": True,
+        "verbatimModuleSyntax": True,
+        "moduleDetection": "force",
+        "noEmit": True,
+        "jsx": "react-jsx",
+        "strict": True,
+        "noUnusedLocals": True,
+        "noUnusedParameters": True,
+        "erasableSyntaxOnly": True,
+        "noFallthroughCasesInSwitch": True,
+        "noUncheckedSideEffectImports": True,
+    },
+    "include": ["readme"],
+}
+VITE_ENV = """\
+// vite/client's import.meta.env: any VITE_* variable, and Vite's own.
+interface ImportMetaEnv {
+  [key: string]: any;
+  BASE_URL: string;
+  MODE: string;
+  DEV: boolean;
+  PROD: boolean;
+  SSR: boolean;
+}
+interface ImportMeta {
+  readonly env: ImportMetaEnv;
+}
+"""
+# Where the README snippets are, and how a fenced TypeScript block is found in them.
+SNIPPET_DOCS = (ROOT / "README.md", CLIENT / "README.md")
+SNIPPET = re.compile(r"^```(tsx|ts)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
 # The app: the core client, the hook and the provider, with the package's own types
 # and nothing declared by hand. Every annotation below must agree with the package.
 APP_TSX = """\
@@ -79,7 +129,7 @@ import {
   type MarkReadReply, type Notification, type NotificationClientOptions,
   type NotificationSocket, type PushReason, type PushStatus, type ReceiptsReport,
   type SyncComplete, type UnreadCount, type Preferences, type PreferencesPatch,
-  type PushSubscriptionInfo, type QuietWindow,
+  type PushSubscriptionInfo, type QuietWindow, type NotificationsPage,
 } from "@notification-backend/client";
 import {
   NotificationProvider, useNotifications, usePreferences, type NotificationsState,
@@ -118,6 +168,15 @@ async function push(): Promise<PushReason | number> {
   return result.reason;
 }
 void push();
+
+async function inbox(): Promise<number | null> {
+  const page: NotificationsPage = await client.getNotifications({ limit: 20 });
+  const older = await client.getNotifications({ before: page.next_before, unread: true });
+  const unread: number = await client.getUnreadCount();
+  console.log(page.notifications[0]?.title, page.unread_count === unread);
+  return older.next_before;
+}
+void inbox();
 
 async function readAll(): Promise<number> {
   try {
@@ -169,7 +228,9 @@ function PreferencesPanel() {
 function Bell() {
   const value: NotificationsValue = useNotifications();
   const { items, unreadCount, state, connected, markRead, enablePush, disablePush } = value;
+  const { hasMore, loading, inboxError, loadMore } = value;
   const label: NotificationsState = state;
+  const more: () => Promise<void> = loadMore;
   return (
     <div title={label} data-connected={connected}>
       <button onClick={() => enablePush().then((r) => console.log(r.ok))}>Turn on</button>
@@ -178,6 +239,8 @@ function Bell() {
       {items.map((n) => (
         <p key={n.id} onClick={() => void markRead([n.id])}>{n.title}: {n.body ?? ""}</p>
       ))}
+      {inboxError ? <p title={inboxError.code}>{inboxError.message}</p> : null}
+      {hasMore ? <button disabled={loading} onClick={() => void more()}>More</button> : null}
     </div>
   );
 }
@@ -255,7 +318,7 @@ def test_npm_pack_ships_the_build_and_nothing_else(tarball, capsys):
     files = sorted(f["path"] for f in report["files"])
     assert files == sorted(["package.json", "README.md", "LICENSE", "dist/index.js",
                             "dist/index.d.ts", "dist/types.d.ts", "dist/react.js",
-                            "dist/react.d.ts", "dist/notifications-sw.js"])
+                            "dist/react.d.ts", "dist/inbox.js", "dist/notifications-sw.js"])
     with tarfile.open(path) as archive:
         assert sorted(m.name.removeprefix("package/") for m in archive.getmembers()) == files
     with capsys.disabled():  # the file list and sizes, for the record
@@ -265,10 +328,12 @@ def test_npm_pack_ships_the_build_and_nothing_else(tarball, capsys):
             print(f"  {f['size']:>7}  {f['path']}")
 
 
-def test_a_new_react_typescript_app_installs_the_tarball_and_type_checks(tarball, tmp_path):
+@pytest.fixture(scope="module")
+def app(tarball, tmp_path_factory) -> Path:
+    """A new React + TypeScript app with the tarball installed, as a front end has it."""
     path, _ = tarball
-    node, npm = require_node()
-    app = tmp_path / "app"
+    _node, npm = require_node()
+    app = tmp_path_factory.mktemp("react-app") / "app"
     (app / "src").mkdir(parents=True)
     (app / "package.json").write_text(json.dumps({
         "name": "new-react-app", "private": True, "type": "module",
@@ -277,7 +342,11 @@ def test_a_new_react_typescript_app_installs_the_tarball_and_type_checks(tarball
     (app / "src" / "App.tsx").write_text(APP_TSX)
     ok(run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], app))
     ok(run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", str(path)], app))
+    return app
 
+
+def test_a_new_react_typescript_app_installs_the_tarball_and_type_checks(app):
+    node, _npm = require_node()
     installed = json.loads((app / "package.json").read_text())["dependencies"]
     assert installed[PACKAGE["name"]].startswith("file:")
     tsc = str(app / "node_modules" / ".bin" / "tsc")
@@ -299,6 +368,37 @@ def test_a_new_react_typescript_app_installs_the_tarball_and_type_checks(tarball
         errors = [e for e in checked.stdout.splitlines() if "error TS" in e]
         assert errors and all(e.startswith(f"src/{name}") for e in errors), checked.stdout
         assert said in checked.stdout, checked.stdout
+
+
+def snippets(doc: Path) -> list[tuple[int, str, str]]:
+    """Each ```ts and ```tsx block of ``doc``: (its first line, extension, code)."""
+    text = doc.read_text()
+    return [(text.count("\n", 0, m.start()) + 2, m.group(1), m.group(2))
+            for m in SNIPPET.finditer(text)]
+
+
+def test_the_readme_snippets_type_check_in_a_vite_react_app(app):
+    """Pasted into a Vite React + TypeScript app, every TypeScript snippet of the
+    READMEs type-checks as that template checks (strict, no unused names); what a
+    snippet assumes of the app it declares itself."""
+    readme = app / "readme"
+    readme.mkdir(exist_ok=True)
+    (readme / "vite-env.d.ts").write_text(VITE_ENV)
+    (app / "tsconfig.readme.json").write_text(json.dumps(VITE_TSCONFIG, indent=2))
+    where = {}
+    for doc in SNIPPET_DOCS:
+        found = snippets(doc)
+        assert found, f"no TypeScript snippet in {doc.relative_to(ROOT)}"
+        label = str(doc.relative_to(ROOT))
+        for line, ext, code in found:
+            name = f"{label.replace('/', '_').removesuffix('.md')}_{line}.{ext}"
+            (readme / name).write_text(code)
+            where[name] = f"{label}, the block at line {line}"
+    tsc = str(app / "node_modules" / ".bin" / "tsc")
+    checked = run([tsc, "--noEmit", "-p", "tsconfig.readme.json"], app, timeout=300)
+    errors = [line for line in checked.stdout.splitlines() if "error TS" in line]
+    named = [f"{where.get(Path(e.split('(', 1)[0]).name, '?')}: {e}" for e in errors]
+    assert checked.returncode == 0 and not errors, "\n".join(named) or checked.stdout
 
 
 # -- the React provider against a real server ---------------------------------------
@@ -365,6 +465,81 @@ def test_the_provider_keeps_one_socket_through_strict_mode_and_none_after_sign_o
     assert unmounted["server_sockets_before"] == 1
     assert unmounted["server_sockets"] == 0
     assert unmounted["active"] == 0 and unmounted["connected"] == 0
+
+
+@pytest.mark.server
+def test_the_hook_loads_the_inbox_pages_it_and_merges_what_the_socket_brings(
+        live_server, tmp_path):
+    """After a reload the hook shows the inbox, not only what arrived since: the first
+    page on mount, older pages with loadMore(), live and replayed notifications merged
+    in once each, and the server's unread count (client/test/react-inbox.mjs)."""
+    node, _npm = require_node()
+    require_build()
+    env = {**os.environ, "NOTIFY_URL": live_server.url, "NOTIFY_API_KEY": SERVER_API_KEY,
+           "ORIGIN": ORIGIN, "USER": "inbox-ivy", "TOKEN": mint("inbox-ivy")}
+    result = subprocess.run([node, str(CLIENT / "test" / "react-inbox.mjs")], cwd=CLIENT,
+                            env=env, capture_output=True, text=True, timeout=120)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no report:\n{result.stderr}"
+    report = json.loads(lines[-1])
+    assert "error" not in report, (report, result.stderr)
+    steps = report["steps"]
+    page = 10
+
+    # On mount: the newest page of what was stored before, its read states, the
+    # server's count; StrictMode's discarded first mount asked for nothing. The
+    # client had no last_id, so the page is read again once the socket is in.
+    mounted = steps["mounted"]
+    newest_first = sorted(mounted["seeded"], reverse=True)
+    assert mounted["items"] == newest_first[:page]
+    assert mounted["read_items"] == [i for i in newest_first[:page] if i in mounted["read"]]
+    assert mounted["unread"] == len(mounted["seeded"]) - len(mounted["read"])
+    assert mounted["has_more"] is True
+    assert mounted["requests"] == [{"limit": str(page)}] * 2
+    assert mounted["sockets"] == 2  # StrictMode: one made and closed, one live
+
+    # loadMore(): before = the oldest shown, until the last page; two calls at once
+    # are one request, and none goes out after the last page.
+    paged = steps["paged"]
+    assert paged["same_promise"] is True
+    assert paged["second"] == {"items": newest_first[:2 * page], "has_more": True}
+    assert paged["last"] == {"items": newest_first, "has_more": False}
+    assert paged["requests"] == [{"limit": str(page), "before": str(newest_first[page - 1])},
+                                 {"limit": str(page), "before": str(newest_first[2 * page - 1])}]
+    assert sorted(paged["read_items"]) == sorted(mounted["read"])
+
+    # A live one: on top, once, one more unread.
+    live = steps["live"]
+    assert live["items"] == [live["id"], *newest_first]
+    assert live["unread"] == mounted["unread"] + 1
+
+    # The reload: the two that came while away are in the first page and in the
+    # replay, and show once; one request (the replay covers the rest); the count is
+    # the server's from the first render that shows notifications.
+    reloaded = steps["reloaded"]
+    expected = [*reversed(reloaded["away"]), live["id"], *newest_first][:page]
+    assert reloaded["items"] == expected
+    assert reloaded["unread"] == reloaded["unread_when_shown"] == live["unread"] + 2
+    assert reloaded["badge_over_empty_list"] == 0
+    assert reloaded["has_more"] is True
+    assert reloaded["requests"] == [{"limit": str(page)}]
+
+
+def test_the_inbox_merges_pages_and_arrivals_whatever_comes_first():
+    """The orders a real server does not show on demand (client/test/inbox.mjs, the
+    inbox against a stand-in client): a page's count only until the socket's; an
+    unseen older arrival (a delivery check's resend, a late commit) asks the server
+    for the count; a first page drops what may not join on to it; a loadMore sent
+    before a new first page is dropped; maxItems trims and loadMore brings back; a
+    failure shows and is retried; a page read again that joins on keeps the loaded
+    pages; read stays read; a closed inbox changes nothing."""
+    node, _npm = require_node()
+    require_build()
+    result = subprocess.run([node, str(CLIENT / "test" / "inbox.mjs")], cwd=CLIENT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(report["passed"]) == report["total"] == 10, report
 
 
 def test_the_built_client_imports_nothing_so_pages_load_it_alone():

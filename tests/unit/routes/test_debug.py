@@ -3,12 +3,14 @@ is driven in real browsers by tests/browser/test_debug_browser.py."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 
 import pytest
 
 from tests.support.app import API_KEY, SECRET, build_app
-from tests.support.client_package import require_build
 
 
 @pytest.fixture
@@ -70,13 +72,55 @@ def test_bad_client_url_refuses_to_start(tmp_path, url):
         create_app({"INSTANCE_PATH": str(tmp_path), "SOCKETIO_CLIENT_URL": url})
 
 
-def test_page_says_so_without_a_client(tmp_path, monkeypatch):
+def without_node_modules(tmp_path, monkeypatch) -> None:
+    """The server as a deployment without npm has it: no node_modules/socket.io-client."""
     from routes import debug
 
     monkeypatch.setattr(debug, "CLIENT_DIST", tmp_path / "missing")
-    html = build_app(tmp_path).test_client().get("/debug").get_data(as_text=True)
-    assert 'id="no-client"' in html and "socket.io.min.js" not in html
-    assert_not_found(build_app(tmp_path).test_client().get("/debug/socket.io.min.js"))
+
+
+def test_without_npm_the_page_loads_socketio_client_from_jsdelivr_by_its_hash(
+        tmp_path, monkeypatch):
+    """No node_modules and no SOCKETIO_CLIENT_URL: the pinned version from jsDelivr,
+    which the browser runs only if its SHA-384 is the one the page names; the page's
+    CSP lets in that one script and nothing else from there."""
+    from routes.debug import CDN_CLIENT_INTEGRITY, CDN_CLIENT_URL
+
+    without_node_modules(tmp_path, monkeypatch)
+    client = build_app(tmp_path).test_client()
+    response = client.get("/debug")
+    html = response.get_data(as_text=True)
+    assert CDN_CLIENT_URL == ("https://cdn.jsdelivr.net/npm/socket.io-client@4.8.1/dist/"
+                              "socket.io.min.js")
+    [tag] = re.findall(r"<script [^>]*cdn\.jsdelivr\.net[^>]*>", html)
+    assert f'src="{CDN_CLIENT_URL}"' in tag
+    assert f'integrity="{CDN_CLIENT_INTEGRITY}"' in tag and 'crossorigin="anonymous"' in tag
+    policy = response.headers["Content-Security-Policy"]
+    script_src = next(d for d in policy.split("; ") if d.startswith("script-src "))
+    assert script_src == f"script-src 'self' {CDN_CLIENT_URL}"
+    # The rest of the server's policy stays as it is.
+    default_policy = client.get("/healthz").headers["Content-Security-Policy"]
+    assert policy.replace(f" {CDN_CLIENT_URL}", "") == default_policy
+    assert_not_found(client.get("/debug/socket.io.min.js"))
+
+
+def test_the_pinned_integrity_is_the_sha384_of_socketio_client_4_8_1():
+    """CDN_CLIENT_INTEGRITY, computed once from npm's file (jsDelivr serves the same
+    bytes), is that file's SHA-384."""
+    from routes.debug import CDN_CLIENT_INTEGRITY, CLIENT_DIST
+
+    installed = CLIENT_DIST.parent / "package.json"
+    if not installed.is_file():
+        pytest.skip("socket.io-client is not in node_modules (run npm ci)")
+    assert json.loads(installed.read_text())["version"] == "4.8.1"
+    digest = hashlib.sha384((CLIENT_DIST / "socket.io.min.js").read_bytes()).digest()
+    assert CDN_CLIENT_INTEGRITY == "sha384-" + base64.b64encode(digest).decode()
+
+
+def test_npm_copy_is_preferred_and_needs_no_integrity(client):
+    html = client.get("/debug").get_data(as_text=True)
+    assert '<script src="/debug/socket.io.min.js"></script>' in html
+    assert "cdn.jsdelivr.net" not in html and "integrity=" not in html
 
 
 def test_origin_check(client):
@@ -130,28 +174,23 @@ def test_production_page_has_the_push_panel_and_a_standalone_manifest(prod_clien
     assert fields["display"] == "standalone" and fields["start_url"] == "/debug"
 
 
-def test_page_says_so_without_the_notification_client_build(tmp_path, monkeypatch):
-    """static/notifications.js is the client package's build output, not committed: a
-    server that did not build client/ says how to, and keeps Connect and push off."""
-    from routes import debug
+def test_the_committed_notification_client_is_served_and_nothing_is_disabled(client):
+    """static/notifications.js is committed: every server has it, so the page's
+    buttons start enabled (debug.js still says so if it fails to load)."""
+    built = client.get("/static/notifications.js")
+    assert built.status_code == 200 and b"export class NotificationClient" in built.data
+    html = client.get("/debug").get_data(as_text=True)
+    assert 'id="no-notification-client"' not in html and 'id="no-client"' not in html
+    for button in ("connect", "push-enable", "push-disable", "prefs-load"):
+        assert f'<button id="{button}" type="button">' in html, button
 
-    monkeypatch.setattr(debug, "NOTIFICATION_CLIENT", tmp_path / "missing.js")
-    html = build_app(tmp_path).test_client().get("/debug").get_data(as_text=True)
-    assert 'id="no-notification-client"' in html
-    assert "npm ci &amp;&amp; npm run build</code> in <code>client/</code>" in html
-    for button in ("connect", "push-enable", "push-disable"):
-        assert re.search(rf'<button id="{button}" type="button" disabled>', html), button
 
-    built = tmp_path / "notifications.js"
-    built.write_text("export class NotificationClient {}\n")
-    monkeypatch.setattr(debug, "NOTIFICATION_CLIENT", built)
-    html = build_app(tmp_path).test_client().get("/debug").get_data(as_text=True)
-    assert 'id="no-notification-client"' not in html
-    assert re.search(r'<button id="connect" type="button" >', html)
+def test_production_page_points_to_sign_in_links(prod_client):
+    html = prod_client.get("/debug").get_data(as_text=True)
+    assert '<p id="sign-in"' in html and "POST /debug/links" in html
 
 
 def test_service_worker_is_served_from_the_servers_own_origin(client):
-    require_build()  # the client package's build copies it to static/
     response = client.get("/static/notifications-sw.js")
     assert response.status_code == 200
     assert "javascript" in response.headers["Content-Type"]
