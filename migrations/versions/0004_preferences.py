@@ -56,7 +56,9 @@ def downgrade():
             batch_op.drop_column(column)
     with op.batch_alter_table("push_subscriptions", schema=None) as batch_op:
         batch_op.drop_column("enabled")
-    with op.batch_alter_table("notifications", schema=None) as batch_op:
+    # SQLite recreates the table to drop columns: keep AUTOINCREMENT on the copy.
+    with op.batch_alter_table("notifications", schema=None,
+                              table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         for column in ("collapse_template", "collapse_key", "critical"):
             batch_op.drop_column(column)
     op.drop_table("user_preferences")

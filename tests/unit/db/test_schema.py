@@ -95,3 +95,49 @@ def test_the_start_says_in_one_line_when_the_schema_is_behind(tmp_path, caplog, 
     else:
         assert lines == ["the database schema is not migrated; this server needs revision "
                          "0004: run `flask db upgrade`"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_upgrading_an_existing_database_to_0004_keeps_its_rows(tmp_path, database,
+                                                              request):
+    """Issue 23: `flask db upgrade` on a database at 0003 with notifications and a
+    push subscription in it: the rows stay, the new columns take their defaults, and
+    SQLite's notifications keep AUTOINCREMENT (ids are never reused)."""
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    from tests.support.app import build_app
+    from utils.extensions import db
+
+    overrides = {}
+    if database == "postgresql":
+        overrides["DATABASE_URL"] = request.getfixturevalue("fresh_database")()
+    app = build_app(tmp_path, **overrides)
+    with app.app_context():
+        downgrade(revision="0003")
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO notifications (user_id, type, title, data, created_at, push)"
+                " VALUES ('alice', 't', 'kept', '{}', CURRENT_TIMESTAMP, 'auto')"))
+            conn.execute(sa.text(
+                "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth, created_at)"
+                " VALUES ('alice', 'https://push.example/x', 'k', 'a', CURRENT_TIMESTAMP)"))
+        upgrade()
+        with db.engine.begin() as conn:
+            row = conn.execute(sa.text("SELECT id, title, critical, collapse_key FROM "
+                                       "notifications")).one()
+            assert (row.title, bool(row.critical), row.collapse_key) == ("kept", False, None)
+            enabled = conn.execute(sa.text("SELECT enabled FROM push_subscriptions")).scalar()
+            assert bool(enabled) is True
+            assert schema_state_of(conn) == "0004"
+            if database == "sqlite":
+                ddl = conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE "
+                                           "name = 'notifications'")).scalar()
+                assert "AUTOINCREMENT" in ddl.upper()
+    assert app.test_client().get("/readyz").get_json()["schema"] == "ok"
+
+
+def schema_state_of(conn) -> str | None:
+    from utils.db.schema import schema_state
+
+    return schema_state(conn).current
