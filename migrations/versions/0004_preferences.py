@@ -1,5 +1,7 @@
-"""user control: preferences, critical and collapsed notifications, devices turned off;
-one-time sign-in links for /debug
+"""user control: preferences, collapsed pushes, device switches, /debug sign-in links
+
+user_preferences; notifications.critical, collapse_key, collapse_template;
+push_subscriptions.enabled; push_sends.deferred, collapse_key, folded; sign_in_links.
 
 Revision ID: 0004
 Revises: 0003
