@@ -47,8 +47,9 @@ def start_serving(app: Flask, worker: Any = None) -> None:
     if settings.is_production and not settings.push_enabled:
         log.warning(PUSH_OFF_NOTICE)
     if settings.metrics_closed:
-        log.warning("/metrics is closed (403): set METRICS_TOKEN to scrape it with a "
-                    "bearer token, or METRICS_PUBLIC=1 to open it")
+        # ("bearer" followed by a word would be redacted from the line as a credential.)
+        log.warning("/metrics is closed (403): set METRICS_TOKEN and send it in the "
+                    "Authorization header to scrape it, or METRICS_PUBLIC=1 to open it")
 
 
 def _say_if_not_migrated(app: Flask) -> None:

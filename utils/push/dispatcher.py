@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask
 
 from utils.config import Settings
+from utils.db.schema import UPGRADE_COMMAND, names_a_missing_table
 from utils.extensions import socketio
 from utils.push.checks import CHECK_BATCH, DeliveryChecks
 from utils.push.sender import Sender
@@ -48,13 +49,24 @@ class PushDispatcher(Sweep):
         self._wakeup.set()
 
     def _run(self) -> None:
+        failing = None  # the last failure logged: a failure that repeats is logged once
         while True:
             self._wakeup.wait(self.interval)
             self._wakeup.clear()
             try:
                 self.sweep_once()
             except Exception as exc:  # the next tick tries again; work stays in the database
-                log.error("push dispatch pass failed: %s", type(exc).__name__)
+                problem = (f"{type(exc).__name__}: the database is not migrated; run "
+                           f"`{UPGRADE_COMMAND}`" if names_a_missing_table(exc)
+                           else type(exc).__name__)
+                if problem != failing:
+                    log.error("push dispatch pass failed: %s (logged again when it changes)",
+                              problem)
+                    failing = problem
+                continue
+            if failing is not None:
+                log.warning("push dispatch passes again")
+                failing = None
 
     def sweep_once(self) -> int:
         """One pass: due delivery checks, then due sends; returns how many rows it
