@@ -41,6 +41,26 @@ const page = (ids, nextBefore, unread = 0) => ({
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 const ids = (inbox) => inbox.snapshot().items.map((n) => n.id);
 
+// An inbox whose first page (`first`, the stand-in's first call) has come.
+async function loaded(first, options = { pageSize: 2, maxItems: 100 }) {
+  const client = standIn();
+  const inbox = new Inbox(client, options);
+  const loading = inbox.start();
+  client.calls[0].resolve(first);
+  await loading;
+  return { client, inbox };
+}
+
+// loadMore(): the one request it sends asks for `query`; `answer` answers it.
+async function loadMore(client, inbox, query, answer) {
+  const index = client.calls.length;
+  const more = inbox.loadMore();
+  assert.equal(client.calls.length, index + 1, "loadMore sent no request");
+  assert.deepEqual(client.calls[index].query, query);
+  client.calls[index].resolve(answer);
+  await more;
+}
+
 async function connected(client, unread, lastId = 5) {
   client.fire("auth_success", { user_id: "u", unread_count: unread });
   client.fire("sync_complete", { last_id: lastId, replayed: 0, has_more: false, gap: false });
@@ -83,11 +103,7 @@ const cases = {
   },
 
   async an_unseen_older_arrival_asks_the_server_for_the_count() {
-    const client = standIn();
-    const inbox = new Inbox(client, { pageSize: 2, maxItems: 100 });
-    const loading = inbox.start();
-    client.calls[0].resolve(page([20, 19], 19, 6));
-    await loading;
+    const { client, inbox } = await loaded(page([20, 19], 19, 6));
     await connected(client, 6, 20);
     // The delivery check sends again one no device acknowledged: counted at connect.
     client.fire("notification", note(12));
@@ -115,19 +131,12 @@ const cases = {
     await loading;
     // 6 and 7 may be missing between 8 and 5: only what joins on is kept.
     assert.deepEqual(ids(inbox), [9, 8]);
-    const more = inbox.loadMore();
-    assert.deepEqual(client.calls[1].query, { limit: 2, before: 8 });
-    client.calls[1].resolve(page([7, 6], 6));
-    await more;
+    await loadMore(client, inbox, { limit: 2, before: 8 }, page([7, 6], 6));
     assert.deepEqual(ids(inbox), [9, 8, 7, 6]);
   },
 
   async a_load_more_answer_sent_before_a_new_first_page_is_dropped() {
-    const client = standIn();
-    const inbox = new Inbox(client, { pageSize: 2, maxItems: 100 });
-    const loading = inbox.start();
-    client.calls[0].resolve(page([9, 8], 8));
-    await loading;
+    const { client, inbox } = await loaded(page([9, 8], 8));
     const more = inbox.loadMore();
     // The socket came back without a usable replay: the first page again, newer now.
     client.fire("sync_complete", { last_id: null, replayed: 0, has_more: false, gap: false });
@@ -138,52 +147,33 @@ const cases = {
     await more;
     assert.deepEqual(ids(inbox), [12, 11]);
     assert.equal(inbox.snapshot().hasMore, true);
-    const next = inbox.loadMore();
-    assert.deepEqual(client.calls[3].query, { limit: 2, before: 11 });
-    client.calls[3].resolve(page([10, 9], 9));
-    await next;
+    await loadMore(client, inbox, { limit: 2, before: 11 }, page([10, 9], 9));
     assert.deepEqual(ids(inbox), [12, 11, 10, 9]);
   },
 
   async a_first_page_read_again_that_joins_on_keeps_the_pages_loaded() {
-    const client = standIn();
-    const inbox = new Inbox(client, { pageSize: 2, maxItems: 100 });
-    const loading = inbox.start();
-    client.calls[0].resolve(page([9, 8], 8));
-    await loading;
-    const more = inbox.loadMore();
-    client.calls[1].resolve(page([7, 6], 6));
-    await more;
+    const { client, inbox } = await loaded(page([9, 8], 8));
+    await loadMore(client, inbox, { limit: 2, before: 8 }, page([7, 6], 6));
     // A reconnect without a usable replay: one came meanwhile; the page reaches 9.
     client.fire("sync_complete", { last_id: null, replayed: 0, has_more: false, gap: false });
     await settle();
     client.calls[2].resolve(page([10, 9], 9));
     await settle();
     assert.deepEqual(ids(inbox), [10, 9, 8, 7, 6]);
-    const next = inbox.loadMore();
-    assert.deepEqual(client.calls[3].query, { limit: 2, before: 6 });
-    client.calls[3].resolve(page([5], null));
-    await next;
+    await loadMore(client, inbox, { limit: 2, before: 6 }, page([5], null));
     assert.deepEqual(ids(inbox), [10, 9, 8, 7, 6, 5]);
     assert.equal(inbox.snapshot().hasMore, false);
   },
 
   async arrivals_past_max_items_drop_the_oldest_and_load_more_brings_them_back() {
-    const client = standIn();
-    const inbox = new Inbox(client, { pageSize: 2, maxItems: 3 });
-    const loading = inbox.start();
-    client.calls[0].resolve(page([5, 4], null));
-    await loading;
+    const { client, inbox } = await loaded(page([5, 4], null), { pageSize: 2, maxItems: 3 });
     assert.equal(inbox.snapshot().hasMore, false);
     await connected(client, 0, 5);
     client.fire("notification", note(6));
     client.fire("notification", note(7));
     assert.deepEqual(ids(inbox), [7, 6, 5]);
     assert.equal(inbox.snapshot().hasMore, true);
-    const more = inbox.loadMore();
-    assert.deepEqual(client.calls[1].query, { limit: 2, before: 5 });
-    client.calls[1].resolve(page([4], null));
-    await more;
+    await loadMore(client, inbox, { limit: 2, before: 5 }, page([4], null));
     assert.deepEqual(ids(inbox), [7, 6, 5, 4]);
     assert.equal(inbox.snapshot().hasMore, false);
   },
@@ -197,20 +187,15 @@ const cases = {
     await loading; // never rejects
     assert.equal(inbox.snapshot().error, failure);
     assert.equal(inbox.snapshot().loading, false);
-    const retry = inbox.loadMore(); // no first page yet: it is asked again
-    assert.deepEqual(client.calls[1].query, { limit: 2, before: null });
-    client.calls[1].resolve(page([2, 1], null));
-    await retry;
+    // No first page yet: it is asked again.
+    await loadMore(client, inbox, { limit: 2, before: null }, page([2, 1], null));
     assert.equal(inbox.snapshot().error, null);
     assert.deepEqual(ids(inbox), [2, 1]);
   },
 
   async read_anywhere_stays_read() {
-    const client = standIn();
-    const inbox = new Inbox(client, { pageSize: 2, maxItems: 100 });
-    const loading = inbox.start();
-    client.calls[0].resolve({ ...page([], null), notifications: [note(2, true), note(1)] });
-    await loading;
+    const { client, inbox } = await loaded({ ...page([], null),
+                                             notifications: [note(2, true), note(1)] });
     client.fire("notification", note(2)); // sent again, unread in that copy
     assert.ok(inbox.snapshot().items.find((n) => n.id === 2).read_at);
     inbox.markedRead([1], { updated: 1, unread_count: 0 });

@@ -1,25 +1,15 @@
 // usePreferences() against a real server, as one scenario that runs the same in Node
 // (react-dom into jsdom: preferences.mjs) and in Chromium (browser/preferences.html).
-// It imports nothing: the runner passes React, react-dom's createRoot and the
-// package's exports, so each environment loads them its own way. It returns a
-// report of what it saw; the Python tests assert on it.
+// It imports only support.mjs (which imports nothing up front): the runner passes
+// React, react-dom's createRoot and the package's exports, so each environment loads
+// them its own way. It returns a report of what it saw; the Python tests assert on it.
 //
 // Two components under one <NotificationProvider>, in <StrictMode>, both call
 // usePreferences(): they must share one load (one GET, even with StrictMode's mount,
 // unmount and mount), show every update's server answer, keep the preferences and
 // set `error` on a refused update, follow reload(), a change of user and a sign-out.
 
-const WAIT_MS = 15000;
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what, check, timeout = WAIT_MS) {
-  const deadline = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+import { sleep, until } from "./support.mjs";
 
 // Every request the page makes, as the client sent it: method, path, Content-Type.
 // `direct` goes past the record: the test's own requests.

@@ -8,21 +8,13 @@
 // Environment: NOTIFY_URL, ORIGIN (an origin the server allows), USER_A and USER_B
 // with TOKEN_A and TOKEN_B (the client's calls), SUB_ID (a push subscription of
 // USER_A's), USER_C and USER_D with TOKEN_C and TOKEN_D (the hook's, new users).
-import { JSDOM } from "jsdom";
+import { nodeSocketOptions, reactInJsdom } from "./support.mjs";
 
 const env = process.env;
 const URL_ = env.NOTIFY_URL;
 const TOKENS = { [env.USER_A]: env.TOKEN_A, [env.USER_B]: env.TOKEN_B };
 
-// A browser-like global scope for react-dom and the client (document, localStorage).
-const dom = new JSDOM("<!doctype html><div id=root></div>", { url: env.ORIGIN });
-for (const name of ["window", "document", "localStorage", "navigator"]) {
-  Object.defineProperty(globalThis, name, { configurable: true, value: dom.window[name] });
-}
-
-const { createElement, StrictMode } = await import("react");
-const { createRoot } = await import("react-dom/client");
-const { io } = await import("socket.io-client");
+const { createElement, StrictMode, createRoot, io } = await reactInJsdom(env.ORIGIN);
 const { NotificationClient, NotificationRequestError } = await import(
   "@notification-backend/client");
 const { NotificationProvider, useNotifications, usePreferences } = await import(
@@ -133,8 +125,7 @@ try {
       url: URL_,
       users: [env.USER_C, env.USER_D],
       tokens: { [env.USER_C]: env.TOKEN_C, [env.USER_D]: env.TOKEN_D },
-      // Node's socket.io-client sends no Origin by itself; a browser would send this.
-      socketOptions: { extraHeaders: { Origin: env.ORIGIN }, reconnectionDelayMax: 1000 },
+      socketOptions: nodeSocketOptions(env.ORIGIN),
     },
     { createElement, StrictMode, createRoot, NotificationProvider, usePreferences,
       useNotifications, io },

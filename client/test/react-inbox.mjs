@@ -14,24 +14,18 @@
 //
 // Environment: NOTIFY_URL, NOTIFY_API_KEY, ORIGIN (an origin the server allows), USER,
 // TOKEN (that user's).
-import { JSDOM } from "jsdom";
+import {
+  nodeSocketOptions, reactInJsdom, recordSockets, sleep, strictApp, until,
+} from "./support.mjs";
 
 const env = process.env;
 const SERVER = env.NOTIFY_URL;
 const PAGE = 10;
 const SEEDED = 25;
-const WAIT_MS = 15000;
 const SETTLE_MS = 800; // long enough for a stray request or a duplicate to have landed
 
-// A browser-like global scope for react-dom and the client (document, localStorage).
-const dom = new JSDOM("<!doctype html><div id=root></div>", { url: env.ORIGIN });
-for (const name of ["window", "document", "localStorage", "navigator"]) {
-  Object.defineProperty(globalThis, name, { configurable: true, value: dom.window[name] });
-}
-
-const { createElement, StrictMode } = await import("react");
-const { createRoot } = await import("react-dom/client");
-const { io } = await import("socket.io-client");
+const react = await reactInJsdom(env.ORIGIN);
+const { createRoot } = react;
 const { NotificationProvider, useNotifications } = await import(
   "@notification-backend/client/react");
 
@@ -46,12 +40,7 @@ globalThis.fetch = (input, init = {}) => {
   return realFetch(input, init);
 };
 
-const opened = [];
-function countingIo(url, options) {
-  const socket = io(url, options);
-  opened.push(socket);
-  return socket;
-}
+const { opened, countingIo } = recordSockets(react.io);
 
 let hook = null;
 const renders = []; // what each render showed: {loading, items, unread}
@@ -62,25 +51,14 @@ function Probe() {
 }
 
 function app() {
-  return createElement(StrictMode, null,
-    createElement(NotificationProvider, {
-      url: SERVER,
-      io: countingIo,
-      userId: env.USER,
-      getToken: () => env.TOKEN,
-      pageSize: PAGE,
-      socketOptions: { extraHeaders: { Origin: env.ORIGIN }, reconnectionDelayMax: 1000 },
-    }, createElement(Probe)));
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what, check, timeout = WAIT_MS) {
-  const deadline = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
+  return strictApp(react, NotificationProvider, {
+    url: SERVER,
+    io: countingIo,
+    userId: env.USER,
+    getToken: () => env.TOKEN,
+    pageSize: PAGE,
+    socketOptions: nodeSocketOptions(env.ORIGIN),
+  }, Probe);
 }
 
 async function call(method, path, key, body) {

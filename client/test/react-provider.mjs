@@ -10,36 +10,22 @@
 //
 // Environment: NOTIFY_URL, NOTIFY_API_KEY, ORIGIN (an origin the server allows),
 // USER_A, USER_B, TOKEN_A, TOKEN_B.
-import { JSDOM } from "jsdom";
+import {
+  WAIT_MS, nodeSocketOptions, reactInJsdom, recordSockets, sleep, strictApp, until,
+} from "./support.mjs";
 
 const env = process.env;
 const URL = env.NOTIFY_URL;
 const TOKENS = { [env.USER_A]: env.TOKEN_A, [env.USER_B]: env.TOKEN_B };
-const WAIT_MS = 15000;
 const SETTLE_MS = 1500; // long enough for a stray second socket to have connected
 
-// A browser-like global scope for react-dom and the client (document, localStorage).
-const dom = new JSDOM("<!doctype html><div id=root></div>", { url: env.ORIGIN });
-for (const name of ["window", "document", "localStorage", "navigator"]) {
-  Object.defineProperty(globalThis, name, { configurable: true, value: dom.window[name] });
-}
-
-// Loaded once the page's globals exist, as in a browser: react-dom looks for them
-// when it loads. The package comes by its own name (client/package.json's "exports"),
-// which is the build in dist/.
-const { createElement, StrictMode } = await import("react");
-const { createRoot } = await import("react-dom/client");
-const { io } = await import("socket.io-client");
+const react = await reactInJsdom(env.ORIGIN);
+const { createRoot } = react;
 const { NotificationProvider, useNotifications } = await import(
   "@notification-backend/client/react");
 
 const report = { steps: {} };
-const opened = []; // every socket the provider's clients created, in order
-function countingIo(url, options) {
-  const socket = io(url, options);
-  opened.push(socket);
-  return socket;
-}
+const { opened, countingIo } = recordSockets(react.io); // every socket the clients made
 
 let hook = null; // the latest value useNotifications() gave
 let renders = 0;
@@ -49,29 +35,15 @@ function Probe() {
   return null;
 }
 
-// As a React app's entry renders it: <StrictMode> at the root (Vite's and Next.js's
-// templates do this), the provider inside. Only a StrictMode root makes React 19
-// mount, unmount and mount the effects of a new tree.
+// As a React app's entry renders it, under <StrictMode>.
 function app(userId) {
-  return createElement(StrictMode, null,
-    createElement(NotificationProvider, {
-      url: URL,
-      io: countingIo,
-      userId,
-      getToken: () => TOKENS[userId],
-      // Node's socket.io-client sends no Origin by itself; a browser would send this.
-      socketOptions: { extraHeaders: { Origin: env.ORIGIN }, reconnectionDelayMax: 1000 },
-    }, createElement(Probe)));
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what, check, timeout = WAIT_MS) {
-  const deadline = Date.now() + timeout;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
+  return strictApp(react, NotificationProvider, {
+    url: URL,
+    io: countingIo,
+    userId,
+    getToken: () => TOKENS[userId],
+    socketOptions: nodeSocketOptions(env.ORIGIN),
+  }, Probe);
 }
 
 async function serverSockets() {

@@ -15,7 +15,13 @@ import pytest
 import requests
 
 from tests.support.browser.devtools import cdp
-from tests.support.browser.helpers import ARTIFACTS, REPORT, NotifyServer, new_user
+from tests.support.browser.helpers import (  # noqa: F401 (the production_server fixture)
+    ARTIFACTS,
+    REPORT,
+    NotifyServer,
+    new_user,
+    production_server_fixture,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -31,12 +37,20 @@ def dev_server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
     instance.stop()
 
 
-@pytest.fixture(scope="module")
-def prod_server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
-    """Production mode: no minting on the page; a phone signs in with a link."""
-    instance = NotifyServer(tmp_path_factory.mktemp("debug-prod-server"), page_origin)
-    yield instance
-    instance.stop()
+def open_debug(browser, url: str) -> None:
+    """``url`` (/debug, or a link to it) loaded, and debug.js run."""
+    browser.get(url)
+    browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+
+
+def mint_on_page(browser, label: str) -> str:
+    """A new user, whose token the page's mint form put in the token field."""
+    user = new_user(browser, label)
+    browser.type("#mint-user", user)
+    browser.click("#mint")
+    browser.wait_for("document.getElementById('token').value.split('.').length === 3",
+                     what="a minted token")
+    return user
 
 
 def shown(browser, css: str, expected: str, timeout: float = 15) -> str:
@@ -49,8 +63,7 @@ def shown(browser, css: str, expected: str, timeout: float = 15) -> str:
 def test_debug_page_diagnoses_a_connection(browser, dev_server):
     browser.set_window(*PHONE)
     try:
-        browser.get(dev_server.url + "/debug")
-        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        open_debug(browser, dev_server.url + "/debug")
         shown(browser, "#fact-async_mode", "eventlet")
         shown(browser, "#origin-line", "is allowed to connect")
 
@@ -62,11 +75,7 @@ def test_debug_page_diagnoses_a_connection(browser, dev_server):
         browser.click("#connect")
         shown(browser, "#error", "token_invalid: The token was not accepted")
 
-        user = new_user(browser, "debug")
-        browser.type("#mint-user", user)
-        browser.click("#mint")
-        browser.wait_for("document.getElementById('token').value.split('.').length === 3",
-                         what="a minted token")
+        user = mint_on_page(browser, "debug")
         browser.click("#connect")
         shown(browser, "#state", "connected")
         shown(browser, "#user", user)
@@ -96,15 +105,10 @@ def test_debug_page_loads_and_saves_preferences(browser, dev_server):
     server's answer; a refused time zone is explained and changes nothing; clearing
     the window removes it."""
     browser.set_window(*PHONE)
-    browser.get(dev_server.url + "/debug")
-    browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+    open_debug(browser, dev_server.url + "/debug")
     assert browser.run("return document.getElementById('prefs-fields').disabled;") is True
 
-    user = new_user(browser, "prefs")
-    browser.type("#mint-user", user)
-    browser.click("#mint")
-    browser.wait_for("document.getElementById('token').value.split('.').length === 3",
-                     what="a minted token")
+    user = mint_on_page(browser, "prefs")
     browser.click("#prefs-load")
     shown(browser, "#prefs-result", "loaded: the defaults")
     shown(browser, "#prefs-json", '"updated_at": null')
@@ -150,23 +154,22 @@ def test_debug_page_loads_and_saves_preferences(browser, dev_server):
     assert after["channels"] == {"in_app": True, "push": False}
 
 
-def test_a_one_time_link_signs_the_page_in_on_a_production_server(browser, prod_server):
+def test_a_one_time_link_signs_the_page_in_on_a_production_server(browser, production_server):
     """The producer mints a link for a user; opened on the phone, the page takes the
     code out of the address bar, trades it for a token, says who it signed in as, and
     connects as that user. The link works once: opened again, the page says so."""
     user = new_user(browser, "link")
-    minted = requests.post(prod_server.url + "/debug/links", json={"user_id": user},
-                           headers={"Authorization": f"Bearer {prod_server.env['NOTIFY_API_KEY']}"},
-                           timeout=10)
+    api_key = production_server.env["NOTIFY_API_KEY"]
+    minted = requests.post(production_server.url + "/debug/links", json={"user_id": user},
+                           headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
     assert minted.status_code == 201, minted.text
     link = minted.json()["url"]
-    assert link.startswith(prod_server.url + "/debug#code=")
+    assert link.startswith(production_server.url + "/debug#code=")
     browser.set_window(*PHONE)
     try:
-        browser.get(link)
-        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        open_debug(browser, link)
         shown(browser, "#sign-in", f"Signed in as {user}")
-        assert browser.run("return location.href;") == prod_server.url + "/debug"
+        assert browser.run("return location.href;") == production_server.url + "/debug"
         assert browser.run("return document.getElementById('token').value.split('.').length;"
                            ) == 3
         assert browser.run("return document.getElementById('mint');") is None  # production
@@ -174,7 +177,7 @@ def test_a_one_time_link_signs_the_page_in_on_a_production_server(browser, prod_
         browser.click("#connect")
         shown(browser, "#state", "connected")
         shown(browser, "#user", user)
-        prod_server.notify(user, "Hello from the producer")
+        production_server.notify(user, "Hello from the producer")
         shown(browser, "#events", '"title": "Hello from the producer"')
         browser.run("window.scrollTo(0, 0);")
         path = browser.screenshot(ARTIFACTS / f"debug-link-{browser.engine.name}.png")
@@ -184,8 +187,7 @@ def test_a_one_time_link_signs_the_page_in_on_a_production_server(browser, prod_
 
         # Spent: a new load of the same link signs nobody in.
         browser.get("about:blank")
-        browser.get(link)
-        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        open_debug(browser, link)
         shown(browser, "#sign-in", "This sign-in link was used already or has expired")
         assert browser.run("return document.getElementById('token').value;") == ""
         assert browser.run("return location.hash;") == ""
@@ -201,8 +203,7 @@ def test_debug_page_says_so_when_socketio_client_does_not_load(browser, dev_serv
     cdp(browser, "Network.enable")
     cdp(browser, "Network.setBlockedURLs", urls=["*/debug/socket.io.min.js"])
     try:
-        browser.get(dev_server.url + "/debug")
-        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        open_debug(browser, dev_server.url + "/debug")
         shown(browser, "#no-client", "socket.io-client did not load from "
               f"{dev_server.url}/debug/socket.io.min.js")
         shown(browser, "#fact-async_mode", "eventlet")
@@ -221,8 +222,7 @@ def test_debug_page_says_so_when_the_client_does_not_load(browser, dev_server):
     cdp(browser, "Network.enable")
     cdp(browser, "Network.setBlockedURLs", urls=["*/static/notifications.js"])
     try:
-        browser.get(dev_server.url + "/debug")
-        browser.wait_for("document.body.dataset.ready === '1'", what="debug.js to run")
+        open_debug(browser, dev_server.url + "/debug")
         shown(browser, "#no-notification-client", "(/static/notifications.js) did not load")
         shown(browser, "#fact-async_mode", "eventlet")
         shown(browser, "#push-supported", "the notification client is not built")

@@ -36,7 +36,11 @@ import pytest
 import requests
 
 from tests.support.browser.devtools import cdp, registration_id
-from tests.support.browser.helpers import NotifyServer, new_user
+from tests.support.browser.helpers import (  # noqa: F401 (the production_server fixture)
+    NotifyServer,
+    new_user,
+    production_server_fixture,
+)
 from tests.support.browser.webdriver import Browser
 from tests.support.push_service import (  # noqa: F401 (the push_service fixture)
     PushService,
@@ -65,14 +69,6 @@ def push_server(tmp_path_factory, page_origin, push_service) -> Iterator[NotifyS
                             VAPID_PRIVATE_KEY=VapidKeys.generate().private,
                             VAPID_SUBJECT="mailto:push-tests@example.com",
                             WEB_PUSH_ENDPOINT_ORIGINS=push_service.origin)
-    yield instance
-    instance.stop()
-
-
-@pytest.fixture(scope="module")
-def push_off_server(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
-    """Production without VAPID_PRIVATE_KEY: push is off."""
-    instance = NotifyServer(tmp_path_factory.mktemp("push-off-server"), page_origin)
     yield instance
     instance.stop()
 
@@ -292,10 +288,10 @@ def test_chromium_reports_permission_denied(page, page_origin, push_server):
 
 
 @chromium
-def test_chromium_reports_server_disabled(page, page_origin, push_off_server):
+def test_chromium_reports_server_disabled(page, page_origin, production_server):
     cdp(page, "Browser.grantPermissions", origin=page_origin, permissions=["notifications"])
     try:
-        result = enable_push(page, push_off_server, new_user(page, "off"))
+        result = enable_push(page, production_server, new_user(page, "off"))
     finally:
         cdp(page, "Browser.resetPermissions")
     assert result == {"ok": False, "reason": "server_disabled", "message": (

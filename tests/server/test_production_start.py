@@ -3,17 +3,15 @@ missing setting in one refused start, and one line when push is off."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import requests
 
 from tests.support.servers import (
-    ROOT,
-    VENV_BIN,
     free_port,
     gunicorn,
+    gunicorn_argv,
     migrate,
+    run_command,
     server_env,
 )
 
@@ -25,10 +23,7 @@ def test_a_production_start_names_every_missing_setting_at_once(tmp_path, worker
     env = server_env(tmp_path, ASYNC_MODE=worker)
     for name in ("JWT_SECRET_KEY", "FRONTEND_URLS", "DATABASE_URL"):
         del env[name]
-    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
-            "--bind", f"127.0.0.1:{free_port()}", "app:app"]
-    result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = run_command(gunicorn_argv(worker, free_port()), env)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "configuration error: 3 settings stop the start:" in output

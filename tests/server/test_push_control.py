@@ -10,8 +10,8 @@ scripted endpoint where a header must be read, and real Socket.IO clients.
 - 20 notifications with one collapse_key within 2 s: one push, "and 19 more", while
   the socket and the inbox have all 20.
 
-PUSH_AFTER is 1 s and the dispatcher ticks every second, so a push that must come
-arrives within about 2 s, and one that must not is checked after 4 s.
+The servers, their VAPID keys and the timing (a push that must come arrives within
+about 2 s; one that must not, checked after QUIET): tests/support/push_servers.py.
 """
 
 from __future__ import annotations
@@ -20,27 +20,22 @@ import base64
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
+from tests.support.push_servers import QUIET, auth, push_env, push_server, pushes, subscribe, user
 from tests.support.push_service import (
-    ScriptedEndpoint,
     VapidKeys,
     b64url,
-    browser_json,
     push_service_fixture,  # noqa: F401
 )
-from tests.support.servers import ServerProcess, gunicorn, migrate, mint, post, server_env
+from tests.support.servers import ServerProcess, gunicorn, migrate, mint, post
 
 pytestmark = [pytest.mark.server]
 
-PUSH_AFTER = 1.0
-QUIET = 4.0  # long enough for a push that was going to come
-KEYS = VapidKeys.generate()
 NIGHT = [{"start": "22:00", "end": "07:00"}]  # in UTC: these users set no time zone
 # The clocked server's wall clock reads this when its worker loads the app: the
 # night window ends WALL_TO_END seconds later.
@@ -48,25 +43,12 @@ WALL_START = "2026-12-07T06:59:50Z"
 WALL_TO_END = 10.0
 
 
-def push_env(tmp, *origins: str, **overrides: str) -> dict[str, str]:
-    settings = {"VAPID_PRIVATE_KEY": KEYS.private, "VAPID_SUBJECT": "mailto:push@example.com",
-                "WEB_PUSH_ENDPOINT_ORIGINS": ",".join(origins), "PUSH_AFTER": str(PUSH_AFTER)}
-    return server_env(tmp, **{**settings, **overrides})
-
-
 @pytest.fixture(scope="module", params=["eventlet", "gevent"])
 def server(request, push_service, tmp_path_factory) -> Iterator[ServerProcess]:
     """A server on the real clock; it may also push to a scripted endpoint, whose
     requests a test reads (headers)."""
-    tmp = tmp_path_factory.mktemp(f"control-{request.param}")
-    scripted = ScriptedEndpoint(then=201)
-    env = push_env(tmp, push_service.origin, scripted.origin, ASYNC_MODE=request.param)
-    migrate(env)
-    proc = gunicorn(tmp, env, worker=request.param).start()
-    proc.scripted = scripted
-    yield proc
-    proc.stop()
-    scripted.close()
+    yield from push_server(tmp_path_factory.mktemp(f"control-{request.param}"), push_service,
+                           request.param)
 
 
 def start_clocked(tmp_path, push_service, worker: str) -> tuple[ServerProcess, float, float]:
@@ -82,23 +64,6 @@ def start_clocked(tmp_path, push_service, worker: str) -> tuple[ServerProcess, f
     return proc, before, time.monotonic()
 
 
-def auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(user)}"}
-
-
-def user() -> str:
-    return f"u-{uuid.uuid4().hex[:8]}"
-
-
-def subscribe(server, push_service, user: str) -> tuple[int, str]:
-    """A new browser subscription for ``user``: its id and its client hash."""
-    sub = push_service.subscribe(KEYS.public)
-    response = requests.post(server.url + "/api/push/subscriptions", json=browser_json(sub),
-                             headers=auth(user), timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()["id"], sub["clientHash"]
-
-
 def prefer(server, user: str, **preferences) -> None:
     response = requests.put(server.url + "/api/preferences", json=preferences,
                             headers=auth(user), timeout=10)
@@ -111,10 +76,6 @@ def send(server, user: str, **fields) -> dict:
                              "body": "Hello", **fields})
     assert response.status_code == 201, response.text
     return response.json()["notifications"][0]
-
-
-def pushes(push_service, client_hash: str) -> list[dict]:
-    return [json.loads(m) for m in push_service.messages(client_hash)]
 
 
 def inbox(server, user: str) -> list[dict]:

@@ -3,8 +3,7 @@ push service from the npm package web-push-testing (it checks the VAPID JWT and 
 TTL, decrypts each push and can expire a subscription), real Socket.IO clients, and
 PostgreSQL for two nodes sharing the work.
 
-PUSH_AFTER is 1 s here, and the dispatcher ticks every second, so a push that must
-come arrives within about 2 s, and one that must not is checked after 4 s.
+PUSH_AFTER, QUIET and the server per worker class: tests/support/push_servers.py.
 """
 
 from __future__ import annotations
@@ -13,56 +12,36 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import requests
 
+from tests.support.push_servers import (
+    KEYS,
+    PUSH_AFTER,
+    QUIET,
+    auth,
+    push_env,
+    push_server,
+    pushes,
+    subscribe,
+    user,
+)
 from tests.support.push_service import (
     ScriptedEndpoint,
     VapidKeys,
     answer,
-    browser_json,
     push_service_fixture,  # noqa: F401
 )
-from tests.support.servers import gunicorn, migrate, mint, post, server_env
+from tests.support.servers import ServerProcess, gunicorn, migrate, mint, post
 
 pytestmark = [pytest.mark.server]
 
-PUSH_AFTER = 1.0
-QUIET = 4.0  # long enough for a push that was going to come
-KEYS = VapidKeys.generate()
-
-
-def push_env(tmp, *origins: str, **overrides: str) -> dict[str, str]:
-    settings = {"VAPID_PRIVATE_KEY": KEYS.private, "VAPID_SUBJECT": "mailto:push@example.com",
-                "WEB_PUSH_ENDPOINT_ORIGINS": ",".join(origins), "PUSH_AFTER": str(PUSH_AFTER)}
-    return server_env(tmp, **{**settings, **overrides})
-
-
 @pytest.fixture(scope="module", params=["eventlet", "gevent"])
-def server(request, push_service, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"push-{request.param}")
-    scripted = ScriptedEndpoint(then=201)
-    env = push_env(tmp, push_service.origin, scripted.origin, ASYNC_MODE=request.param)
-    migrate(env)
-    proc = gunicorn(tmp, env, worker=request.param).start()
-    proc.scripted_origin = scripted.origin
-    yield proc
-    proc.stop()
-    scripted.close()
-
-
-def auth(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(user)}"}
-
-
-def subscribe(server, push_service, user: str) -> str:
-    """A new browser subscription for ``user`` on the push service; its client hash."""
-    sub = push_service.subscribe(KEYS.public)
-    response = requests.post(server.url + "/api/push/subscriptions", json=browser_json(sub),
-                             headers=auth(user), timeout=10)
-    assert response.status_code == 201, response.text
-    return sub["clientHash"]
+def server(request, push_service, tmp_path_factory) -> Iterator[ServerProcess]:
+    yield from push_server(tmp_path_factory.mktemp(f"push-{request.param}"), push_service,
+                           request.param)
 
 
 def send(server, user: str, **fields) -> int:
@@ -70,14 +49,6 @@ def send(server, user: str, **fields) -> int:
                              "body": "Hello", "data": {"url": "/posts/1"}, **fields})
     assert response.status_code == 201, response.text
     return response.json()["notifications"][0]["id"]
-
-
-def pushes(push_service, client_hash: str) -> list[dict]:
-    return [json.loads(m) for m in push_service.messages(client_hash)]
-
-
-def user() -> str:
-    return f"u-{uuid.uuid4().hex[:8]}"
 
 
 def test_config_publishes_the_vapid_public_key(server):
@@ -88,7 +59,7 @@ def test_config_publishes_the_vapid_public_key(server):
 def test_a_user_with_no_socket_gets_the_push_and_it_decrypts_to_the_notification(
         server, push_service):
     alice = user()
-    client_hash = subscribe(server, push_service, alice)
+    _, client_hash = subscribe(server, push_service, alice)
     started = time.monotonic()
     nid = send(server, alice, urgency="high", topic="comments")
     (message,) = push_service.wait_for_messages(client_hash, 1, timeout=10)
@@ -108,7 +79,7 @@ def test_a_user_with_no_socket_gets_the_push_and_it_decrypts_to_the_notification
 
 def test_a_socket_that_sends_receipts_suppresses_the_push(server, push_service, clients):
     bob = user()
-    client_hash = subscribe(server, push_service, bob)
+    _, client_hash = subscribe(server, push_service, bob)
     socket = clients()
     socket.connect(server.url, auth={"token": mint(bob)})
     nid = send(server, bob)
@@ -128,7 +99,7 @@ def test_a_connected_socket_without_receipts_is_pushed_and_emitted_again(
         server, push_service, clients):
     """The suspended iPhone: its socket still looks connected, but nothing acknowledges."""
     carol = user()
-    client_hash = subscribe(server, push_service, carol)
+    _, client_hash = subscribe(server, push_service, carol)
     socket = clients()
     socket.connect(server.url, auth={"token": mint(carol)})
     nid = send(server, carol)
@@ -140,7 +111,7 @@ def test_a_connected_socket_without_receipts_is_pushed_and_emitted_again(
 
 def test_never_does_not_push(server, push_service):
     dave = user()
-    client_hash = subscribe(server, push_service, dave)
+    _, client_hash = subscribe(server, push_service, dave)
     send(server, dave, push="never")
     time.sleep(QUIET)
     assert pushes(push_service, client_hash) == []
@@ -149,7 +120,7 @@ def test_never_does_not_push(server, push_service):
 def test_always_pushes_at_once_even_when_the_socket_acknowledges(server, push_service,
                                                                  clients):
     erin = user()
-    client_hash = subscribe(server, push_service, erin)
+    _, client_hash = subscribe(server, push_service, erin)
     socket = clients()
     socket.connect(server.url, auth={"token": mint(erin)})
     started = time.monotonic()
@@ -165,7 +136,7 @@ def test_always_pushes_at_once_even_when_the_socket_acknowledges(server, push_se
 
 def test_an_expired_subscription_is_removed(server, push_service):
     frank = user()
-    client_hash = subscribe(server, push_service, frank)
+    _, client_hash = subscribe(server, push_service, frank)
     push_service.expire(client_hash)
     send(server, frank, push="always")
     deadline = time.monotonic() + 10
@@ -233,7 +204,7 @@ def test_a_server_restarted_between_store_and_dispatch_still_pushes(tmp_path, pu
     migrate(env)
     first = gunicorn(tmp_path, env).start()
     ivan = user()
-    client_hash = subscribe(first, push_service, ivan)
+    _, client_hash = subscribe(first, push_service, ivan)
     nid = send(first, ivan)
     first.kill()  # SIGKILL to the group: no drain, nothing finishes
     first.stop()
@@ -255,7 +226,7 @@ def test_two_nodes_on_postgresql_push_each_notification_exactly_once(
     nodes = [gunicorn(tmp_path, env, name="a").start(), gunicorn(tmp_path, env, name="b").start()]
     try:
         judy = user()
-        client_hash = subscribe(nodes[0], push_service, judy)
+        _, client_hash = subscribe(nodes[0], push_service, judy)
         ids = [send(nodes[i % 2], judy, push="always" if i % 3 == 0 else "auto")
                for i in range(30)]
         push_service.wait_for_messages(client_hash, 30, timeout=30)

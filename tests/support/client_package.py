@@ -5,25 +5,32 @@ both) writes client/dist/ and copies the browser-ready client and service worker
 static/notifications.js and static/notifications-sw.js, where /debug loads them (those
 two are committed; tests/unit/client/test_static_build.py keeps them current).
 Under CI=true a missing build, node or npm is a failure; elsewhere a skip with the
-reason. ReactPage serves a React app's test page for Chromium (client/test/browser/).
+reason. StaticSite serves a browser test's page and the build on a loopback origin;
+ReactPage is a React app's test page for Chromium (client/test/browser/).
 """
 
 from __future__ import annotations
 
 import json
+import mimetypes
+import os
 import shutil
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import subprocess
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.loopback_http import LoopbackServer
 from tests.support.servers import ROOT
 from tests.support.services import in_ci
 
 CLIENT = ROOT / "client"
 DIST = CLIENT / "dist"
+MODULES = CLIENT / "node_modules"
+TEST_PAGES = CLIENT / "test"  # the package's own test scripts and pages
 BUILD_COMMAND = "npm ci --prefix client && npm run build --prefix client"
 # What the package's build writes, and the (committed) copies /debug loads.
 BUILT = (DIST / "index.js", DIST / "index.d.ts", DIST / "react.js", DIST / "react.d.ts",
@@ -63,10 +70,67 @@ def require_node() -> tuple[str, str]:
     return node, npm
 
 
+def node_report(script: str, env: Mapping[str, str] | None = None,
+                timeout: float = 120) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
+    """client/test/``script`` run by node against the build, with ``env`` added to this
+    process's environment: the JSON report it prints as its last line, and the run."""
+    node, _npm = require_node()
+    require_build()
+    result = subprocess.run([node, str(TEST_PAGES / script)], cwd=CLIENT,
+                            env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                            timeout=timeout)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"no report:\n{result.stderr}"
+    return json.loads(lines[-1]), result
+
+
+# -- the pages a browser test loads -----------------------------------------------------
+
+Source = Path | Callable[[], bytes]  # what a page's URL path serves: a file, or a body made
+
+
+class StaticSite(LoopbackServer):
+    """Fixed URL paths, each answered with a file or a made body, on a loopback origin
+    of its own. Read at each request and never cached: a rebuild of the package shows
+    at the next load."""
+
+    def __init__(self, files: Mapping[str, Source]) -> None:
+        self.files = files
+        super().__init__()
+
+    def body(self, url_path: str) -> bytes | None:
+        source = self.files.get(url_path)
+        if isinstance(source, Path):
+            return source.read_bytes() if source.is_file() else None
+        return source() if source else None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                url_path = self.path.split("?", 1)[0]
+                body = site.body(url_path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                kind = ("text/javascript" if url_path.endswith((".js", ".mjs"))
+                        else mimetypes.guess_type(url_path)[0] or "application/octet-stream")
+                self.send_response(200)
+                self.send_header("Content-Type", f"{kind}; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        return Handler
+
+
 # -- a React app's page, for Chromium ---------------------------------------------------
 
-MODULES = CLIENT / "node_modules"
-TEST_PAGES = CLIENT / "test"
 # React's CommonJS development builds (StrictMode double-mounts only in development);
 # the page's loader resolves require() between them, so their order does not matter.
 REACT_CJS = ("react/index.js", "react/cjs/react.development.js",
@@ -112,53 +176,24 @@ def react_cjs_bundle() -> bytes:
     return (CJS_LOADER % "\n".join(parts)).encode()
 
 
-REACT_PAGE_FILES: dict[str, Callable[[], bytes]] = {
-    "/preferences.html": lambda: (TEST_PAGES / "browser" / "preferences.html").read_bytes(),
-    "/preferences-page.mjs": lambda: (TEST_PAGES / "browser" / "preferences-page.mjs")
-    .read_bytes(),
-    "/preferences-scenario.mjs": lambda: (TEST_PAGES / "preferences-scenario.mjs").read_bytes(),
-    "/shim/react.mjs": lambda: (TEST_PAGES / "browser" / "react.mjs").read_bytes(),
-    "/shim/react-dom-client.mjs": lambda: (TEST_PAGES / "browser" / "react-dom-client.mjs")
-    .read_bytes(),
-    "/client/index.js": lambda: (DIST / "index.js").read_bytes(),
-    "/client/react.js": lambda: (DIST / "react.js").read_bytes(),
-    "/client/inbox.js": lambda: (DIST / "inbox.js").read_bytes(),  # react.js imports it
-    "/vendor/socket.io.min.js": lambda: (MODULES / "socket.io-client" / "dist"
-                                         / "socket.io.min.js").read_bytes(),
+REACT_PAGE_FILES: dict[str, Source] = {
+    "/preferences.html": TEST_PAGES / "browser" / "preferences.html",
+    "/preferences-page.mjs": TEST_PAGES / "browser" / "preferences-page.mjs",
+    "/preferences-scenario.mjs": TEST_PAGES / "preferences-scenario.mjs",
+    "/support.mjs": TEST_PAGES / "support.mjs",  # the scenario imports it
+    "/shim/react.mjs": TEST_PAGES / "browser" / "react.mjs",
+    "/shim/react-dom-client.mjs": TEST_PAGES / "browser" / "react-dom-client.mjs",
+    "/client/index.js": DIST / "index.js",
+    "/client/react.js": DIST / "react.js",
+    "/client/inbox.js": DIST / "inbox.js",  # react.js imports it
+    "/vendor/socket.io.min.js": MODULES / "socket.io-client" / "dist" / "socket.io.min.js",
     "/vendor/react-cjs.js": react_cjs_bundle,
 }
 
 
-class _ReactPageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        read = REACT_PAGE_FILES.get(self.path.split("?", 1)[0])
-        if read is None:
-            self.send_error(404)
-            return
-        body = read()
-        kind = "text/html" if self.path.endswith(".html") else "text/javascript"
-        self.send_response(200)
-        self.send_header("Content-Type", f"{kind}; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
-class ReactPage:
+class ReactPage(StaticSite):
     """The React test page (client/test/browser/) on a loopback origin of its own."""
 
     def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ReactPageHandler)
-        self.httpd.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        super().__init__(REACT_PAGE_FILES)
         self.url = f"{self.origin}/preferences.html"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -115,24 +115,42 @@ def gunicorn(tmp_path: Path, env: dict[str, str], worker: str = "eventlet",
     """The Procfile's command, on a free loopback port (not yet started); ``app`` names
     another app module for a test (tests/support/clocked_app.py)."""
     port = port or free_port()
-    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
-            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", *(extra or []), app]
+    argv = gunicorn_argv(worker, port, "--graceful-timeout", "5", *(extra or []), app=app)
     return ServerProcess(argv, env, port, tmp_path / f"{name}-{port}.log")
+
+
+def gunicorn_argv(worker: str, port: int, *options: str, app: str = "app:app") -> list[str]:
+    """The Procfile's gunicorn command line: ``worker`` class, one worker, bound to a
+    loopback ``port``, with ``options`` before the app."""
+    return [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
+            "--bind", f"127.0.0.1:{port}", *options, app]
+
+
+def run_command(argv: list[str], env: dict[str, str],
+                timeout: float = 60) -> subprocess.CompletedProcess:
+    """``argv`` run to its end from the project root, its output captured as text."""
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def refused_start(env: dict[str, str], worker: str, naming: str) -> str:
     """gunicorn (``worker`` class, one worker) that must refuse to start: it exits non-zero
     with no traceback and one line of its output holding ``naming``, which is answered."""
-    argv = [str(VENV_BIN / "gunicorn"), "--worker-class", worker, "-w", "1",
-            "--bind", f"127.0.0.1:{free_port()}", "app:app"]
-    result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = run_command(gunicorn_argv(worker, free_port()), env)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     lines = [line for line in output.splitlines() if naming in line]
     assert len(lines) == 1, output
     assert "Traceback" not in output
     return lines[0]
+
+
+def refusal(argv: list[str], env: dict[str, str]) -> list[str]:
+    """The stderr lines of a command that loads the app and must refuse to: it exits 4,
+    app.py's code for a configuration or library versions it will not start with."""
+    result = run_command(argv, env)
+    assert result.returncode == 4, result.stdout + result.stderr
+    return result.stderr.strip().splitlines()
 
 
 def migrate(env: dict[str, str]) -> None:

@@ -4,13 +4,12 @@ utils/edge/stack.py, entrypoints/runtime.py)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import engineio.socket
 import pytest
 
-from tests.support.servers import ROOT, VENV_BIN, server_env
+from tests.support.servers import VENV_BIN, refusal, run_command, server_env
 from utils.edge.stack import layer_names
 from utils.patches import PATCHED_FOR, PatchedVersionError, check_versions
 from utils.services import services
@@ -36,10 +35,7 @@ def test_a_server_with_other_versions_exits_with_one_line(tmp_path):
     code = ("import importlib.metadata as m; real = m.version; "
             "m.version = lambda n: '0.1' if n == 'eventlet' else real(n); "
             "import app")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=server_env(tmp_path),
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 4
-    assert out.stderr.strip().splitlines() == [
+    assert refusal([sys.executable, "-c", code], server_env(tmp_path)) == [
         "cannot start: utils/patches/ was written for other library versions: eventlet 0.1 "
         "(patched for 0.41.3); install requirements.txt, or review each patch against the "
         "new version"]
@@ -81,8 +77,7 @@ def test_every_app_routes_pings_through_the_one_task(app):
 def test_cli_commands_print_no_eventlet_banner(tmp_path):
     env = server_env(tmp_path, APP_ENV="development", ASYNC_MODE="eventlet")
     env.pop("PYTHONWARNINGS")
-    out = subprocess.run([str(VENV_BIN / "flask"), "--app", "app", "create-token", "ann"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    out = run_command([str(VENV_BIN / "flask"), "--app", "app", "create-token", "ann"], env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count(".") == 2  # the JWT
     assert "eventlet" not in out.stderr.lower()

@@ -1,23 +1,23 @@
 """Helpers for the real-browser tests: the stand-in front end's static server, event
-reading over WebDriver, and the production server the pages talk to."""
+reading over WebDriver, and the production server the pages talk to (and a fixture
+of one as deployed, for the modules that need no other)."""
 
 from __future__ import annotations
 
 import json
-import mimetypes
 import subprocess
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 import requests
 
 from tests.support.browser.webdriver import Browser
-from tests.support.client_package import DIST
+from tests.support.client_package import DIST, StaticSite
 from tests.support.servers import ROOT, VENV_BIN, ServerProcess, gunicorn, migrate, server_env
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -38,38 +38,11 @@ PAGE_FILES = {
 REPORT: list[str] = []  # which transport carried what; printed at the end of the run
 
 
-class _PageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        path = PAGE_FILES.get(self.path.split("?", 1)[0])
-        if path is None or not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        kind = "text/javascript" if path.suffix == ".js" else mimetypes.guess_type(path)[0]
-        self.send_response(200)
-        self.send_header("Content-Type", f"{kind}; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        pass
-
-
-class PageServer:
-    """A static server on a loopback port of its own: one origin per instance."""
+class PageServer(StaticSite):
+    """The stand-in front end: one origin per instance."""
 
     def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
-        self.httpd.daemon_threads = True
-        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(PAGE_FILES)
 
 
 def open_page(browser: Browser, origin: str) -> None:
@@ -150,3 +123,13 @@ class NotifyServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+@pytest.fixture(scope="module", name="production_server")
+def production_server_fixture(tmp_path_factory, page_origin) -> Iterator[NotifyServer]:
+    """``production_server``: production as deployed, nothing overridden (no minting on
+    a page, Web Push off: no VAPID key), one per module. A test module imports
+    ``production_server_fixture  # noqa: F401``."""
+    instance = NotifyServer(tmp_path_factory.mktemp("production-server"), page_origin)
+    yield instance
+    instance.stop()

@@ -32,7 +32,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.client_package import CLIENT, DIST, require_build, require_node
+from tests.support.client_package import (
+    CLIENT,
+    DIST,
+    node_report,
+    require_build,
+    require_node,
+)
 from tests.support.servers import (
     ROOT,
     SERVER_API_KEY,
@@ -416,16 +422,10 @@ def live_server(tmp_path) -> Iterator[ServerProcess]:
 @pytest.mark.server
 def test_the_provider_keeps_one_socket_through_strict_mode_and_none_after_sign_out(
         live_server, tmp_path):
-    node, _npm = require_node()
-    require_build()
-    env = {**os.environ, "NOTIFY_URL": live_server.url, "NOTIFY_API_KEY": SERVER_API_KEY,
-           "ORIGIN": ORIGIN, "USER_A": "react-ann", "USER_B": "react-bob",
-           "TOKEN_A": mint("react-ann"), "TOKEN_B": mint("react-bob")}
-    result = subprocess.run([node, str(CLIENT / "test" / "react-provider.mjs")], cwd=CLIENT,
-                            env=env, capture_output=True, text=True, timeout=120)
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"no report:\n{result.stderr}"
-    report = json.loads(lines[-1])
+    report, result = node_report("react-provider.mjs", {
+        "NOTIFY_URL": live_server.url, "NOTIFY_API_KEY": SERVER_API_KEY, "ORIGIN": ORIGIN,
+        "USER_A": "react-ann", "USER_B": "react-bob",
+        "TOKEN_A": mint("react-ann"), "TOKEN_B": mint("react-bob")})
     assert "error" not in report, (report, result.stderr)
     steps = report["steps"]
 
@@ -473,15 +473,9 @@ def test_the_hook_loads_the_inbox_pages_it_and_merges_what_the_socket_brings(
     """After a reload the hook shows the inbox, not only what arrived since: the first
     page on mount, older pages with loadMore(), live and replayed notifications merged
     in once each, and the server's unread count (client/test/react-inbox.mjs)."""
-    node, _npm = require_node()
-    require_build()
-    env = {**os.environ, "NOTIFY_URL": live_server.url, "NOTIFY_API_KEY": SERVER_API_KEY,
-           "ORIGIN": ORIGIN, "USER": "inbox-ivy", "TOKEN": mint("inbox-ivy")}
-    result = subprocess.run([node, str(CLIENT / "test" / "react-inbox.mjs")], cwd=CLIENT,
-                            env=env, capture_output=True, text=True, timeout=120)
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"no report:\n{result.stderr}"
-    report = json.loads(lines[-1])
+    report, result = node_report("react-inbox.mjs", {
+        "NOTIFY_URL": live_server.url, "NOTIFY_API_KEY": SERVER_API_KEY, "ORIGIN": ORIGIN,
+        "USER": "inbox-ivy", "TOKEN": mint("inbox-ivy")})
     assert "error" not in report, (report, result.stderr)
     steps = report["steps"]
     page = 10
@@ -533,12 +527,8 @@ def test_the_inbox_merges_pages_and_arrivals_whatever_comes_first():
     before a new first page is dropped; maxItems trims and loadMore brings back; a
     failure shows and is retried; a page read again that joins on keeps the loaded
     pages; read stays read; a closed inbox changes nothing."""
-    node, _npm = require_node()
-    require_build()
-    result = subprocess.run([node, str(CLIENT / "test" / "inbox.mjs")], cwd=CLIENT,
-                            capture_output=True, text=True, timeout=60)
+    report, result = node_report("inbox.mjs", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(report["passed"]) == report["total"] == 10, report
 
 
@@ -555,12 +545,8 @@ def test_a_busy_refusal_is_retried_after_a_spread_delay_and_a_final_one_is_not()
     """server_busy (and server_unavailable) mean "not now": the client connects again
     after retry_after times 0.5 to 1.5, so clients refused together come back spread
     out; token_invalid is final; close() cancels a pending retry."""
-    node, _npm = require_node()
-    require_build()
-    result = subprocess.run([node, str(CLIENT / "test" / "retry.mjs")], cwd=CLIENT,
-                            capture_output=True, text=True, timeout=60)
+    report, result = node_report("retry.mjs", timeout=60)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["busy_connect_calls"] == [2] * 40
     delays = report["busy_delays_ms"]
     assert all(95 <= d <= 330 for d in delays), delays  # 0.5-1.5 × 200 ms, timer slack

@@ -16,9 +16,6 @@ these tests skip with the reason.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,10 +25,9 @@ import requests
 
 from tests.support.browser.webdriver import ENGINES, Browser
 from tests.support.client_package import (
-    CLIENT,
     ReactPage,
+    node_report,
     require_build,
-    require_node,
     unavailable,
 )
 from tests.support.push_service import (
@@ -168,19 +164,12 @@ def check_hook_scenario(report: dict[str, Any], env: str) -> None:
 
 def test_the_client_reads_merges_and_replaces_preferences_and_switches_a_device(
         live_server, push_service, keys):
-    node, _npm = require_node()
-    require_build()
     users = {key: new_user(key.lower()) for key in "ABCD"}
     sub_id = subscribe(live_server, push_service, keys, users["A"])
-    env = {**os.environ, "NOTIFY_URL": live_server.url, "ORIGIN": NODE_ORIGIN,
-           "SUB_ID": str(sub_id),
-           **{f"USER_{key}": user for key, user in users.items()},
-           **{f"TOKEN_{key}": mint(user) for key, user in users.items()}}
-    result = subprocess.run([node, str(CLIENT / "test" / "preferences.mjs")], cwd=CLIENT,
-                            env=env, capture_output=True, text=True, timeout=120)
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"no report:\n{result.stderr}"
-    report = json.loads(lines[-1])
+    report, result = node_report("preferences.mjs", {
+        "NOTIFY_URL": live_server.url, "ORIGIN": NODE_ORIGIN, "SUB_ID": str(sub_id),
+        **{f"USER_{key}": user for key, user in users.items()},
+        **{f"TOKEN_{key}": mint(user) for key, user in users.items()}})
     assert "error" not in report, (report, result.stderr)
     steps = report["client"]
 

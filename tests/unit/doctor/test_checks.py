@@ -7,9 +7,9 @@ import io
 import json
 import time
 
-import jwt
 import pytest
 
+from tests.support.doctor_context import ALLOWED, TIMEOUT, URL, context, token
 from tests.support.doctor_server import (
     HEALTHZ,
     HEALTHZ_THREADING,
@@ -43,26 +43,10 @@ from utils.doctor.checks import (
     upgrade,
     websocket,
 )
-from utils.doctor.model import FAIL, PASS, SKIP, WARN, Context, Facts, Options, Unreachable
+from utils.doctor.model import FAIL, PASS, SKIP, WARN, Options, Unreachable
 from utils.doctor.report import exit_code, render_table
 from utils.doctor.target import Target
 from utils.doctor.transport import CertificateProblem, ProbeError, ProbeTimeout
-
-URL = "http://127.0.0.1:8000"
-ALLOWED = "http://localhost:3000"
-TIMEOUT = 0.5
-
-
-def token(ttl: int = 3600, **claims) -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": "alice", "iat": now, "exp": now + ttl, **claims},
-                      "any-secret-" + "x" * 40, algorithm="HS256")
-
-
-def context(fake: RecordedServer, url: str = URL, origin: str | None = ALLOWED,
-            jwt_token: str | None = None, api_key: str | None = None, **facts) -> Context:
-    options = Options(url, origin, jwt_token, api_key, TIMEOUT)
-    return Context(options, Target.parse(url), fake, Facts(**facts))
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import io
 import json
 import time
 
-import jwt
 import pytest
 
+from tests.support.doctor_context import ALLOWED, TIMEOUT, URL, context, token
 from tests.support.doctor_server import STOCK_NOT_FOUND, RecordedServer, reply
 from utils.doctor import main, served
 from utils.doctor.advice import SPLIT_FIX, WEBSOCKET_ONLY
@@ -34,19 +34,10 @@ from utils.doctor.model import FAIL, PASS, SKIP, WARN, Context, Facts, Options
 from utils.doctor.report import exit_code, render_table
 from utils.doctor.target import Target
 
-URL = "http://127.0.0.1:8000"
-ALLOWED = "http://localhost:3000"
-TIMEOUT = 0.5
 # Judged over WebSocket on a WebSocket-only server; the rest are skipped, not failed.
 OVER_WEBSOCKET = ("cors", "foreign_origin", "auth", "no_token", "websocket", "concurrency",
                   "round_trip")
 NOTHING_TO_JUDGE = ("handshake", "split_sessions", "upgrade")
-
-
-def token() -> str:
-    now = int(time.time())
-    return jwt.encode({"sub": "alice", "iat": now, "exp": now + 3600},
-                      "any-secret-" + "x" * 40, algorithm="HS256")
 
 
 def everything(transports: tuple[str, ...] | None = None) -> Options:
@@ -61,10 +52,9 @@ def findings_of(fake: RecordedServer, options: Options) -> dict:
 
 def websocket_only_context(fake: RecordedServer, origin: str | None = ALLOWED,
                            **facts) -> Context:
-    options = Options(URL, origin, token(), "k", TIMEOUT)
-    return Context(options, Target.parse(URL), fake,
-                   Facts(transports=served.WEBSOCKET_ONLY, transports_from=served.FROM_HEALTHZ,
-                         **facts))
+    return context(fake, origin=origin, jwt_token=token(), api_key="k",
+                   transports=served.WEBSOCKET_ONLY, transports_from=served.FROM_HEALTHZ,
+                   **facts)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.support.servers import ROOT
+from tests.support.servers import refusal, run_command
 from utils.auth.tokens import verify_access_token
 
 FLASK = str(Path(sys.executable).parent / "flask")
@@ -79,8 +78,7 @@ def test_prune_uses_the_retention_default(app, runner, notify):
 def test_db_upgrade_creates_the_schema_from_nothing(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "APP_ENV": "development", "INSTANCE_PATH": str(tmp_path),
            "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([FLASK, "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = run_command([FLASK, "--app", "app", "db", "upgrade"], env)
     assert result.returncode == 0, result.stderr
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     assert {"notifications", "idempotency_keys", "watermarks"} <= set(
@@ -92,8 +90,7 @@ def test_cli_in_production_without_secret_fails_with_one_line(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "APP_ENV": "production", "INSTANCE_PATH": str(tmp_path),
            "FRONTEND_URLS": "https://app.example.com", "PYTHONWARNINGS": "ignore",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'volume.db'}"}
-    result = subprocess.run([FLASK, "--app", "app", "create-token", "alice"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = run_command([FLASK, "--app", "app", "create-token", "alice"], env)
     assert result.returncode != 0
     assert "configuration error: JWT_SECRET_KEY is required in production" in result.stderr
     assert "Traceback" not in result.stderr
@@ -105,10 +102,7 @@ def test_predeploy_in_production_without_database_url_fails_with_one_line(tmp_pa
     env = {"PATH": "/usr/bin:/bin", "RAILWAY_ENVIRONMENT": "production",
            "INSTANCE_PATH": str(tmp_path), "JWT_SECRET_KEY": "c" * 40,
            "FRONTEND_URLS": "https://app.example.com", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([FLASK, "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 4
-    assert result.stderr.strip().splitlines() == [
+    assert refusal([FLASK, "--app", "app", "db", "upgrade"], env) == [
         "configuration error: DATABASE_URL is required in production: a PostgreSQL URL "
         "(on Railway, ${{Postgres.DATABASE_URL}}), or sqlite:////path/notifications.db "
         "on a persistent volume"]
