@@ -220,12 +220,18 @@ def _select_unlocked(conn: sa.Connection, users: list[str]) -> list[tuple[Any, .
     style (qmark for sqlite3, format for pg8000); ``settings`` as the driver gives it
     (text on SQLite, decoded JSON on PostgreSQL)."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = ("SELECT user_id, settings, updated_at FROM user_preferences WHERE user_id IN ("
+           + ", ".join([mark] * len(users)) + ")")
+    driver_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.cursor()  # the DBAPI connection of conn's transaction
     try:
-        cursor.execute("SELECT user_id, settings, updated_at FROM user_preferences "
-                       "WHERE user_id IN (" + ", ".join([mark] * len(users)) + ")",
-                       tuple(users))
+        cursor.execute(sql, tuple(users))
         rows = cursor.fetchall()
+    except driver_error as exc:
+        # As SQLAlchemy would raise it: the handlers (503 database_unavailable or
+        # database_not_migrated) and SQLite's lock retry know only its exceptions.
+        raise sa.exc.DBAPIError.instance(sql, users, exc, driver_error,
+                                         dialect=conn.dialect) from None
     finally:
         cursor.close()
     return [(user_id, json.loads(settings) if isinstance(settings, str) else settings,
