@@ -134,10 +134,7 @@ def mint_token():
     body: Any = json_body() if request.content_length else {}
     if not isinstance(body, dict):
         raise ApiError(400, "validation_error", 'send {"user_id": "..."}')
-    user_id = str(body.get("user_id") or "debug-user").strip()
-    if not 0 < len(user_id) <= MAX_USER_ID_LENGTH or not user_id.isprintable():
-        raise ApiError(400, "validation_error",
-                       f"user_id must be 1 to {MAX_USER_ID_LENGTH} printable characters")
+    user_id = _user_id({"user_id": body.get("user_id") or "debug-user"})
     token = create_access_token(user_id, MINT_TTL_SECONDS)
     return jsonify({"token": token, "user_id": user_id, "expires_in": MINT_TTL_SECONDS})
 
@@ -153,6 +150,7 @@ def send_test_notification():
 
 
 def _user_id(body: Any) -> str:
+    """The body's ``user_id``, stripped: 1 to 128 printable characters, or a 400."""
     user_id = str(body.get("user_id") or "").strip() if isinstance(body, dict) else ""
     if not 0 < len(user_id) <= MAX_USER_ID_LENGTH or not user_id.isprintable():
         raise ApiError(400, "validation_error",

@@ -209,22 +209,31 @@ def test_sqlite3_waits_in_c_only_where_no_hub_runs(monkeypatch):
 
 
 def test_without_contention_the_producer_path_runs_no_extra_statement(app):
+    """Every statement sqlite3 runs, those on the driver's own cursor included (the
+    recipients' preferences are read there: utils/notifications/preferences.py)."""
     from utils.extensions import db
     from utils.notifications.notifier import notify_users
 
     statements: list[str] = []
+
+    def trace(dbapi_connection, _record, _proxy) -> None:
+        dbapi_connection.set_trace_callback(
+            lambda sql: statements.append(" ".join(sql.split()[:3])))
+
     with app.app_context():
-        sa.event.listen(db.engine, "before_cursor_execute",
-                        lambda *args: statements.append(" ".join(args[2].split()[:3])))
+        db.engine.dispose()  # every connection from here on is checked out, so traced
+        sa.event.listen(db.engine, "checkout", trace)
         notify_users(["alice"], "t", "x")
-        # (The recipients' preferences are read on the driver's own cursor, below
-        # SQLAlchemy's events: utils/notifications/preferences.py.)
-        assert statements == ["INSERT INTO notifications"]
+        # One read of the recipients' preferences (issue 23), then the insert, in the
+        # group commit's transaction.
+        assert [s for s in statements if s.split()[0] in ("SELECT", "INSERT")] == [
+            "SELECT user_id, settings,", "INSERT INTO notifications"]
         statements.clear()
         notify_users(["alice"], "t", "x", idempotency_key="k", request_fingerprint="f")
-        assert [s for s in statements if not s.startswith("SELECT")] == [
+        assert [s for s in statements if s.startswith("INSERT")] == [
             "INSERT INTO notifications", "INSERT INTO idempotency_keys"]
-        assert len(statements) == 3  # and the one SELECT of the key
+        # and the SELECTs of the key and of the preferences
+        assert len([s for s in statements if s.startswith("SELECT")]) == 2
 
 
 def test_a_post_during_a_held_lock_waits_then_stores_once(app, client, api_headers,
